@@ -1,0 +1,1 @@
+"""Hearing the caller: VAD, turn-taking and barge-in detection, streaming ASR."""

@@ -1,0 +1,1 @@
+"""FreeSWITCH edge: ESL (the only importer of greenswitch), unicast media, outbound socket server."""

@@ -1,0 +1,1 @@
+"""Running calls without FreeSWITCH: the text simulator (and later the audio simulator and demo)."""

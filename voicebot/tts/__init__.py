@@ -1,0 +1,1 @@
+"""Speaking as the agent: voices, voice packs, prompt rendering and cache."""
