@@ -1,0 +1,567 @@
+"""The dialog machine: one call through a flow, sans-I/O.
+
+Rules (the whole contract, in the order the code applies them):
+
+1. ``handle(event, now)`` returns the commands the event causes. No threads,
+   sockets or clock reads: time comes in as ``now`` (monotonic seconds).
+   Work the machine causes itself (entering the next node, ending the call) is
+   queued and run to completion before ``handle`` returns, never re-entered.
+2. Entering a node applies its effects once per visit (tags, level, prepare;
+   each notification at most once per call), then says its prompt. A node that
+   listens sends :class:`Listen` at entry, so barge-in can be heard, and arms
+   its no-input timer when its prompt has finished.
+3. While a prompt plays, caller speech interrupts it only under the node's
+   barge-in policy: never when ``off``; not before ``protect_ms`` has passed
+   since the prompt started when ``protected``; and only once the speech has
+   lasted ``min_speech_ms`` and partial transcripts hold ``min_words`` words.
+   Only nodes that listen can be interrupted. DTMF always interrupts.
+   What was said over a prompt that could not be interrupted is ignored.
+4. A final transcript is matched against the node's intents and the global
+   intents together; the best score wins (the node's own on a tie). Slots in
+   ``capture`` are extracted first. No match goes to ``default`` or no-match
+   handling; an empty transcript just keeps listening.
+5. Timers are commands (:class:`ArmTimer`) and come back as
+   :class:`TimerFired`. When the call ends every live timer is cancelled.
+6. The call ends exactly once, with exactly one disposition: a hang-up node,
+   a limit, no response, no agent, or :class:`HungUp` from outside. After the
+   end, and after a transfer, the machine never plays again.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import deque
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Any, Callable, Mapping
+
+from voicebot.dialog import events as ev
+from voicebot.dialog.flow import RETURN, REPEAT, BargeInAction, BargeInMode, Flow, Node, Say, Utterance
+from voicebot.dialog.intents import IntentMatch, IntentMatcher, IntentSpec
+from voicebot.dialog.outcome import Outcome, PromptRecord, Turn
+from voicebot.dialog.slots import extract_slot
+
+_TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+class Phase(str, Enum):
+    """Where the machine is in the current node."""
+
+    IDLE = "idle"  # before CallStarted
+    SPEAKING = "speaking"  # a prompt plays; the node does not listen (yet)
+    LISTENING = "listening"  # the node listens (a prompt may still be playing)
+    HOLDING = "holding"  # waiting for an agent, hold prompt playing
+    BRIDGED = "bridged"  # the caller is with an agent
+    ENDED = "ended"
+
+
+def build_matcher(flow: Flow) -> IntentMatcher:
+    """The flow's intent matcher; build it once per flow and share it between calls."""
+    specs = [IntentSpec(i.name, i.keywords, i.regex, i.examples) for i in flow.intents.values()]
+    return IntentMatcher(specs, flow.language)
+
+
+def render_template(text: str, values: Mapping[str, str]) -> str:
+    """Fill ``{{name}}`` placeholders; unknown names become empty strings."""
+    return _TEMPLATE.sub(lambda m: values.get(m.group(1), ""), text)
+
+
+@dataclass
+class _Playing:
+    play_id: int
+    started_at: float | None = None
+    barge_candidate_at: float | None = None  # caller speech onset while this plays
+    partial_words: int = 0
+
+
+class DialogMachine:
+    """Runs one call through ``flow``. Share ``matcher`` across calls of the same flow."""
+
+    def __init__(self, flow: Flow, *, matcher: IntentMatcher | None = None, seed: int = 0) -> None:
+        self.flow = flow
+        self.matcher = matcher or build_matcher(flow)
+        self.outcome = Outcome()
+        self.phase = Phase.IDLE
+        self.node: Node | None = None
+        self._rng = random.Random(seed)
+        self._out: list[ev.Command] = []
+        self._queue: deque[Callable[[], None]] = deque()
+        self._now = 0.0
+        self._play_seq = 0
+        self._timer_seq = 0
+        self._timers: dict[str, str] = {}  # kind -> live timer id
+        self._playing: _Playing | None = None
+        self._variant_turn: dict[tuple[str, Say], int] = {}
+        self._retries = {"no_input": 0, "no_match": 0}
+        self._return_to = ""
+        self._barged = False
+        self._speech_since: float | None = None
+        self._prepared: set[str] = set()
+        self._agent_ready = ""
+        self._limit_hit = False
+        self._pending_disposition = ""
+
+    # ------------------------------------------------------------ public API
+
+    def handle(self, event: ev.Event, now: float) -> list[ev.Command]:
+        """Apply one event at time ``now`` (s); return the commands it causes."""
+        self._now = now
+        if self.phase is Phase.ENDED:
+            return []
+        self._queue.append(lambda: self._dispatch(event))
+        while self._queue:
+            self._queue.popleft()()
+        out, self._out = self._out, []
+        return out
+
+    @property
+    def ended(self) -> bool:
+        """True once the call has ended (the disposition is final)."""
+        return self.phase is Phase.ENDED
+
+    @property
+    def live_timers(self) -> set[str]:
+        """Ids of timers armed and not yet fired or cancelled."""
+        return set(self._timers.values())
+
+    # ------------------------------------------------------------- dispatch
+
+    def _dispatch(self, event: ev.Event) -> None:
+        handlers: dict[type, Callable[..., None]] = {
+            ev.CallStarted: self._on_call_started,
+            ev.PromptStarted: self._on_prompt_started,
+            ev.PromptFinished: self._on_prompt_finished,
+            ev.SpeechStarted: self._on_speech_started,
+            ev.Transcript: self._on_transcript,
+            ev.Dtmf: self._on_dtmf,
+            ev.TimerFired: self._on_timer,
+            ev.AgentReady: self._on_agent_ready,
+            ev.AgentFailed: self._on_agent_failed,
+            ev.HungUp: self._on_hung_up,
+        }
+        if self.phase is Phase.IDLE and not isinstance(event, (ev.CallStarted, ev.HungUp)):
+            return
+        if self.phase is not Phase.ENDED:
+            handlers[type(event)](event)
+
+    def _emit(self, command: ev.Command) -> None:
+        self._out.append(command)
+
+    # -------------------------------------------------------------- timers
+
+    def _arm(self, kind: str, delay_s: float) -> None:
+        self._cancel(kind)
+        self._timer_seq += 1
+        timer_id = f"{kind}#{self._timer_seq}"
+        self._timers[kind] = timer_id
+        self._emit(ev.ArmTimer(self._now, timer_id, self._now + delay_s))
+
+    def _cancel(self, kind: str) -> None:
+        timer_id = self._timers.pop(kind, None)
+        if timer_id is not None:
+            self._emit(ev.CancelTimer(self._now, timer_id))
+
+    def _on_timer(self, event: ev.TimerFired) -> None:
+        kind = next((k for k, t in self._timers.items() if t == event.timer_id), None)
+        if kind is None:
+            return  # stale: cancelled or re-armed since
+        del self._timers[kind]
+        actions: dict[str, Callable[[], None]] = {
+            "max_duration": lambda: self._limit("max_duration"),
+            "no_input": self._on_no_input,
+            "barge_in": self._check_barge_in,
+            "transfer": self._on_transfer_timeout,
+        }
+        actions[kind]()
+
+    # ------------------------------------------------------- call lifecycle
+
+    def _on_call_started(self, event: ev.CallStarted) -> None:
+        if self.phase is not Phase.IDLE:
+            return
+        values = {name: v.default for name, v in self.flow.variables.items() if v.default is not None}
+        values.update(event.variables)
+        self.outcome.variables = values
+        self.outcome.started_at = event.at
+        self._arm("max_duration", self.flow.max_duration_s)
+        self._goto(self.flow.start)
+
+    def _on_hung_up(self, event: ev.HungUp) -> None:
+        if self.phase is Phase.BRIDGED:
+            self._end("transferred", hang_up=False)
+        else:
+            self._end(self._pending_disposition or event.cause, hang_up=False)
+
+    def _end(self, disposition: str, *, hang_up: bool = True) -> None:
+        if self.phase is Phase.ENDED:
+            return
+        self._stop_playing()
+        for kind in list(self._timers):
+            self._cancel(kind)
+        self.phase = Phase.ENDED
+        self.outcome.disposition = disposition
+        self.outcome.ended_at = self._now
+        if hang_up:
+            self._emit(ev.HangUp(self._now, disposition))
+        for name in self.flow.hangup_notify:
+            self._emit(ev.Notify(self._now, name, self.outcome.summary()))
+        self._queue.clear()
+
+    def _limit(self, reason: str) -> None:
+        if self.phase in (Phase.BRIDGED, Phase.ENDED):
+            return
+        if self.flow.on_limit and not self._limit_hit:
+            self._limit_hit = True
+            self._goto(self.flow.on_limit)
+        else:
+            self._end(reason)
+
+    # --------------------------------------------------------------- nodes
+
+    def _goto(self, target: str) -> None:
+        """Queue a move to ``target`` (node id, ``repeat`` or ``return``)."""
+        self._queue.append(lambda: self._enter(target))
+
+    def _enter(self, target: str) -> None:
+        if self.phase is Phase.ENDED:
+            return
+        if target == REPEAT and self.node is not None:
+            self._say_and_listen(self.node, self.node.say)
+            return
+        if target == RETURN:
+            target = self._return_to or (self.node.id if self.node else self.flow.start)
+        node = self.flow.nodes[target]
+        self._leave_node()
+        self.node = node
+        self.outcome.path.append(node.id)
+        self._retries = {"no_input": 0, "no_match": 0}
+        self._apply_effects(node)
+        if node.hangup:
+            self._pending_disposition = node.hangup
+        self._say_and_listen(node, node.say)
+
+    def _leave_node(self) -> None:
+        self._stop_playing()
+        for kind in ("no_input", "barge_in", "transfer"):
+            self._cancel(kind)
+        self._speech_since = None
+        self._barged = False
+
+    def _apply_effects(self, node: Node) -> None:
+        for tag in node.tags:
+            if tag not in self.outcome.tags:
+                self.outcome.tags.append(tag)
+                self._emit(ev.SetTag(self._now, tag))
+        if node.level and node.level != self.outcome.level:
+            self.outcome.level = node.level
+            self._emit(ev.SetLevel(self._now, node.level))
+        for name in node.notify:
+            if name not in self.outcome.notifications:
+                self.outcome.notifications.append(name)
+                self._emit(ev.Notify(self._now, name, self.outcome.summary()))
+        groups = [node.prepare] + ([node.transfer.group] if node.transfer else [])
+        for group in filter(None, groups):
+            if group not in self._prepared:
+                self._prepared.add(group)
+                self._emit(ev.PrepareHandoff(self._now, group))
+
+    def _say_and_listen(self, node: Node, say: Say) -> None:
+        """Say ``say`` (if anything) in ``node``; listen or move on when appropriate."""
+        self._stop_playing()
+        self._cancel("no_input")
+        self._barged = False
+        self._speech_since = None
+        played = self._play(node.id, say)
+        if node.listen is not None:
+            self.phase = Phase.LISTENING
+            hints = tuple(self.matcher.hint_phrases(self._allowed_intents(node)))
+            listen = node.listen
+            self._emit(ev.Listen(self._now, node.id, listen.no_input_ms, listen.max_speech_ms, listen.end_silence_ms, hints))
+            if not played:
+                self._arm("no_input", listen.no_input_ms / 1000)
+        else:
+            self.phase = Phase.SPEAKING
+            if not played:
+                self._after_prompt(node)
+
+    def _after_prompt(self, node: Node) -> None:
+        """A non-listening node finished speaking: move on."""
+        if node.hangup:
+            self._end(node.hangup)
+        elif node.transfer is not None:
+            self._start_transfer(node)
+        elif node.next:
+            self._goto(node.next)
+
+    # ------------------------------------------------------------- prompts
+
+    def _pick(self, node_id: str, say: Say) -> Utterance | None:
+        if not say.variants:
+            return None
+        if say.order == "random":
+            return self._rng.choice(say.variants)
+        key = (node_id, say)
+        turn = self._variant_turn.get(key, 0)
+        self._variant_turn[key] = turn + 1
+        return say.variants[turn % len(say.variants)]
+
+    def _play(self, node_id: str, say: Say) -> bool:
+        """Send a :class:`Play` for one variant of ``say``; False when there is nothing to say."""
+        utterance = self._pick(node_id, say)
+        if utterance is None:
+            return False
+        self._play_seq += 1
+        values = {**self.outcome.variables, **self.outcome.slots}
+        text = render_template(utterance.text, values)
+        self._playing = _Playing(self._play_seq)
+        self.outcome.prompts.append(PromptRecord(self._play_seq, node_id, text))
+        self._emit(ev.Play(self._now, self._play_seq, node_id, text, utterance.prompt, utterance.text))
+        return True
+
+    def _stop_playing(self) -> None:
+        if self._playing is not None:
+            self._emit(ev.StopPlayback(self._now, self._playing.play_id))
+            self._playing = None
+        self._cancel("barge_in")
+
+    def _record_prompt(self, play_id: int, **changes: Any) -> None:
+        for i, record in enumerate(self.outcome.prompts):
+            if record.play_id == play_id:
+                self.outcome.prompts[i] = replace(record, **changes)
+
+    def _on_prompt_started(self, event: ev.PromptStarted) -> None:
+        self._record_prompt(event.play_id, started_at=event.at)
+        if self._playing is not None and self._playing.play_id == event.play_id:
+            self._playing.started_at = event.at
+
+    def _on_prompt_finished(self, event: ev.PromptFinished) -> None:
+        self._record_prompt(event.play_id, finished_at=event.at, interrupted=event.interrupted, heard_ms=event.heard_ms)
+        if self._playing is None or self._playing.play_id != event.play_id:
+            return  # a prompt we already stopped
+        self._playing = None
+        self._cancel("barge_in")
+        node = self.node
+        assert node is not None
+        if self.phase is Phase.HOLDING:
+            self._play(node.id, node.transfer.hold if node.transfer else Say())
+        elif self.phase is Phase.LISTENING and not self._barged and self._speech_since is None:
+            self._arm("no_input", node.listen.no_input_ms / 1000 if node.listen else 0)
+        elif self.phase is Phase.SPEAKING:
+            self._after_prompt(node)
+
+    # ------------------------------------------------------------ barge-in
+
+    def _barge_in_allowed(self, now: float) -> bool:
+        node, playing = self.node, self._playing
+        if node is None or playing is None or self.phase is not Phase.LISTENING:
+            return False
+        policy = node.barge_in
+        if policy.mode is BargeInMode.OFF:
+            return False
+        if policy.mode is BargeInMode.PROTECTED:
+            started = playing.started_at if playing.started_at is not None else now
+            return now - started >= policy.protect_ms / 1000
+        return True
+
+    def _check_barge_in(self) -> None:
+        """Interrupt the prompt if the caller's speech now meets the node's policy."""
+        playing, node = self._playing, self.node
+        if playing is None or node is None or playing.barge_candidate_at is None:
+            return
+        if not self._barge_in_allowed(self._now):
+            return
+        policy = node.barge_in
+        spoke_long_enough = self._now - playing.barge_candidate_at >= policy.min_speech_ms / 1000 - 1e-9
+        if spoke_long_enough and playing.partial_words >= policy.min_words:
+            self._barged = True
+            self._stop_playing()
+
+    def _on_speech_started(self, event: ev.SpeechStarted) -> None:
+        if self.phase is not Phase.LISTENING or self.node is None:
+            return
+        self._speech_since = event.at
+        if self._playing is None:
+            self._cancel("no_input")
+            return
+        self._playing.barge_candidate_at = event.at
+        self._playing.partial_words = 0
+        policy = self.node.barge_in
+        if policy.mode is not BargeInMode.OFF:
+            self._arm("barge_in", policy.min_speech_ms / 1000)
+            self._check_barge_in()
+
+    # ---------------------------------------------------------- caller turns
+
+    def _on_transcript(self, event: ev.Transcript) -> None:
+        if self.phase is not Phase.LISTENING or self.node is None:
+            if event.final and self.node is not None and event.text.strip():
+                self._log_turn(event, ignored=True)
+            return
+        if not event.final:
+            if self._playing is not None and self._playing.barge_candidate_at is not None:
+                self._playing.partial_words = len(_words(event.text, self.flow.language))
+                self._check_barge_in()
+            return
+        self._on_final(event)
+
+    def _on_final(self, event: ev.Transcript) -> None:
+        node = self.node
+        assert node is not None
+        self._speech_since = None
+        if self._playing is not None:
+            self._playing.partial_words = max(self._playing.partial_words, len(_words(event.text, self.flow.language)))
+            self._playing.barge_candidate_at = self._playing.barge_candidate_at or event.at
+            self._check_barge_in()
+            if self._playing is not None:  # could not interrupt: what was said is ignored
+                self._playing.barge_candidate_at = None
+                self._log_turn(event, ignored=True)
+                return
+        barged, self._barged = self._barged, False
+        if not event.text.strip():
+            if barged:  # a false barge-in (noise): say the cut prompt again
+                self._say_and_listen(node, node.say)
+            else:
+                self._arm("no_input", node.listen.no_input_ms / 1000 if node.listen else 0)
+            return
+        self._cancel("no_input")
+        if barged and node.barge_in.action is BargeInAction.REPEAT:
+            self._log_turn(event, barge_in=True)
+            self._say_and_listen(node, node.say)
+            return
+        self._take_turn(node, event, barged)
+
+    def _take_turn(self, node: Node, event: ev.Transcript, barged: bool) -> None:
+        for slot, slot_type in node.capture.items():
+            value = extract_slot(slot_type, event.text, self.flow.language)
+            if value is not None:
+                self.outcome.slots[slot] = value
+                self._emit(ev.SetSlot(self._now, slot, value))
+        match = self._match(node, event.text)
+        self._log_turn(event, match=match, barge_in=barged)
+        if self._count_turn():
+            return
+        if match is not None:
+            self._route_intent(node, match.intent)
+        elif node.default:
+            self._goto(node.default)
+        else:
+            self._retry(node, "no_match")
+
+    def _match(self, node: Node, text: str) -> IntentMatch | None:
+        best = self.matcher.best(text, self._allowed_intents(node), self.flow.min_intent_score)
+        if best is None:
+            return None
+        # a tie between the node's own intent and a global one goes to the node
+        for candidate in self.matcher.match(text, node.routes.keys()):
+            if candidate.score >= best.score:
+                return candidate
+        return best
+
+    def _allowed_intents(self, node: Node) -> list[str]:
+        allowed = list(node.routes)
+        if node.globals_enabled:
+            allowed += [name for name in self.flow.global_routes if name not in node.routes]
+        return allowed
+
+    def _route_intent(self, node: Node, intent: str) -> None:
+        if intent in node.routes:
+            self._goto(node.routes[intent])
+            return
+        target = self.flow.global_routes[intent]
+        if target not in (REPEAT, RETURN):
+            self._return_to = node.id
+        self._goto(target)
+
+    def _count_turn(self) -> bool:
+        """Count a caller turn; True when that hits the flow's turn limit."""
+        if sum(not t.ignored for t in self.outcome.turns) > self.flow.max_turns:
+            self._limit("max_turns")
+            return True
+        return False
+
+    def _log_turn(self, event: ev.Transcript, *, match: IntentMatch | None = None, barge_in: bool = False, ignored: bool = False) -> None:
+        node_id = self.node.id if self.node else ""
+        intent, score = (match.intent, match.score) if match else ("", 0.0)
+        self.outcome.turns.append(Turn(event.at, node_id, event.text, intent, score, "", barge_in, ignored))
+
+    def _on_dtmf(self, event: ev.Dtmf) -> None:
+        node = self.node
+        if self.phase is not Phase.LISTENING or node is None:
+            return
+        self._stop_playing()
+        self._cancel("no_input")
+        self.outcome.turns.append(Turn(event.at, node.id, "", dtmf=event.digit))
+        if self._count_turn():
+            return
+        if event.digit in node.dtmf:
+            self._goto(node.dtmf[event.digit])
+        else:
+            self._retry(node, "no_match")
+
+    def _on_no_input(self) -> None:
+        if self.node is not None and self.phase is Phase.LISTENING:
+            self._retry(self.node, "no_input")
+
+    def _retry(self, node: Node, kind: str) -> None:
+        """Re-prompt after no input or no match, or give up and go to ``then``."""
+        spec = node.no_input if kind == "no_input" else node.no_match
+        self._retries[kind] += 1
+        if self._retries[kind] <= spec.retries:
+            self._say_and_listen(node, spec.reprompt if spec.reprompt.variants else node.say)
+        elif spec.then:
+            self._goto(spec.then)
+        else:
+            self._end("no_response" if kind == "no_input" else "no_match")
+
+    # ------------------------------------------------------------- handoff
+
+    def _start_transfer(self, node: Node) -> None:
+        assert node.transfer is not None
+        if self._agent_ready:
+            self._bridge(node)
+            return
+        self.phase = Phase.HOLDING
+        self._arm("transfer", node.transfer.timeout_s)
+        self._play(node.id, node.transfer.hold)
+
+    def _bridge(self, node: Node) -> None:
+        assert node.transfer is not None
+        self._stop_playing()
+        self._cancel("transfer")
+        self.phase = Phase.BRIDGED
+        self.outcome.agent_id = self._agent_ready
+        self._emit(ev.TransferCall(self._now, node.transfer.group, self._agent_ready))
+
+    def _on_agent_ready(self, event: ev.AgentReady) -> None:
+        self._agent_ready = event.agent_id
+        if self.phase is Phase.HOLDING and self.node is not None:
+            self._bridge(self.node)
+
+    def _on_agent_failed(self, event: ev.AgentFailed) -> None:
+        self._agent_ready = ""
+        node = self.node
+        if node is None or node.transfer is None or self.phase not in (Phase.HOLDING, Phase.BRIDGED):
+            return
+        self._prepared.discard(node.transfer.group)
+        target = node.transfer.on_fail or node.transfer.on_timeout
+        if target:
+            self._goto(target)
+        else:
+            self._end("no_agent")
+
+    def _on_transfer_timeout(self) -> None:
+        node = self.node
+        if node is None or node.transfer is None or self.phase is not Phase.HOLDING:
+            return
+        if node.transfer.on_timeout:
+            self._goto(node.transfer.on_timeout)
+        else:
+            self._end("no_agent")
+
+
+def _words(text: str, language: str) -> list[str]:
+    """Words in ``text``; for Chinese every CJK character counts as a word."""
+    if language == "zh":
+        return [ch for ch in text if not ch.isspace() and ch.isalnum()]
+    return text.split()
