@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for voicebot: system packages (Debian/Ubuntu, via apt-get)
+# and a Python 3.11 virtual environment in .venv with voicebot and its dev tools.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# graphviz: `voicebot graph`; fonts-wqy-microhei: Chinese text in PNG diagrams.
+APT_PACKAGES=(graphviz fonts-wqy-microhei)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing system packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), f"voicebot needs Python 3.11, found {sys.version.split()[0]}"'
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v -e '^WARNING: Location' || true
+.venv/bin/python -c 'import voicebot' && echo "setup: ready (.venv/bin/voicebot)"

@@ -1,0 +1,225 @@
+"""The ``voicebot`` command. Thin: parses arguments and calls into the package."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+
+from voicebot import __version__, yamlutil
+from voicebot.dialog.loader import FlowError, load_flow, validate_file
+from voicebot.sim.flowtest import FlowTestError, load_cases, run_file
+from voicebot.sim.script import ScriptError, action_from_command, action_from_item
+from voicebot.sim.text import AgentSim, Entry, TextCall
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_FLOW = REPO_ROOT / "examples" / "flows" / "lead_screening_en.yaml"
+DEMO_SCRIPT = REPO_ROOT / "examples" / "callers" / "demo_en.yaml"
+LABELS = {"bot": "BOT", "caller": "YOU", "dtmf": "KEY", "intent": "  ⇒ intent", "node": "  · node", "tag": "  + tag",
+          "level": "  + level", "slot": "  + slot", "notify": "  ✉ notify", "prepare": "  ☎ prepare agent",
+          "transfer": "  ☎ transfer", "hangup": "  ✆ hang up", "barge": "  ✂ barge-in:", "ignored": "  (ignored:"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``voicebot`` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args))
+    except (FlowError, FlowTestError, ScriptError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voicebot", description="On-premises voice-bot engine for FreeSWITCH.")
+    parser.add_argument("--version", action="version", version=f"voicebot {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check flow files (and flow test files); every problem with file:line:col")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.set_defaults(run=cmd_validate)
+
+    p = sub.add_parser("chat", help="talk to a flow in the terminal, as the caller")
+    p.add_argument("flow", type=Path)
+    _call_options(p)
+    p.add_argument("--script", type=Path, help="YAML caller script to replay instead of typing")
+    p.set_defaults(run=cmd_chat)
+
+    p = sub.add_parser("test-flow", help="run flow tests (NAME.tests.yaml beside a flow)")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="test files, or flows with a NAME.tests.yaml beside them")
+    p.add_argument("-v", "--verbose", action="store_true", help="print each case's simulated call")
+    p.set_defaults(run=cmd_test_flow)
+
+    p = sub.add_parser("graph", help="draw a flow as SVG, PNG or Graphviz DOT")
+    p.add_argument("flow", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output file: .svg, .png or .dot")
+    p.set_defaults(run=cmd_graph)
+
+    p = sub.add_parser("demo", help="run the English example flow against a scripted caller (no FreeSWITCH needed)")
+    p.add_argument("--flow", type=Path, default=EXAMPLE_FLOW)
+    p.add_argument("--script", type=Path, default=DEMO_SCRIPT)
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def _call_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--var", action="append", default=[], metavar="K=V", help="set a call variable (repeatable)")
+    p.add_argument("--agent-ready-ms", type=int, default=1500, help="simulated agent answers after this (ms)")
+    p.add_argument("--no-agent", action="store_true", help="simulate that no agent ever answers")
+
+
+def _variables(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ScriptError(f"--var expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value
+    return out
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Print every problem in the given flows; 1 when any is an error."""
+    errors = warnings = checked = 0
+    for path in _expand(args.files):
+        checked += 1
+        if path.name.endswith(".tests.yaml"):
+            try:
+                load_cases(path)
+            except FlowTestError as exc:
+                print(f"{exc}", file=sys.stderr)
+                errors += 1
+            continue
+        for problem in validate_file(path):
+            print(problem, file=sys.stderr)
+            errors += problem.severity == "error"
+            warnings += problem.severity == "warning"
+    print(f"{checked} file(s) checked: {errors} error(s), {warnings} warning(s)")
+    return 1 if errors or not checked else 0
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+        else:
+            out.append(path)
+    return out
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Interactive (or scripted) text conversation with a flow."""
+    flow = load_flow(args.flow)
+    agent = AgentSim(None if args.no_agent else args.agent_ready_ms)
+    call = TextCall(flow, _variables(args.var), agent=agent)
+    _print_entries(call.start())
+    if args.script:
+        for action in _load_script(args.script):
+            if call.ended:
+                break
+            _print_entries(call.act(action))
+    else:
+        _repl(call)
+    _print_entries(call.finish())
+    _print_outcome(call)
+    return 0
+
+
+def _repl(call: TextCall, stream: TextIO = sys.stdin) -> None:
+    print("Type what the caller says. Commands: /barge [ms] text, /dtmf KEY, /silence, /wait MS, /hangup, /quit")
+    while not call.ended:
+        print("you> ", end="", flush=True)
+        line = stream.readline()
+        if not line or line.strip() in ("/quit", "/exit"):
+            return
+        if not line.strip():
+            continue
+        try:
+            action = action_from_command(line)
+        except ScriptError as exc:
+            print(f"  ! {exc}")
+            continue
+        _print_entries([e for e in call.act(action) if e.kind != "caller"])
+
+
+def _load_script(path: Path) -> list:  # type: ignore[type-arg]
+    try:
+        items = yamlutil.load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ScriptError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(items, list):
+        raise ScriptError(f"{path}: a caller script is a YAML list of actions")
+    return [action_from_item(item, f"{path}: item {i + 1}") for i, item in enumerate(items)]
+
+
+def _print_entries(entries: list[Entry]) -> None:
+    for entry in entries:
+        if entry.kind == "listen":
+            continue
+        label = LABELS.get(entry.kind, entry.kind)
+        suffix = ")" if entry.kind == "ignored" else ""
+        print(f"[{entry.t:7.2f}s] {label} {entry.text}{suffix}")
+
+
+def _print_outcome(call: TextCall) -> None:
+    o = call.machine.outcome
+    print(f"outcome: disposition={o.disposition} level={o.level or '-'} tags={','.join(o.tags) or '-'} "
+          f"slots={o.slots or '-'} path={' > '.join(o.path)}")
+
+
+def cmd_test_flow(args: argparse.Namespace) -> int:
+    """Run flow test files; 1 when any case fails."""
+    passed = failed = 0
+    for path in args.files:
+        test_file = path if path.name.endswith(".tests.yaml") else path.with_name(path.stem + ".tests.yaml")
+        for result in run_file(test_file):
+            mark = "PASS" if result.passed else "FAIL"
+            print(f"{mark} {test_file}:{result.case.line} {result.case.name}")
+            if args.verbose or not result.passed:
+                _print_entries(result.log)
+            for failure in result.failures:
+                print(f"     ✗ {failure}")
+            passed += result.passed
+            failed += not result.passed
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed or not passed else 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    """Draw a flow diagram."""
+    from voicebot.dialog.graph import GraphvizMissing, render
+
+    flow = load_flow(args.flow)
+    try:
+        out = render(flow, args.output)
+    except GraphvizMissing as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The embedded default: the English example flow against a scripted caller."""
+    print(f"voicebot {__version__} demo: flow {args.flow.name}, caller script {args.script.name} (text simulation)")
+    args.var, args.no_agent, args.agent_ready_ms = ["customer_name=Alex"], False, 1500
+    args.flow, args.script = args.flow, args.script
+    return cmd_chat(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
