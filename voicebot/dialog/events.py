@@ -11,8 +11,9 @@ to them. Nothing here does I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Union
+from typing import TypeAlias
 
 # ----------------------------------------------------------------- events
 
@@ -102,18 +103,18 @@ class HungUp:
     cause: str = "caller_hangup"
 
 
-Event = Union[
-    CallStarted,
-    PromptStarted,
-    PromptFinished,
-    SpeechStarted,
-    Transcript,
-    Dtmf,
-    TimerFired,
-    AgentReady,
-    AgentFailed,
-    HungUp,
-]
+Event: TypeAlias = (
+    CallStarted
+    | PromptStarted
+    | PromptFinished
+    | SpeechStarted
+    | Transcript
+    | Dtmf
+    | TimerFired
+    | AgentReady
+    | AgentFailed
+    | HungUp
+)
 
 # --------------------------------------------------------------- commands
 
@@ -226,17 +227,17 @@ class HangUp:
     disposition: str
 
 
-Command = Union[
-    Play,
-    StopPlayback,
-    Listen,
-    ArmTimer,
-    CancelTimer,
-    SetTag,
-    SetLevel,
-    SetSlot,
-    Notify,
-    PrepareHandoff,
-    TransferCall,
-    HangUp,
-]
+Command: TypeAlias = (
+    Play
+    | StopPlayback
+    | Listen
+    | ArmTimer
+    | CancelTimer
+    | SetTag
+    | SetLevel
+    | SetSlot
+    | Notify
+    | PrepareHandoff
+    | TransferCall
+    | HangUp
+)

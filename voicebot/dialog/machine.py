@@ -32,12 +32,13 @@ from __future__ import annotations
 import random
 import re
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from enum import Enum
-from typing import Any, Callable, Mapping
+from enum import StrEnum
+from typing import Any
 
 from voicebot.dialog import events as ev
-from voicebot.dialog.flow import RETURN, REPEAT, BargeInAction, BargeInMode, Flow, Node, Say, Utterance
+from voicebot.dialog.flow import REPEAT, RETURN, BargeInAction, BargeInMode, Flow, Node, Say, Utterance
 from voicebot.dialog.intents import IntentMatch, IntentMatcher, IntentSpec
 from voicebot.dialog.outcome import Outcome, PromptRecord, Turn
 from voicebot.dialog.slots import extract_slot
@@ -45,7 +46,7 @@ from voicebot.dialog.slots import extract_slot
 _TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     """Where the machine is in the current node."""
 
     IDLE = "idle"  # before CallStarted
@@ -101,6 +102,18 @@ class DialogMachine:
         self._agent_ready = ""
         self._limit_hit = False
         self._pending_disposition = ""
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            ev.CallStarted: self._on_call_started,
+            ev.PromptStarted: self._on_prompt_started,
+            ev.PromptFinished: self._on_prompt_finished,
+            ev.SpeechStarted: self._on_speech_started,
+            ev.Transcript: self._on_transcript,
+            ev.Dtmf: self._on_dtmf,
+            ev.TimerFired: self._on_timer,
+            ev.AgentReady: self._on_agent_ready,
+            ev.AgentFailed: self._on_agent_failed,
+            ev.HungUp: self._on_hung_up,
+        }
 
     # ------------------------------------------------------------ public API
 
@@ -128,22 +141,10 @@ class DialogMachine:
     # ------------------------------------------------------------- dispatch
 
     def _dispatch(self, event: ev.Event) -> None:
-        handlers: dict[type, Callable[..., None]] = {
-            ev.CallStarted: self._on_call_started,
-            ev.PromptStarted: self._on_prompt_started,
-            ev.PromptFinished: self._on_prompt_finished,
-            ev.SpeechStarted: self._on_speech_started,
-            ev.Transcript: self._on_transcript,
-            ev.Dtmf: self._on_dtmf,
-            ev.TimerFired: self._on_timer,
-            ev.AgentReady: self._on_agent_ready,
-            ev.AgentFailed: self._on_agent_failed,
-            ev.HungUp: self._on_hung_up,
-        }
         if self.phase is Phase.IDLE and not isinstance(event, (ev.CallStarted, ev.HungUp)):
             return
         if self.phase is not Phase.ENDED:
-            handlers[type(event)](event)
+            self._handlers[type(event)](event)
 
     def _emit(self, command: ev.Command) -> None:
         self._out.append(command)
@@ -204,6 +205,7 @@ class DialogMachine:
         self.outcome.ended_at = self._now
         if hang_up:
             self._emit(ev.HangUp(self._now, disposition))
+        self.outcome.notifications += self.flow.hangup_notify
         for name in self.flow.hangup_notify:
             self._emit(ev.Notify(self._now, name, self.outcome.summary()))
         self._queue.clear()
@@ -449,14 +451,11 @@ class DialogMachine:
             self._retry(node, "no_match")
 
     def _match(self, node: Node, text: str) -> IntentMatch | None:
-        best = self.matcher.best(text, self._allowed_intents(node), self.flow.min_intent_score)
-        if best is None:
+        """The best intent for ``text`` here; a tie between the node's own intent and a global one goes to the node."""
+        matches = [m for m in self.matcher.match(text, self._allowed_intents(node)) if m.score >= self.flow.min_intent_score]
+        if not matches:
             return None
-        # a tie between the node's own intent and a global one goes to the node
-        for candidate in self.matcher.match(text, node.routes.keys()):
-            if candidate.score >= best.score:
-                return candidate
-        return best
+        return next((m for m in matches if m.intent in node.routes and m.score >= matches[0].score), matches[0])
 
     def _allowed_intents(self, node: Node) -> list[str]:
         allowed = list(node.routes)
@@ -480,7 +479,9 @@ class DialogMachine:
             return True
         return False
 
-    def _log_turn(self, event: ev.Transcript, *, match: IntentMatch | None = None, barge_in: bool = False, ignored: bool = False) -> None:
+    def _log_turn(
+        self, event: ev.Transcript, *, match: IntentMatch | None = None, barge_in: bool = False, ignored: bool = False
+    ) -> None:
         node_id = self.node.id if self.node else ""
         intent, score = (match.intent, match.score) if match else ("", 0.0)
         self.outcome.turns.append(Turn(event.at, node_id, event.text, intent, score, "", barge_in, ignored))
@@ -540,10 +541,10 @@ class DialogMachine:
 
     def _on_agent_failed(self, event: ev.AgentFailed) -> None:
         self._agent_ready = ""
+        self._prepared.clear()  # a later prepare or transfer asks for an agent again
         node = self.node
         if node is None or node.transfer is None or self.phase not in (Phase.HOLDING, Phase.BRIDGED):
             return
-        self._prepared.discard(node.transfer.group)
         target = node.transfer.on_fail or node.transfer.on_timeout
         if target:
             self._goto(target)

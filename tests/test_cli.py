@@ -1,0 +1,87 @@
+"""The voicebot command, end to end, on the example flows."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from voicebot.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOWS = ROOT / "examples" / "flows"
+
+
+def test_validate_examples_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", *map(str, sorted(FLOWS.iterdir()))]) == 0
+    assert "4 file(s) checked: 0 error(s), 0 warning(s)" in capsys.readouterr().out
+
+
+def test_validate_bad_flow_fails_with_location(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((FLOWS / "lead_screening_en.yaml").read_text().replace("next: confirm_callback", "next: confirm_calback"))
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:" in err and "confirm_calback" in err and "confirm_callback" in err
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_example_flow_tests_pass(language: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["test-flow", str(FLOWS / f"lead_screening_{language}.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert " 0 failed" in out and "FAIL" not in out
+
+
+def test_test_flow_reports_a_failing_expectation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(FLOWS / "lead_screening_en.yaml", tmp_path)
+    (tmp_path / "t.tests.yaml").write_text(
+        "flow: lead_screening_en.yaml\ntests:\n  - name: wrong expectation\n    caller: [yes, no]\n"
+        "    expect: {disposition: transferred, level: A}\n")
+    assert main(["test-flow", str(tmp_path / "t.tests.yaml")]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "disposition: expected 'transferred', got 'not_interested'" in out
+    assert "level: expected 'A', got 'D'" in out
+
+
+def test_chat_script_shows_intent_node_and_outcome(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "caller.yaml"
+    script.write_text("- yes\n- {barge: 'stop calling me', at_ms: 5000}\n")
+    assert main(["chat", str(FLOWS / "lead_screening_en.yaml"), "--var", "customer_name=Dana", "--script", str(script)]) == 0
+    out = capsys.readouterr().out
+    assert "Am I speaking with Dana?" in out
+    assert "⇒ intent stop_calling" in out and "barge-in: bot stopped after" in out
+    assert "disposition=blocklist" in out and "tags=contacted,blocklist" in out
+
+
+def test_chat_interactive_via_stdin() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "voicebot.cli", "chat", str(FLOWS / "lead_screening_zh.yaml")],
+        input="你是机器人吗\n/dtmf 2\n", capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "⇒ intent robot" in result.stdout and "智能助理" in result.stdout
+    assert "node wrong_person" in result.stdout and "disposition=wrong_person" in result.stdout
+
+
+def test_chat_bad_variable_syntax(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["chat", str(FLOWS / "lead_screening_en.yaml"), "--var", "oops"]) == 1
+    assert "--var expects KEY=VALUE" in capsys.readouterr().err
+
+
+def test_demo_runs_to_a_transfer(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "(ignored: said over a prompt that cannot be interrupted)" in out
+    assert "barge-in: bot stopped after" in out and "⇒ intent robot" in out
+    assert "path=greet > disclosure > pitch > robot_answer > pitch > sms_sent > handoff" in out
+    assert "disposition=transferred" in out
+
+
+def test_graph_writes_svg(tmp_path: Path) -> None:
+    out = tmp_path / "flow.svg"
+    assert main(["graph", str(FLOWS / "lead_screening_zh.yaml"), "-o", str(out)]) == 0
+    svg = out.read_text()
+    assert svg.lstrip().startswith("<?xml") and "ask_callback_time" in svg and "handoff" in svg
