@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -23,8 +22,6 @@ from voicebot.dialog.flow import (
     Utterance,
 )
 from voicebot.dialog.graph import GraphvizError, GraphvizMissing, flow_to_dot, render
-
-needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed (apt-get install graphviz)")
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -266,7 +263,6 @@ def test_render_rejects_unknown_suffix(tmp_path: Path) -> None:
     assert not (tmp_path / "flow.pdf").exists()
 
 
-@needs_dot
 @pytest.mark.parametrize("make", [english_flow, chinese_flow])
 def test_dot_text_is_valid_graphviz(make: Callable[[], Flow]) -> None:
     done = subprocess.run(["dot", "-Tcanon"], input=flow_to_dot(make()).encode(), capture_output=True, timeout=30)
@@ -274,7 +270,6 @@ def test_dot_text_is_valid_graphviz(make: Callable[[], Flow]) -> None:
     assert b"Warning" not in done.stderr and b"Error" not in done.stderr, done.stderr.decode()
 
 
-@needs_dot
 def test_render_svg_english(tmp_path: Path) -> None:
     out = render(english_flow(), tmp_path / "flow.svg")
     texts = svg_texts(out)
@@ -286,7 +281,6 @@ def test_render_svg_english(tmp_path: Path) -> None:
     assert "“Hello {{name}}, this is Acme Bank about your loan…” (+1)" in texts
 
 
-@needs_dot
 def test_render_svg_chinese_keeps_text_exact(tmp_path: Path) -> None:
     out = render(chinese_flow(), tmp_path / "zh.svg")
     texts = svg_texts(out)
@@ -299,7 +293,6 @@ def test_render_svg_chinese_keeps_text_exact(tmp_path: Path) -> None:
     assert "催收\\zh v1 (zh)" in texts
 
 
-@needs_dot
 def test_render_png_has_png_magic(tmp_path: Path) -> None:
     out = render(chinese_flow(), tmp_path / "zh.PNG")
     data = out.read_bytes()

@@ -13,9 +13,9 @@ Special node targets (usable wherever a node id is expected):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Mapping
+from enum import StrEnum
 
 RETURN = "return"
 REPEAT = "repeat"
@@ -25,7 +25,7 @@ LANGUAGES = ("en", "zh")
 VARIABLE_TYPES = ("string", "int", "float", "bool", "phone", "date")
 
 
-class BargeInMode(str, Enum):
+class BargeInMode(StrEnum):
     """Whether the caller may interrupt a prompt."""
 
     OFF = "off"
@@ -33,7 +33,7 @@ class BargeInMode(str, Enum):
     PROTECTED = "protected"  # off for the first ``protect_ms``, then on
 
 
-class BargeInAction(str, Enum):
+class BargeInAction(StrEnum):
     """What an accepted barge-in does once the caller has finished speaking."""
 
     ANSWER = "answer"  # act on what the caller said
