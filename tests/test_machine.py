@@ -172,13 +172,26 @@ def test_barge_in_with_repeat_action_says_prompt_again() -> None:
 
 
 def test_false_barge_in_with_empty_transcript_repeats_prompt() -> None:
-    call = Call()
+    call = Call(screening_flow(greet_barge_in=BargeIn(BargeInMode.ON, min_speech_ms=0, min_words=0)))
     first = call.play()
     call.send(ev.PromptStarted(0.0, first.play_id))
     call.send(ev.SpeechStarted(0.5))
-    call.send(ev.Transcript(0.8, "uh", final=False))
+    assert call.of(ev.StopPlayback), "min_words=0: speech alone interrupts"
     call.send(ev.Transcript(1.0, "", final=True))
-    assert call.play().text == first.text
+    assert call.play().text == first.text and call.play().play_id != first.play_id
+
+
+@pytest.mark.parametrize("backchannel", ["uh-huh", "mm hmm", "yeah okay", "right right"])
+def test_backchannels_do_not_interrupt(backchannel: str) -> None:
+    call = Call()
+    play = call.play()
+    call.send(ev.PromptStarted(0.0, play.play_id))
+    call.send(ev.SpeechStarted(0.5))
+    call.send(ev.Transcript(0.9, backchannel, final=False))
+    call.fire("barge_in", 1.0)
+    call.send(ev.Transcript(1.2, backchannel, final=True))
+    assert not [c for c in call.commands if isinstance(c, ev.StopPlayback)]
+    assert call.m.outcome.turns[-1].ignored
 
 
 def test_global_intent_then_return_to_the_question() -> None:

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from voicebot.dialog.flow import BargeIn
+
 # ----------------------------------------------------------------- events
 
 
@@ -141,7 +143,7 @@ class StopPlayback:
 
 @dataclass(frozen=True)
 class Listen:
-    """Start listening for one caller turn with these limits (ms) and ASR hints."""
+    """Start listening for one caller turn with these limits (ms), ASR hints and the node's barge-in policy."""
 
     at: float
     node: str
@@ -149,6 +151,7 @@ class Listen:
     max_speech_ms: int
     end_silence_ms: int
     hints: tuple[str, ...] = ()
+    barge_in: BargeIn = field(default_factory=BargeIn)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from enum import StrEnum
 from typing import Any
 
 from voicebot.dialog import events as ev
+from voicebot.dialog.backchannel import content_words
 from voicebot.dialog.flow import REPEAT, RETURN, BargeInAction, BargeInMode, Flow, Node, Say, Utterance
 from voicebot.dialog.intents import IntentMatch, IntentMatcher, IntentSpec
 from voicebot.dialog.outcome import Outcome, PromptRecord, Turn
@@ -279,7 +280,8 @@ class DialogMachine:
             self.phase = Phase.LISTENING
             hints = tuple(self.matcher.hint_phrases(self._allowed_intents(node)))
             listen = node.listen
-            self._emit(ev.Listen(self._now, node.id, listen.no_input_ms, listen.max_speech_ms, listen.end_silence_ms, hints))
+            self._emit(ev.Listen(self._now, node.id, listen.no_input_ms, listen.max_speech_ms, listen.end_silence_ms,
+                                 hints, node.barge_in))
             if not played:
                 self._arm("no_input", listen.no_input_ms / 1000)
         else:
@@ -402,7 +404,7 @@ class DialogMachine:
             return
         if not event.final:
             if self._playing is not None and self._playing.barge_candidate_at is not None:
-                self._playing.partial_words = len(_words(event.text, self.flow.language))
+                self._playing.partial_words = len(content_words(event.text, self.flow.language))
                 self._check_barge_in()
             return
         self._on_final(event)
@@ -412,7 +414,7 @@ class DialogMachine:
         assert node is not None
         self._speech_since = None
         if self._playing is not None:
-            self._playing.partial_words = max(self._playing.partial_words, len(_words(event.text, self.flow.language)))
+            self._playing.partial_words = max(self._playing.partial_words, len(content_words(event.text, self.flow.language)))
             self._playing.barge_candidate_at = self._playing.barge_candidate_at or event.at
             self._check_barge_in()
             if self._playing is not None:  # could not interrupt: what was said is ignored
@@ -559,10 +561,3 @@ class DialogMachine:
             self._goto(node.transfer.on_timeout)
         else:
             self._end("no_agent")
-
-
-def _words(text: str, language: str) -> list[str]:
-    """Words in ``text``; for Chinese every CJK character counts as a word."""
-    if language == "zh":
-        return [ch for ch in text if not ch.isspace() and ch.isalnum()]
-    return text.split()
