@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# graphviz: `voicebot graph`; fonts-wqy-microhei: Chinese text in PNG diagrams.
-APT_PACKAGES=(graphviz fonts-wqy-microhei)
+# graphviz: `voicebot graph`; fonts-wqy-microhei: Chinese text in PNG diagrams;
+# pocketsphinx-testdata: real human speech (with transcripts) for the demo, tests and benchmarks;
+# postgresql: the test suite starts a throwaway server on loopback (scripts/postgres-test.sh).
+APT_PACKAGES=(graphviz fonts-wqy-microhei pocketsphinx-testdata postgresql)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -23,5 +25,10 @@ PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), f"voicebot needs Python 3.11, found {sys.version.split()[0]}"'
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v -e '^WARNING: Location' || true
+pip_install() {  # fails the setup when pip fails; hides only the local index's harmless location warnings
+  .venv/bin/pip install -q --disable-pip-version-check "$@" 2> >(grep -v -e '^WARNING: Location' >&2)
+}
+pip_install -e '.[dev]'
+# Silero VAD's wheel hard-requires torch; we only need its .onnx file, run with onnxruntime.
+pip_install --no-deps 'silero-vad>=5.1'
 .venv/bin/python -c 'import voicebot' && echo "setup: ready (.venv/bin/voicebot)"
