@@ -1,0 +1,414 @@
+"""Prompt rendering: every fixed thing a flow says, ready before the call; the rest joined in without clicks.
+
+Prompt ids. Every utterance a flow can say gets a stable id, so an agent can
+record it: the utterance's own ``prompt:`` when the flow gives one, otherwise
+``<node>.<kind>.<n>`` with kind ``say`` (the node's variants), ``no_input`` or
+``no_match`` (re-prompts; only for nodes that listen) or ``hold`` (transfer
+hold) and n counting variants from 1: ``greet.say.1``, ``pitch.say.2``,
+``greet.no_input.1``, ``handoff.hold.1``. A prompt with ``{{variables}}`` is
+dynamic; its fixed stretches between variables are recordable fragments
+``<id>.part<n>`` (``greet.say.1.part1`` = "Hi, this is").
+
+:class:`PromptCache` renders each distinct static text once per call rate:
+from the agent's recording when the pack has one (by id, or by transcript),
+else from its disk cache, else by synthesis (then stored on disk). On a call,
+:meth:`PromptCache.get` never synthesizes, and :meth:`PromptCache.render_dynamic`
+synthesizes only the variables' values.
+
+Joins: pieces are loudness-matched (synthesized pieces to their neighbour's
+speech level, or to the pack's target) and joined with a 10 ms equal-power
+crossfade, which removes the step a plain concatenation leaves at each join.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from voicebot.audio.resample import resample
+from voicebot.audio.wav import read_wav, write_wav
+from voicebot.dialog.flow import Flow, Node, Say
+from voicebot.tts.base import VoiceError
+from voicebot.tts.normalize import normalize_text
+from voicebot.tts.pack import Int16Array, VoicePack, active_dbfs, normalize_loudness, trim_silence
+
+TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")  # same syntax as the dialog machine
+CACHE_FORMAT = 1  # bump when rendering changes so old cache files are not reused
+CROSSFADE_MS = 10
+_LEADING_PUNCT = re.compile(r"^[^\w\s]+")
+_PAUSE_AFTER = {".": 250, "!": 250, "?": 250, "。": 250, "！": 250, "？": 250, ",": 120, ";": 150, ":": 150, "，": 120, "；": 150}
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """One utterance the flow can say: its prompt id, the node, the text and the variables in it."""
+
+    prompt_id: str
+    node: str
+    text: str
+    template_vars: tuple[str, ...] = ()
+
+    @property
+    def dynamic(self) -> bool:
+        """True when the text holds ``{{variables}}`` (synthesized in part on the call)."""
+        return bool(self.template_vars)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A stretch of a template: fixed ``text``, or variable ``var`` followed by the punctuation ``text``."""
+
+    text: str
+    var: str = ""
+
+
+@dataclass(frozen=True)
+class RenderReport:
+    """What :meth:`PromptCache.render_flow` did: distinct texts, where each came from, wall time (s), audio bytes."""
+
+    count: int
+    synthesized: int
+    from_recordings: int
+    from_disk: int
+    seconds: float
+    bytes: int
+
+
+# --------------------------------------------------------------------------- the flow's prompts
+
+
+def _node_says(node: Node) -> Iterator[tuple[str, Say]]:
+    yield "say", node.say
+    if node.listen is not None:
+        if node.no_input.retries > 0:
+            yield "no_input", node.no_input.reprompt
+        if node.no_match.retries > 0 and not node.default:
+            yield "no_match", node.no_match.reprompt
+    if node.transfer is not None:
+        yield "hold", node.transfer.hold
+
+
+def static_prompts(flow: Flow) -> list[PromptSpec]:
+    """Every utterance ``flow`` can say (say variants, re-prompts of listening nodes, hold), in flow order."""
+    specs: list[PromptSpec] = []
+    for node in flow.nodes.values():
+        for kind, say in _node_says(node):
+            for n, utt in enumerate(say.variants, 1):
+                pid = utt.prompt or f"{node.id}.{kind}.{n}"
+                names = tuple(dict.fromkeys(TEMPLATE.findall(utt.text)))
+                specs.append(PromptSpec(pid, node.id, utt.text, names))
+    return specs
+
+
+def template_parts(template: str) -> list[Part]:
+    """Split a template into fixed and variable parts; punctuation right after a variable goes with it."""
+    parts: list[Part] = []
+    pos = 0
+    for m in TEMPLATE.finditer(template):
+        _add_fixed(parts, template[pos : m.start()])
+        parts.append(Part("", m.group(1)))
+        pos = m.end()
+    _add_fixed(parts, template[pos:])
+    return parts
+
+
+def _add_fixed(parts: list[Part], text: str) -> None:
+    if parts and parts[-1].var:
+        punct = _LEADING_PUNCT.match(text.lstrip())
+        if punct:
+            parts[-1] = Part(parts[-1].text + punct.group(0), parts[-1].var)
+            text = text.lstrip()[punct.end() :]
+    text = " ".join(text.split())
+    if re.search(r"\w", text):
+        parts.append(Part(text))
+
+
+def fragment_prompts(spec: PromptSpec) -> list[PromptSpec]:
+    """The fixed stretches of a dynamic prompt as recordable prompts ``<id>.part<n>``."""
+    fixed = [p.text for p in template_parts(spec.text) if not p.var]
+    return [PromptSpec(f"{spec.prompt_id}.part{n}", spec.node, text) for n, text in enumerate(fixed, 1)]
+
+
+def recordable_prompts(flow: Flow) -> list[PromptSpec]:
+    """What an agent can record: the static prompts, then the fragments of the dynamic ones."""
+    specs = static_prompts(flow)
+    fixed = [s for s in specs if not s.dynamic]
+    return fixed + [f for s in specs if s.dynamic for f in fragment_prompts(s)]
+
+
+def group_by_text(specs: Iterable[PromptSpec]) -> list[tuple[PromptSpec, tuple[str, ...]]]:
+    """Specs with identical text merged: (first spec, ids of the others saying the same)."""
+    groups: dict[str, list[PromptSpec]] = {}
+    for spec in specs:
+        groups.setdefault(_mem_text(spec.text) or f"#{spec.prompt_id}", []).append(spec)
+    return [(g[0], tuple(s.prompt_id for s in g[1:])) for g in groups.values()]
+
+
+def _mem_text(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------- joins
+
+
+class Joiner:
+    """Streams segments out joined by equal-power crossfades of ``crossfade_ms`` (holds back one fade's worth)."""
+
+    def __init__(self, rate: int, crossfade_ms: float = CROSSFADE_MS, fade_in: bool = False) -> None:
+        self.n = max(1, int(rate * crossfade_ms / 1000))
+        self._tail: npt.NDArray[np.float64] | None = np.zeros(self.n) if fade_in else None
+
+    def push(self, segment: Int16Array) -> Int16Array:
+        """Add the next segment; returns the audio now final (all but the last ``crossfade_ms``)."""
+        seg = np.asarray(segment, dtype=np.float64)
+        if self._tail is None:
+            body = seg
+        else:
+            k = min(len(self._tail), len(seg), self.n)
+            t = (np.arange(k) + 0.5) / max(k, 1)
+            mixed = self._tail[len(self._tail) - k :] * np.cos(t * np.pi / 2) + seg[:k] * np.sin(t * np.pi / 2)
+            body = np.concatenate([self._tail[: len(self._tail) - k], mixed, seg[k:]])
+        keep = min(self.n, len(body))
+        self._tail = body[len(body) - keep :]
+        return _to_int16(body[: len(body) - keep])
+
+    def finish(self, fade_out: bool = False) -> Int16Array:
+        """The held-back end, faded to silence over ``crossfade_ms`` when ``fade_out``."""
+        tail = self._tail if self._tail is not None else np.zeros(0)
+        if fade_out and len(tail):
+            tail = tail * np.cos((np.arange(len(tail)) + 0.5) / len(tail) * np.pi / 2)
+        self._tail = None
+        return _to_int16(tail)
+
+
+def _to_int16(x: npt.NDArray[np.float64]) -> Int16Array:
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+
+
+def join_segments(segments: list[Int16Array], rate: int, crossfade_ms: float = CROSSFADE_MS) -> Int16Array:
+    """Segments joined by equal-power crossfades (``crossfade_ms`` = 0: plain concatenation)."""
+    if crossfade_ms <= 0:
+        return np.concatenate([np.asarray(s, dtype=np.int16) for s in segments] or [np.zeros(0, dtype=np.int16)])
+    joiner = Joiner(rate, crossfade_ms)
+    out = [joiner.push(s) for s in segments]
+    return np.concatenate([*out, joiner.finish()])
+
+
+def join_offsets(lengths: list[int], rate: int, crossfade_ms: float = CROSSFADE_MS) -> list[int]:
+    """Where each join starts in :func:`join_segments`' output (the crossfade region, or the boundary)."""
+    n = max(1, int(rate * crossfade_ms / 1000)) if crossfade_ms > 0 else 0
+    offsets, end = [], 0
+    for i, length in enumerate(lengths):
+        if i:
+            k = min(n, end, length)
+            end -= k
+            offsets.append(end)
+        end += length
+    return offsets
+
+
+def max_join_discontinuity(audio: Int16Array, offsets: list[int], rate: int, window_ms: float = 15.0) -> int:
+    """Largest sample-to-sample step within ``window_ms`` after each join offset (and 1 ms before)."""
+    steps = np.abs(np.diff(np.asarray(audio, dtype=np.int32)))
+    before, after = max(1, rate // 1000), max(2, int(rate * window_ms / 1000))
+    worst = 0
+    for off in offsets:
+        lo, hi = max(0, off - before), min(len(steps), off + after)
+        if hi > lo:
+            worst = max(worst, int(steps[lo:hi].max()))
+    return worst
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+_file_hashes: dict[tuple[str, int, int], str] = {}
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha256 of a file's content, memoised by (path, size, mtime)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _file_hashes:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _file_hashes[key] = digest.hexdigest()
+    return _file_hashes[key]
+
+
+def voice_fingerprint(pack: VoicePack) -> str:
+    """What identifies the pack's neural voice: the model file's hash and its config's (if any)."""
+    config = pack.config_file()
+    return file_fingerprint(pack.model_file()) + (file_fingerprint(config) if config.is_file() else "")
+
+
+class PromptCache:
+    """Rendered prompts for one pack: in memory per (text, rate), and as WAVs in ``cache_dir`` (optional).
+
+    ``synth_count`` counts syntheses of fixed text (prompts, fragments) and
+    ``live_synth_count`` those of variable values on calls. Thread-safe.
+    """
+
+    def __init__(self, pack: VoicePack, cache_dir: Path | None = None) -> None:
+        self.pack = pack
+        self.cache_dir = cache_dir
+        self.synth_count = 0
+        self.live_synth_count = 0
+        self._mem: dict[tuple[str, int], Int16Array] = {}
+        self._lock = threading.Lock()
+        self._fingerprint: str | None = None
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def render_flow(self, flow: Flow, rate: int) -> RenderReport:
+        """Render every distinct fixed text of ``flow`` at ``rate`` Hz (prompts and dynamic prompts' fragments)."""
+        if flow.language != self.pack.language:
+            raise VoiceError(f"{self.pack.root}: pack language {self.pack.language} != flow {flow.id} language {flow.language}")
+        started, counts, nbytes = time.monotonic(), {"synth": 0, "recording": 0, "disk": 0, "memory": 0}, 0
+        groups = group_by_text(recordable_prompts(flow))
+        for spec, also in groups:
+            audio, source = self.render(spec.text, rate, (spec.prompt_id, *also))
+            counts[source] += 1
+            nbytes += audio.nbytes
+        return RenderReport(len(groups), counts["synth"], counts["recording"], counts["disk"],
+                            time.monotonic() - started, nbytes)
+
+    def render(self, text: str, rate: int, prompt_ids: tuple[str, ...] = ()) -> tuple[Int16Array, str]:
+        """``text`` at ``rate``, rendered once: (audio, source) with source memory|recording|disk|synth."""
+        key = self._key(text, prompt_ids)
+        with self._lock:
+            if (key, rate) in self._mem:
+                return self._mem[(key, rate)], "memory"
+        audio, source = self._lookup(text, rate, prompt_ids)
+        if audio is None:
+            if not text.strip():
+                raise VoiceError(f"{self.pack.prompts_dir}: prompt {', '.join(prompt_ids)} has no recording and no text")
+            audio, source = self._synthesize_to_disk(text, rate), "synth"
+        with self._lock:
+            self._mem[(key, rate)] = audio
+        return audio, source
+
+    def get(self, text: str, rate: int, prompt_id: str = "") -> Int16Array | None:
+        """Rendered audio of a fixed text at ``rate`` (memory, recording or disk), never synthesizing: None if absent."""
+        key = self._key(text, (prompt_id,) if prompt_id else ())
+        with self._lock:
+            if (key, rate) in self._mem:
+                return self._mem[(key, rate)]
+        audio, _ = self._lookup(text, rate, (prompt_id,) if prompt_id else ())
+        if audio is not None:
+            with self._lock:
+                self._mem[(key, rate)] = audio
+        return audio
+
+    def _key(self, text: str, prompt_ids: tuple[str, ...]) -> str:
+        return _mem_text(text) or f"#{prompt_ids[0] if prompt_ids else ''}"
+
+    def _lookup(self, text: str, rate: int, prompt_ids: tuple[str, ...]) -> tuple[Int16Array | None, str]:
+        by_text = self.pack.prompt_for_text(text) if text.strip() else None
+        for pid in (*prompt_ids, *([by_text] if by_text else [])):
+            recorded = self.pack.recording(pid)
+            if recorded is not None:
+                return resample(recorded, self.pack.sample_rate, rate), "recording"
+        path = self.cache_path(text, rate)
+        if path is not None and path.is_file():
+            try:
+                samples, file_rate = read_wav(path)
+            except ValueError:
+                return None, ""
+            if file_rate == rate and len(samples):
+                return samples, "disk"
+        return None, ""
+
+    def cache_path(self, text: str, rate: int) -> Path | None:
+        """``cache_dir/<sha256>.wav`` for synthesized ``text`` at ``rate`` (None without a cache dir)."""
+        if self.cache_dir is None:
+            return None
+        if self._fingerprint is None:
+            self._fingerprint = voice_fingerprint(self.pack)
+        said = _mem_text(normalize_text(text, self.pack.language))
+        ident = [CACHE_FORMAT, self.pack.name, self._fingerprint, said, rate, self.pack.speaking_rate,
+                 self.pack.loudness_target_dbfs]
+        return self.cache_dir / f"{hashlib.sha256(json.dumps(ident).encode()).hexdigest()}.wav"
+
+    def disk_usage(self) -> tuple[int, int]:
+        """(files, bytes) in the disk cache."""
+        files = list(self.cache_dir.glob("*.wav")) if self.cache_dir is not None else []
+        return len(files), sum(f.stat().st_size for f in files)
+
+    def _synthesize_to_disk(self, text: str, rate: int) -> Int16Array:
+        audio = normalize_loudness(self.synthesize(text, rate), rate, self.pack.loudness_target_dbfs)
+        with self._lock:
+            self.synth_count += 1
+        path = self.cache_path(text, rate)
+        if path is not None:
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+            write_wav(tmp, audio, rate)
+            os.replace(tmp, path)  # atomic: another process never reads half a file
+        return audio
+
+    def synthesize(self, text: str, rate: int) -> Int16Array:
+        """``text`` (normalized for the pack's language) spoken by the pack's neural voice at ``rate`` (not cached)."""
+        voice = self.pack.voice
+        sentences = [np.asarray(s, dtype=np.int16) for s in voice.synthesize(normalize_text(text, self.pack.language))]
+        native = join_segments(sentences, voice.sample_rate) if sentences else np.zeros(0, dtype=np.int16)
+        return resample(native, voice.sample_rate, rate)
+
+    # ----------------------------------------------------------------------- dynamic text
+
+    def render_dynamic(self, template: str, values: Mapping[str, str], rate: int,
+                       crossfade_ms: float = CROSSFADE_MS) -> Iterator[Int16Array]:
+        """Speak ``template`` with ``values`` at ``rate``: fixed parts from recordings/cache, values synthesized live.
+
+        Yields audio as soon as each piece is ready (the first fixed piece at once),
+        loudness-matched and crossfaded; unknown or empty variables are skipped.
+        """
+        joiner = Joiner(rate, crossfade_ms, fade_in=True)
+        level = self.pack.loudness_target_dbfs
+        for piece, pause_ms, synthesized in self._pieces(template_parts(template), values, rate):
+            piece = trim_silence(piece, rate, margin_ms=30)
+            if synthesized:
+                piece = normalize_loudness(piece, rate, level)
+            elif len(piece):
+                level = active_dbfs(piece, rate)
+            yield joiner.push(piece)
+            if pause_ms:
+                yield joiner.push(np.zeros(rate * pause_ms // 1000, dtype=np.int16))
+        yield joiner.finish(fade_out=True)
+
+    def _pieces(self, parts: list[Part], values: Mapping[str, str], rate: int) -> Iterator[tuple[Int16Array, int, bool]]:
+        """(audio, pause after in ms, synthesized live?) for each part with something to say."""
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if not part.var:
+                yield self.render(part.text, rate)[0], 0 if last else _pause_after(part.text), False
+                continue
+            value = str(values.get(part.var, "")).strip()
+            if not value:
+                continue
+            said = value + part.text
+            recorded_id = self.pack.prompt_for_text(said)
+            recorded = self.pack.recording(recorded_id) if recorded_id else None
+            if recorded is not None:
+                yield resample(recorded, self.pack.sample_rate, rate), 0 if last else _pause_after(said), False
+                continue
+            with self._lock:
+                self.live_synth_count += 1
+            yield self.synthesize(said, rate), 0 if last else _pause_after(said), True
+
+
+def _pause_after(text: str) -> int:
+    """Pause (ms) after a piece ending in ``text``: sentence end 250, comma 120, else 0."""
+    stripped = text.rstrip()
+    return _PAUSE_AFTER.get(stripped[-1], 0) if stripped else 0
