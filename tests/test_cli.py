@@ -71,8 +71,8 @@ def test_chat_bad_variable_syntax(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--var expects KEY=VALUE" in capsys.readouterr().err
 
 
-def test_demo_runs_to_a_transfer(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == 0
+def test_text_demo_runs_to_a_transfer(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--text"]) == 0
     out = capsys.readouterr().out
     assert "(ignored: said over a prompt that cannot be interrupted)" in out
     assert "barge-in: bot stopped after" in out and "⇒ intent robot" in out
@@ -85,3 +85,16 @@ def test_graph_writes_svg(tmp_path: Path) -> None:
     assert main(["graph", str(FLOWS / "lead_screening_zh.yaml"), "-o", str(out)]) == 0
     svg = out.read_text()
     assert svg.lstrip().startswith("<?xml") and "ask_callback_time" in svg and "handoff" in svg
+
+
+def test_voice_demo_writes_its_outputs_and_reaches_the_advisor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's main command: the full pipeline (VAD, ASR, dialog, TTS) on the example flow, real human speech included."""
+    assert main(["demo", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("transcript.txt", "latency.txt", "call.wav", "timeline.json", "timeline.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    transcript = (tmp_path / "transcript.txt").read_text()
+    assert "Sorry, could you say that another way?" in transcript  # the human clip is off-script: the bot asks again
+    assert "disposition=transferred" in transcript and "> handoff" in transcript
+    assert "robot_answer" in transcript and "bot paused" in transcript
+    assert "end→bot audio" in out and f"outputs in {tmp_path}" in out

@@ -109,7 +109,7 @@ def test_no_match_reprompt_uses_reprompt_text() -> None:
 
 
 def test_barge_in_needs_min_speech_then_stops_prompt() -> None:
-    call = Call()
+    call = Call(screening_flow(greet_barge_in=BargeIn(BargeInMode.ON, min_speech_ms=200)))
     play = call.play()
     call.send(ev.PromptStarted(0.05, play.play_id))
     call.send(ev.SpeechStarted(1.0))

@@ -19,6 +19,7 @@ from voicebot.sim.text import AgentSim, Entry, TextCall
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_FLOW = REPO_ROOT / "examples" / "flows" / "lead_screening_en.yaml"
 DEMO_SCRIPT = REPO_ROOT / "examples" / "callers" / "demo_en.yaml"
+DEMO_CALLER = REPO_ROOT / "examples" / "callers" / "demo_en_audio.yaml"
 LABELS = {"bot": "BOT", "caller": "YOU", "dtmf": "KEY", "intent": "  ⇒ intent", "node": "  · node", "tag": "  + tag",
           "level": "  + level", "slot": "  + slot", "notify": "  ✉ notify", "prepare": "  ☎ prepare agent",
           "transfer": "  ☎ transfer", "hangup": "  ✆ hang up", "barge": "  ✂ barge-in:", "ignored": "  (ignored:"}
@@ -65,11 +66,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="output file: .svg, .png or .dot")
     p.set_defaults(run=cmd_graph)
 
-    p = sub.add_parser("demo", help="run the English example flow against a scripted caller (no FreeSWITCH needed)")
+    p = sub.add_parser("simulate", help="run a whole call with audio through VAD, ASR, dialog and TTS (no FreeSWITCH)")
+    p.add_argument("flow", type=Path)
+    p.add_argument("--caller", type=Path, required=True, help="caller script (.yaml) or recording (.wav) of the caller's side")
+    _media_options(p)
+    p.set_defaults(run=cmd_simulate)
+
+    p = sub.add_parser("demo", help="the voice demo: the English example flow against a simulated caller (no FreeSWITCH)")
     p.add_argument("--flow", type=Path, default=EXAMPLE_FLOW)
-    p.add_argument("--script", type=Path, default=DEMO_SCRIPT)
+    p.add_argument("--caller", type=Path, default=DEMO_CALLER)
+    _media_options(p)
+    p.add_argument("--text", action="store_true", help="the text-only demo (no audio)")
     p.set_defaults(run=cmd_demo)
+
+    from voicebot.tts import voicecli
+
+    voicecli.register(sub)
     return parser
+
+
+def _media_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--out", type=Path, default=None, help="output folder (default: out/<flow>-<time>)")
+    p.add_argument("--rate", type=int, default=8000, choices=(8000, 16000), help="call sample rate in Hz")
+    p.add_argument("--realtime", action="store_true", help="pace the call like a real one (default: as fast as possible)")
+    p.add_argument("--asr", default="pocketsphinx", help="ASR backend: pocketsphinx (default) or vosk")
+    p.add_argument("--asr-model", type=Path, default=None, help="model directory (vosk: required; pocketsphinx: optional)")
+    p.add_argument("--vad", default="webrtc", choices=("webrtc", "silero"))
+    p.add_argument("--voice-pack", type=Path, default=None, help="the agent's voice pack (default: the default Piper voice)")
+    p.add_argument("--var", action="append", default=[], metavar="K=V", help="set a call variable (repeatable)")
+    p.add_argument("--agent-ready-ms", type=int, default=1500, help="simulated agent answers after this (ms)")
+    p.add_argument("--no-agent", action="store_true", help="simulate that no agent ever answers")
 
 
 def _call_options(p: argparse.ArgumentParser) -> None:
@@ -213,12 +239,21 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """A whole call with audio through the real pipeline; writes transcript, latencies, WAV, timeline."""
+    from voicebot.sim.run import simulate
+
+    return simulate(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The embedded default: the English example flow against a scripted caller."""
-    print(f"voicebot {__version__} demo: flow {args.flow.name}, caller script {args.script.name} (text simulation)")
-    args.var, args.no_agent, args.agent_ready_ms = ["customer_name=Alex"], False, 1500
-    args.flow, args.script = args.flow, args.script
-    return cmd_chat(args)
+    """The embedded default: the English example flow against a simulated caller, with audio."""
+    if args.text:
+        print(f"voicebot {__version__} demo: flow {args.flow.name}, caller script {DEMO_SCRIPT.name} (text simulation)")
+        args.var, args.no_agent, args.agent_ready_ms, args.script = ["customer_name=Alex"], False, 1500, DEMO_SCRIPT
+        return cmd_chat(args)
+    args.var = args.var or ["customer_name=Alex"]
+    return cmd_simulate(args)
 
 
 if __name__ == "__main__":

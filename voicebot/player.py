@@ -42,7 +42,7 @@ class Player:
         self._buffer = np.zeros(0, dtype=np.int16)
         self._sent = 0  # samples of the current prompt sent
         self._ready_at = 0.0
-        self._events: list[PlayerEvent] = []
+        self.prompts_started = 0  # how many prompts have started being heard
 
     def play(self, play_id: int, source: Iterator[Chunk], ready_at: float = 0.0) -> list[PlayerEvent]:
         """Start a prompt (stopping any other); its first frame goes out no earlier than ``ready_at`` (s)."""
@@ -89,6 +89,7 @@ class Player:
             return None, events
         if self._sent == 0:
             events.append(PlayerEvent("started", self.play_id, now))
+            self.prompts_started += 1
         self._sent += len(frame)
         return frame, events
 

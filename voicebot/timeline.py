@@ -10,6 +10,7 @@ own output folder, never to logs.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,14 @@ class Timeline:
     entries: list[dict[str, Any]] = field(default_factory=list)
     vad_t: list[float] = field(default_factory=list)
     vad_p: list[float] = field(default_factory=list)
+    listener: Callable[[dict[str, Any]], None] | None = None  # called with each new entry (live display)
 
     def add(self, t: float, kind: str, **data: Any) -> None:
         """Record one event."""
-        self.entries.append({"t": round(t, 4), "kind": kind, **data})
+        entry = {"t": round(t, 4), "kind": kind, **data}
+        self.entries.append(entry)
+        if self.listener is not None:
+            self.listener(entry)
 
     def vad(self, t: float, probability: float) -> None:
         """Record one frame's speech probability."""

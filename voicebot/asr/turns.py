@@ -215,6 +215,10 @@ class TurnTaker:
         self.endpointer.max_speech_s = max_speech_ms / 1000
         self.barge.policy = barge_in
 
+    def set_barge_in(self, barge_in: BargeIn) -> None:
+        """The barge-in policy of the prompt about to play (OFF for nodes that do not listen)."""
+        self.barge.policy = barge_in
+
     def bot_started(self, at: float) -> None:
         """The bot's prompt is being heard from ``at``."""
         self.barge.bot_started(at)

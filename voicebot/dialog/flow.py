@@ -42,11 +42,11 @@ class BargeInAction(StrEnum):
 
 @dataclass(frozen=True)
 class BargeIn:
-    """A node's barge-in policy. Defaults: on, 200 ms of speech, 1 word."""
+    """A node's barge-in policy. Defaults: on, 100 ms of speech pauses the bot, 1 word (not a backchannel) stops it."""
 
     mode: BargeInMode = BargeInMode.ON
     protect_ms: int = 0
-    min_speech_ms: int = 200
+    min_speech_ms: int = 100
     min_words: int = 1
     action: BargeInAction = BargeInAction.ANSWER
 

@@ -1,0 +1,104 @@
+"""Assembling the shared models once and a :class:`~voicebot.call.CallSession` per call.
+
+Models (VAD, ASR, voices, the prompt cache) are loaded and warmed once per
+process and shared by every call; per call only cheap stream objects are made.
+Static prompts are rendered when the flow loads, so a call never waits for
+their synthesis.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from voicebot.asr.base import AsrModel, VadModel
+from voicebot.asr.registry import AsrConfig, load_asr
+from voicebot.asr.turns import TurnSettings
+from voicebot.asr.vad import make_vad
+from voicebot.call import CallSession, CallSettings, Handoff
+from voicebot.dialog import events as ev
+from voicebot.dialog.flow import Flow
+from voicebot.dialog.intents import IntentMatcher
+from voicebot.dialog.machine import DialogMachine, build_matcher
+from voicebot.player import Chunk
+from voicebot.tts.pack import VoicePack, load_pack
+from voicebot.tts.render import PromptCache, RenderReport
+
+_VARIABLE = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What to load. ``voice_pack`` None: the default Piper voice, no recordings."""
+
+    rate: int = 8000
+    vad: str = "webrtc"
+    vad_options: Mapping[str, object] = field(default_factory=lambda: {"aggressiveness": 2})
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    voice_pack: Path | None = None
+    cache_dir: Path | None = None
+    turn: TurnSettings = field(default_factory=TurnSettings)
+
+
+@dataclass
+class Pipeline:
+    """Shared, loaded models for one flow."""
+
+    flow: Flow
+    config: PipelineConfig
+    matcher: IntentMatcher
+    vad: VadModel
+    asr: AsrModel
+    cache: PromptCache
+    render_report: RenderReport
+    load_seconds: float
+
+    def session(self, *, charge_compute: bool = False, handoff: Handoff | None = None, seed: int = 0) -> CallSession:
+        """A new call: its own machine, VAD and ASR streams; shared models and prompt cache."""
+        settings = CallSettings(rate=self.config.rate, turn=self.config.turn, charge_compute=charge_compute)
+        machine = DialogMachine(self.flow, matcher=self.matcher, seed=seed)
+        return CallSession(machine, vad=self.vad.stream(), asr=self.asr.stream(self.config.rate),
+                           speaker=self.speak, settings=settings, handoff=handoff)
+
+    def speak(self, play: ev.Play, values: Mapping[str, str]) -> tuple[Iterator[Chunk], bool]:
+        """Audio for a Play: the rendered prompt (static text), or live synthesis of the variable parts."""
+        rate = self.config.rate
+        if not _VARIABLE.search(play.template):
+            audio = self.cache.get(play.text, rate, play.prompt)
+            if audio is not None:
+                return iter([audio]), True
+            return iter([self.cache.render(play.text, rate)[0]]), False
+        return self.cache.render_dynamic(play.template, values, rate), False
+
+
+def default_pack(language: str) -> VoicePack:
+    """A pack with no recordings that speaks with the default Piper voice."""
+    return VoicePack(root=Path.cwd() / ".voicebot-default-pack", name="default", language=language)
+
+
+def load_pipeline(flow: Flow, config: PipelineConfig | None = None) -> Pipeline:
+    """Load and warm every model for ``flow`` and render its static prompts."""
+    config = config or PipelineConfig()
+    started = time.perf_counter()
+    pack = load_pack(config.voice_pack) if config.voice_pack else default_pack(flow.language)
+    cache = PromptCache(pack, config.cache_dir)
+    report = cache.render_flow(flow, config.rate)
+    vad = make_vad(config.vad, **dict(config.vad_options))
+    asr = load_asr(config.asr)
+    _warm(asr, config.rate)
+    return Pipeline(flow, config, build_matcher(flow), vad, asr, cache, report, time.perf_counter() - started)
+
+
+def _warm(asr: AsrModel, rate: int) -> None:
+    """Decode a little silence once so the first call does not pay for lazy initialisation."""
+    from voicebot.audio.frame import AudioFrame
+
+    stream = asr.stream(rate)
+    stream.accept(AudioFrame(np.zeros(rate // 5, dtype=np.int16).tobytes(), rate))
+    stream.finish()
+    stream.close()
