@@ -11,7 +11,10 @@ from typing import TextIO
 import yaml
 
 from voicebot import __version__, yamlutil
+from voicebot.asr.base import ModelError
 from voicebot.dialog.loader import FlowError, load_flow, validate_file
+from voicebot.sim.caller import CallerScriptError
+from voicebot.tts.base import VoiceError
 from voicebot.sim.flowtest import FlowTestError, load_cases, run_file
 from voicebot.sim.script import ScriptError, action_from_command, action_from_item
 from voicebot.sim.text import AgentSim, Entry, TextCall
@@ -34,8 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args))
-    except (FlowError, FlowTestError, ScriptError) as exc:
-        print(exc, file=sys.stderr)
+    except (FlowError, FlowTestError, ScriptError, ModelError, VoiceError, CallerScriptError) as exc:
+        print(f"voicebot: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -79,9 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--text", action="store_true", help="the text-only demo (no audio)")
     p.set_defaults(run=cmd_demo)
 
+    from voicebot.records import cli as records_cli
     from voicebot.tts import voicecli
 
     voicecli.register(sub)
+    records_cli.register(sub)
     return parser
 
 
