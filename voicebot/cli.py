@@ -14,10 +14,10 @@ from voicebot import __version__, yamlutil
 from voicebot.asr.base import ModelError
 from voicebot.dialog.loader import FlowError, load_flow, validate_file
 from voicebot.sim.caller import CallerScriptError
-from voicebot.tts.base import VoiceError
 from voicebot.sim.flowtest import FlowTestError, load_cases, run_file
 from voicebot.sim.script import ScriptError, action_from_command, action_from_item
 from voicebot.sim.text import AgentSim, Entry, TextCall
+from voicebot.tts.base import VoiceError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_FLOW = REPO_ROOT / "examples" / "flows" / "lead_screening_en.yaml"
