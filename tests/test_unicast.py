@@ -1,0 +1,358 @@
+"""voicebot.esl.unicast: port pairs, frame checks, the paced sender, stall re-arm; real UDP on 127.0.0.1.
+
+The end-to-end tests run the outbound server and the bot of ``test_esl_connection``
+against the FreeSWITCH double: what it records (``packets_heard`` with arrival
+times) is what the caller would have heard.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from tests.test_esl_connection import MediaBot, free_pool, located, noise, wait
+from voicebot.esl.connection import OutboundServer
+from voicebot.esl.double import ArrayAudio, FreeSwitchDouble, MediaFaults
+from voicebot.esl.protocol import media_format
+from voicebot.esl.unicast import PortPair, PortPool, PortsExhausted, UnicastMedia, watch_stall
+from voicebot.logs import get_logger
+
+PEER = ("127.0.0.1", 9)
+get_logger("tests")  # configure logging now, so capture_logs() is not undone by a first-use configure()
+
+
+@pytest.fixture
+def fs() -> Iterator[FreeSwitchDouble]:
+    with FreeSwitchDouble(password="ClueCon") as double:
+        yield double
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., OutboundServer]]:
+    servers: list[OutboundServer] = []
+
+    def start(handler: Callable[..., None]) -> OutboundServer:
+        server = OutboundServer("127.0.0.1", 0, handler)
+        server.start()
+        servers.append(server)
+        return server
+    yield start
+    for server in servers:
+        server.stop(timeout=0.1)
+
+
+@pytest.fixture
+def stream() -> Iterator[UnicastMedia]:
+    """A PCMU 8 kHz, 20 ms stream on an ephemeral port whose FreeSWITCH side is PEER (nothing listens)."""
+    media = UnicastMedia(media_format("PCMU", 8000, 20), 0, PEER[1])
+    yield media
+    media.close()
+
+
+# ------------------------------------------------------------------ port pairs
+
+
+def test_port_pairs_cover_the_range_and_run_out_loudly() -> None:
+    pool = PortPool(40000, 40009)
+    pairs = [pool.allocate() for _ in range(pool.capacity)]
+    assert pool.capacity == 5 and pairs[0] == PortPair(40000, 40001) and pairs[-1] == PortPair(40008, 40009)
+    assert len({p for pair in pairs for p in (pair.local, pair.remote)}) == 10
+    with pytest.raises(PortsExhausted, match="40000-40009"):
+        pool.allocate()
+    pool.release(pairs[3])
+    pool.release(pairs[1])
+    pool.release(pairs[1])  # twice: no effect
+    assert (pool.free, pool.in_use) == (2, 3)
+    assert [pool.allocate(), pool.allocate()] == [pairs[3], pairs[1]]  # least recently released first
+    with pytest.raises(ValueError):
+        PortPool(5000, 5000)
+    assert PortPool(40000, 40010).capacity == 5  # an odd port at the top is left out
+
+
+def test_the_pool_is_safe_across_threads() -> None:
+    pool = PortPool(42000, 42099)
+    held: set[PortPair] = set()
+    clashes: list[PortPair] = []
+    lock = threading.Lock()
+
+    def churn() -> None:
+        for _ in range(2000):
+            pair = pool.allocate()
+            with lock:
+                if pair in held:
+                    clashes.append(pair)
+                held.add(pair)
+            with lock:
+                held.discard(pair)
+            pool.release(pair)
+    threads = [threading.Thread(target=churn) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert clashes == [] and pool.free == pool.capacity
+
+
+def test_open_skips_a_pair_whose_port_is_taken_and_close_releases() -> None:
+    pool = free_pool(3)
+    low = pool.low
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    squatter.bind(("127.0.0.1", low + 1))  # our side of the first pair
+    try:
+        media = UnicastMedia.open(pool, media_format("PCMU", 8000), label="t")
+        assert media.ports == PortPair(low + 2, low + 3) and media.bound_port == low + 3 and media.peer[1] == low + 2
+        assert pool.in_use == 1
+        media.close()
+        media.close()
+        assert pool.free == pool.capacity
+    finally:
+        squatter.close()
+
+
+# ------------------------------------------------------------------ what arrives (rules 2, 3)
+
+
+def test_frames_duplicates_and_repeated_silence(stream: UnicastMedia) -> None:
+    first = stream.ingest(bytes(320), PEER, 1.000)
+    assert first is not None and (first.seq, first.rate, first.captured_at, len(first.samples)) == (0, 8000, 1.0, 320)
+    assert stream.ingest(bytes(320), PEER, 1.0004) is None  # the same payload back to back: a duplicate
+    assert stream.ingest(bytes(320), PEER, 1.020) is not None  # the same silence a frame later is a new frame
+    tone = np.tile(np.array([0, 5000, 0, -5000], dtype="<i2"), 40).tobytes()  # 160 samples, period divides 20 ms
+    assert stream.ingest(tone, PEER, 1.040) is not None and stream.ingest(tone, PEER, 1.060) is not None
+    stats = stream.stats()
+    assert (stats.packets_in, stats.frames_in, stats.duplicates) == (5, 4, 1)
+
+
+def test_garbage_foreign_senders_and_gaps(stream: UnicastMedia) -> None:
+    for junk in (b"", b"\x01", b"\x01\x02\x03", bytes(100), bytes(321), bytes(3200)):
+        assert stream.ingest(junk, PEER, 1.0) is None
+    assert stream.ingest(bytes(320), ("127.0.0.1", 10), 1.0) is None
+    assert stream.ingest(bytes(320), ("127.0.0.2", 9), 1.0) is None
+    assert stream.ingest(b"\x01" * 320, PEER, 2.000) is not None
+    assert stream.ingest(b"\x02" * 320, PEER, 2.100) is not None  # 100 ms later: 4 frames missing (or late)
+    assert stream.ingest(b"\x03" * 320, PEER, 2.101) is not None  # reordering looks like this: cannot be told
+    stats = stream.stats()
+    assert (stats.garbage, stats.foreign, stats.gaps, stats.est_lost, stats.frames_in) == (6, 2, 1, 4, 3)
+
+
+def test_a_new_frame_size_is_adopted_after_three_in_a_row(stream: UnicastMedia) -> None:
+    with capture_logs() as logs:
+        assert stream.ingest(bytes(480), PEER, 1.00) is None
+        assert stream.ingest(bytes(320), PEER, 1.02) is not None  # the run is broken: start again
+        assert stream.ingest(b"\x01" * 480, PEER, 1.05) is None
+        assert stream.ingest(b"\x02" * 480, PEER, 1.08) is None
+        frame = stream.ingest(b"\x03" * 480, PEER, 1.11)
+    assert frame is not None and len(frame.samples) == 480
+    assert stream.media == media_format("PCMU", 8000, 30)
+    [log] = [e for e in logs if e["event"] == "unicast.frame_size_mismatch"]
+    assert (log["expected"], log["seen"], log["ptime_ms"]) == (320, 480, 30)
+    assert stream.stats().mismatched == 4
+
+
+def test_native_g711_frames_are_decoded() -> None:
+    media = UnicastMedia(media_format("PCMA", 8000, 20, native=True), 0, PEER[1])
+    try:
+        frame = media.ingest(bytes([0xD5]) * 160, PEER, 1.0)  # A-law "zero"
+        assert frame is not None and len(frame.samples) == 320 and max(abs(frame.to_array())) <= 8
+        assert media.ingest(bytes(320), PEER, 1.02) is None  # s16le-sized datagram on a native stream: 40 ms
+    finally:
+        media.close()
+
+
+def test_recv_times_out_and_close_ends_the_frames(stream: UnicastMedia) -> None:
+    t0 = time.monotonic()
+    assert stream.recv(timeout=0.05) is None and 0.04 < time.monotonic() - t0 < 0.2
+    reader = gevent.spawn(lambda: list(stream.frames()))
+    gevent.sleep(0.01)
+    stream.close()
+    assert reader.get(timeout=1) == []
+
+
+def test_stalled_counts_from_the_last_frame_or_the_last_arm(stream: UnicastMedia) -> None:
+    stream.armed(now=10.0)
+    assert not stream.stalled(now=10.15) and stream.stalled(now=10.25)
+    stream.ingest(bytes(320), PEER, 10.2)
+    assert not stream.stalled(now=10.35) and stream.stalled(now=10.45)
+    stream.armed(now=10.5)
+    assert not stream.stalled(now=10.6)
+
+
+def test_watch_stall_rearms_only_while_live_and_survives_a_failing_rearm(stream: UnicastMedia) -> None:
+    calls: list[float] = []
+    live = [True]
+
+    def rearm() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise ConnectionError("switch busy")
+    stream.armed()
+    with capture_logs() as logs:
+        watcher = gevent.spawn(watch_stall, stream, rearm, threshold_s=0.05, poll_s=0.01, live=lambda: live[0])
+        wait(lambda: len(calls) >= 2, what="two re-arms")
+        live[0] = False
+        seen = len(calls)
+        gevent.sleep(0.15)
+        assert len(calls) == seen  # paused while no stream is expected (e.g. bridged)
+        stream.close()
+        watcher.join(1)
+    assert watcher.dead and stream.stats().stalls == len(calls)
+    assert calls[1] - calls[0] >= 0.05  # a failed re-arm is retried after another threshold
+    names = [e["event"] for e in logs]
+    assert "unicast.rearm_failed" in names and "unicast.rearmed" in names and "unicast.stalled" in names
+
+
+# ------------------------------------------------------------------ the sender (rule 4)
+
+
+def test_the_schedule_is_absolute_and_late_slots_are_skipped() -> None:
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    media = UnicastMedia(media_format("PCMU", 8000, 20), 0, sink.getsockname()[1])
+    asked: list[float] = []
+
+    def next_frame(t: float) -> bytes | None:
+        asked.append(t)
+        if len(asked) == 5:
+            time.sleep(0.07)  # the hub is blocked for 3.5 frames
+        return b"\x01\x00" * 100 if len(asked) == 6 else None  # one short frame: padded
+    t0 = time.monotonic()
+    sender = gevent.spawn(media.send_loop, next_frame, start_at=t0)
+    gevent.sleep(0.3)
+    media.close()
+    sender.join(1)
+    slots = [(t - t0) / 0.02 for t in asked]
+    assert all(abs(s - round(s)) < 1e-6 for s in slots)  # t_k = t0 + k·ptime: no drift
+    assert round(slots[5]) - round(slots[4]) >= 3  # slots 5 and 6 passed while blocked: skipped, not sent late
+    stats = media.stats()
+    assert stats.late_frames >= 2 and stats.resized_out == 1 and stats.silence_out == len(asked) - 1
+    assert len(sink.recv(4096)) == 320
+    sink.close()
+
+
+@pytest.fixture
+def short_gil_slices() -> Iterator[None]:
+    """The double shares this process and its GIL (a real FreeSWITCH does not): with Python's 5 ms switch
+    interval its receiving thread can wait up to 5 ms to timestamp a datagram. 0.5 ms keeps that
+    harness artifact out of the arrival times; the sender's own lateness is measured without it too."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)
+    yield
+    sys.setswitchinterval(old)
+
+
+def test_pacing_over_five_seconds_and_barge_in_stops_the_bot_at_once(fs: FreeSwitchDouble,
+                                                                    serve: Callable[..., OutboundServer],
+                                                                    capsys: Any, short_gil_slices: None) -> None:
+    pool = free_pool()
+    bot = MediaBot(pool)
+    server = serve(bot)
+    uuid = fs.place_call(server.port, caller=ArrayAudio(noise(8000, 6.0, seed=2), 8000))
+    wait(lambda: uuid in bot.calls and bot.calls[uuid].source is not None, what="sending")
+    rec = bot.calls[uuid]
+    assert rec.source is not None and rec.media is not None
+    gevent.sleep(4.0)
+    rec.source.stop()  # the caller barged in: from now on the bot sends silence
+    gevent.sleep(1.0)
+    stats = rec.media.stats()
+    packets = fs.channel(uuid).packets_heard()
+    slot = {pcm: t for t, pcm in rec.source.sent}
+    speech = [(p.at, slot[p.data]) for p in packets if p.data in slot]
+    assert len(speech) >= 190 and len(packets) >= 240
+    slots, asked = np.array(rec.source.calls).T
+    assert (asked >= slots).all()  # nothing is ever asked for (or sent) ahead of its slot: no queue in the engine
+    sender_ms = np.abs(np.diff(asked[5:]) - 0.020) * 1000  # when frames left the engine
+    sender_p95 = float(np.percentile(sender_ms, 95))
+    assert sender_p95 < 5.0  # the sender's inter-frame jitter
+    lateness = np.array([at - t for at, t in speech])
+    assert lateness.min() >= 0  # no frame reached the caller before its slot
+    assert np.percentile(lateness, 99) < 0.040  # each reaches the caller within a frame or two of its slot
+    jitter_ms = np.abs(np.diff([p.at for p in packets[5:]]) - 0.020) * 1000  # as the caller's side heard them
+    p95 = float(np.percentile(jitter_ms, 95))
+    assert p95 < 8.0  # includes the double's own thread wake-ups on a shared 2-core box: 0.5-3 ms when idle
+    last_speech = max(at for at, _ in speech)
+    assert last_speech - rec.source.stopped_at < 0.025  # barge-in: the caller stops hearing the bot within a frame
+    assert all(p.data == bytes(320) for p in packets if p.at > rec.source.stopped_at + 0.025)
+    assert stats.late_frames <= 5 and stats.p95_send_jitter_ms < 5.0
+    with capsys.disabled():
+        print(f"\npacing over 5 s: {len(packets)} frames, sender inter-frame jitter p95 {sender_p95:.2f} ms "
+              f"max {sender_ms.max():.2f} ms; inter-arrival jitter at the double p50 "
+              f"{np.percentile(jitter_ms, 50):.2f} ms p95 {p95:.2f} ms max {jitter_ms.max():.2f} ms; "
+              f"send lateness p95 {stats.p95_send_jitter_ms:.2f} ms max {stats.max_send_jitter_ms:.2f} ms; "
+              f"slot-to-arrival p99 {np.percentile(lateness, 99) * 1000:.2f} ms max {lateness.max() * 1000:.2f} ms; "
+              f"late frames {stats.late_frames}; "
+              f"barge-in to last bot frame {(last_speech - rec.source.stopped_at) * 1000:.1f} ms")
+    fs.hangup(uuid)
+    wait(lambda: pool.free == pool.capacity, what="ports released")
+    fs.assert_no_crash()
+
+
+# ------------------------------------------------------------------ faults end to end
+
+
+def test_loss_duplicates_reordering_and_garbage_are_survived(fs: FreeSwitchDouble,
+                                                            serve: Callable[..., OutboundServer]) -> None:
+    pool = free_pool()
+    bot = MediaBot(pool)
+    server = serve(bot)
+    caller = noise(8000, 4.0, seed=3)
+    uuid = fs.place_call(server.port, caller=ArrayAudio(caller, 8000))
+    wait(lambda: uuid in bot.calls and len(bot.calls[uuid].frames) >= 5, what="media")
+    rec = bot.calls[uuid]
+    assert rec.media is not None
+    fs.set_media_faults(uuid, MediaFaults(loss=0.1, duplicate=0.3, reorder=0.1, seed=5))
+    for junk in (b"", b"\x01", b"\x01\x02\x03", bytes(100), bytes(321), bytes(480)):
+        fs.send_udp(uuid, junk)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.sendto(bytes(320), ("127.0.0.1", rec.media.bound_port))
+    stranger.close()
+    gevent.sleep(1.0)
+    stats = rec.media.stats()
+    assert stats.duplicates >= 5 and stats.gaps >= 2 and stats.est_lost >= 2
+    assert (stats.garbage, stats.foreign, stats.mismatched) == (5, 1, 1)
+    assert rec.media.media.ptime_ms == 20 and not rec.call.closed
+    frames = list(rec.frames)
+    assert {len(f.samples) for f in frames} == {320} and len(frames) >= 50
+    for frame in frames[-40:]:  # every frame passed on is a genuine piece of what the caller said
+        located(caller, frame.to_array())
+    same = [a.samples == b.samples for a, b in itertools.pairwise(frames)]
+    assert not any(same)  # no duplicate got through
+    fs.set_media_faults(uuid, MediaFaults())
+    n = len(rec.frames)
+    wait(lambda: len(rec.frames) >= n + 10, what="clean media again")
+    fs.assert_no_crash()
+
+
+def test_a_stall_after_a_ptime_change_is_detected_and_rearmed(fs: FreeSwitchDouble,
+                                                             serve: Callable[..., OutboundServer]) -> None:
+    pool = free_pool()
+    bot = MediaBot(pool, watch_stall_s=0.2)
+    server = serve(bot)
+    uuid = fs.place_call(server.port, codec="PCMA")
+    wait(lambda: uuid in bot.calls and len(bot.calls[uuid].frames) >= 10, what="media")
+    rec = bot.calls[uuid]
+    assert rec.media is not None
+    with capture_logs() as logs:
+        changed_at = time.monotonic()
+        fs.change_ptime(uuid, 30)  # the SIP peer switched to 30 ms: unicast dies silently
+        assert not fs.channel(uuid).unicast_active
+        fs.wait_for(lambda: fs.channel(uuid).unicast_active, timeout=2, what="unicast re-armed")
+        rearmed_in = time.monotonic() - changed_at
+        wait(lambda: rec.media is not None and rec.media.media.ptime_ms == 30, what="30 ms adopted")
+        wait(lambda: sum(len(p.data) == 480 for p in fs.channel(uuid).packets_heard()) >= 10,
+             what="the bot sends 30 ms frames")
+    assert 0.2 <= rearmed_in < 0.6
+    assert f"api uuid_transfer {uuid} park inline" in fs.commands
+    assert rec.media.stats().stalls == 1 and len(rec.frames[-1].samples) == 480
+    names = [e["event"] for e in logs]
+    assert names.index("unicast.stalled") < names.index("unicast.rearmed") < names.index("unicast.frame_size_mismatch")
+    fs.assert_no_crash()

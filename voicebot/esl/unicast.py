@@ -1,0 +1,443 @@
+"""Unicast media over UDP: caller frames in, bot frames out on a media clock, one port pair per call.
+
+Rules
+1. Ports: each call takes a :class:`PortPair` from a :class:`PortPool` over a
+   configured range: ``local`` is FreeSWITCH's side (the ``local-port`` of
+   ``sendmsg unicast``: FreeSWITCH binds it and sends from it), ``remote`` is
+   ours (``remote-port``: :class:`UnicastMedia` binds it). Released pairs go to
+   the back of the line, so a port is reused as late as possible (a stray
+   datagram of the last call does not land in the next one). :meth:`UnicastMedia.close`
+   releases its pair; call it on hang-up.
+2. Format: the frame size comes from the channel (:class:`ChannelMedia`: s16le at
+   the read rate, or G.711 bytes with ``flags: native``) and is checked against
+   what arrives. A datagram of another size that is a whole frame at a usual
+   ptime (10-60 ms) counts as ``mismatched``; three in a row of one such size
+   are adopted (``unicast.frame_size_mismatch`` with expected/seen, e.g. 480
+   bytes = 30 ms at 8 kHz), and the sender follows. Any other size is
+   ``garbage`` and dropped, as is anything not from FreeSWITCH's port (``foreign``).
+3. What raw unicast lets us see: datagrams carry no sequence number or
+   timestamp. A *duplicate* is detected only as the same payload as the previous
+   datagram arriving within a quarter frame of it (copies travel back to back;
+   real frames are a frame apart, so a repeated silence or a steady tone is not
+   mistaken for one). *Reordering* cannot be detected: frames pass in arrival
+   order. *Loss* cannot be told from late arrival: a gap over 1.5 frames counts
+   in ``gaps`` and ``est_lost``, and no silence is invented. Arrival times are
+   the kernel's (SO_TIMESTAMPNS, Linux) so a busy event loop does not bunch them.
+4. Sending: :meth:`UnicastMedia.send_loop` asks ``next_frame(t)`` for one frame
+   per ptime on an absolute schedule ``t_k = t0 + k·ptime`` (no drift), and sends
+   it at once: nothing is queued ahead in the engine, so when the bot stops
+   (barge-in) the caller stops hearing it within a frame. Late by more than a
+   frame, it skips the missed slots (``late_frames``). ``None`` sends silence:
+   FreeSWITCH expects a steady stream, and an eavesdropping agent is heard only
+   while the bot keeps sending (DESIGN.md section 2).
+5. Stalls: unicast dies silently (a ptime change, a media app). :meth:`stalled`
+   is true when nothing arrived for ``threshold`` s since the last packet or
+   the last (re-)arm; :func:`watch_stall` re-arms (``uuid_transfer <uuid> park
+   inline``, CHANNEL_PARK, unicast again) through a callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import gevent.socket
+import numpy as np
+
+from voicebot.audio.codecs import decode, encode
+from voicebot.audio.frame import AudioFrame
+from voicebot.esl.protocol import ChannelMedia, media_format
+from voicebot.logs import get_logger
+
+PLAUSIBLE_PTIMES_MS = (10, 20, 30, 40, 60)
+ADOPT_AFTER = 3  # datagrams in a row of one new, plausible size before it is adopted
+_SO_TIMESTAMPNS = 35  # Linux (asm-generic); the socket module does not export it
+_JITTER_WINDOW = 3000  # send lateness samples kept for percentiles (one minute at 20 ms)
+
+
+def _log() -> Any:
+    return get_logger("unicast")
+
+
+# ---------------------------------------------------------------- ports
+
+
+@dataclass(frozen=True, slots=True)
+class PortPair:
+    """One call's UDP ports: ``local`` FreeSWITCH binds (``local-port``), ``remote`` we bind (``remote-port``)."""
+
+    local: int
+    remote: int
+
+
+class PortsExhausted(RuntimeError):
+    """Every port pair of the range is in use: raise the range or refuse the call."""
+
+
+class PortPool:
+    """Port pairs ``(p, p+1)`` for p = low, low+2, ... within [low, high]; thread- and greenlet-safe (rule 1)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        if not 1 <= low < high <= 65535:
+            raise ValueError(f"port range {low}-{high} must hold at least two ports within 1-65535")
+        self.low, self.high = low, high
+        self._free: deque[PortPair] = deque(PortPair(p, p + 1) for p in range(low, high, 2) if p + 1 <= high)
+        self._in_use: set[PortPair] = set()
+        self._lock = threading.Lock()  # never held across a yield
+        self.capacity = len(self._free)
+
+    def allocate(self) -> PortPair:
+        """The least recently used free pair; PortsExhausted when none is free."""
+        with self._lock:
+            if not self._free:
+                raise PortsExhausted(f"all {self.capacity} unicast port pairs in {self.low}-{self.high} are in use")
+            pair = self._free.popleft()
+            self._in_use.add(pair)
+            return pair
+
+    def release(self, pair: PortPair) -> None:
+        """Give ``pair`` back (to the end of the line). Releasing twice does nothing."""
+        with self._lock:
+            if pair in self._in_use:
+                self._in_use.remove(pair)
+                self._free.append(pair)
+
+    @property
+    def free(self) -> int:
+        """Pairs free now."""
+        with self._lock:
+            return len(self._free)
+
+    @property
+    def in_use(self) -> int:
+        """Pairs allocated now."""
+        with self._lock:
+            return len(self._in_use)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+@dataclass(frozen=True, slots=True)
+class UnicastStats:
+    """Counters of one unicast stream (rule 3 says what each can and cannot see)."""
+
+    packets_in: int
+    frames_in: int
+    garbage: int
+    foreign: int
+    mismatched: int
+    duplicates: int
+    gaps: int
+    est_lost: int
+    packets_out: int
+    silence_out: int
+    resized_out: int
+    late_frames: int
+    stalls: int
+    max_send_jitter_ms: float
+    p95_send_jitter_ms: float
+
+
+def _plausible_ptime(size: int, media: ChannelMedia) -> int | None:
+    """The ptime (ms) for which ``size`` bytes is one whole frame of ``media``'s format, if a usual one."""
+    width = 1 if media.wire_codec in ("PCMU", "PCMA") else 2
+    per_ms = media.rate * width // 1000
+    if per_ms <= 0 or size <= 0 or size % per_ms:
+        return None
+    ptime = size // per_ms
+    return ptime if ptime in PLAUSIBLE_PTIMES_MS else None
+
+
+def _kernel_timestamps(sock: Any) -> bool:
+    """Ask for SO_TIMESTAMPNS arrival times (Linux only); False if unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- one stream
+
+
+class UnicastMedia:
+    """One call's unicast UDP stream (a gevent socket): receive caller frames, send bot frames.
+
+    ``media``: the channel's frame format; ``bind_port``: ours (remote-port);
+    ``peer_port``: FreeSWITCH's (local-port). ``pool``/``ports``: given by
+    :meth:`open`, released by :meth:`close`.
+    """
+
+    def __init__(self, media: ChannelMedia, bind_port: int, peer_port: int, *, host: str = "127.0.0.1",
+                 peer_host: str | None = None, pool: PortPool | None = None, ports: PortPair | None = None,
+                 label: str = "") -> None:
+        self.media = media
+        self.peer = (peer_host or host, peer_port)
+        self.label = label
+        self.closed = False
+        self.pool, self.ports = pool, ports
+        self.last_packet_at: float | None = None  # monotonic s of the last accepted frame
+        self.armed_at = time.monotonic()
+        self._sock = gevent.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self._sock.bind((host, bind_port))
+        except OSError:
+            self._sock.close()
+            raise
+        self._kernel_ts = _kernel_timestamps(self._sock)
+        self._seq = 0
+        self._last_payload = b""
+        self._last_at = -1.0
+        self._candidate = (0, 0)  # (size, datagrams in a row) of a plausible size other than the expected one
+        self._jitter: deque[float] = deque(maxlen=_JITTER_WINDOW)
+        self._max_jitter = 0.0
+        self._counts = dict.fromkeys(("packets_in", "frames_in", "garbage", "foreign", "mismatched", "duplicates",
+                                      "gaps", "est_lost", "packets_out", "silence_out", "resized_out",
+                                      "late_frames", "stalls"), 0)
+
+    @classmethod
+    def open(cls, pool: PortPool, media: ChannelMedia, *, host: str = "127.0.0.1", label: str = "",
+             attempts: int = 8) -> UnicastMedia:
+        """Take a pair from ``pool`` and bind ours; a pair whose port is taken goes back and the next is tried."""
+        error: OSError | None = None
+        for _ in range(max(1, attempts)):
+            pair = pool.allocate()
+            try:
+                return cls(media, pair.remote, pair.local, host=host, pool=pool, ports=pair, label=label)
+            except OSError as err:
+                pool.release(pair)
+                error = err
+        raise PortsExhausted(f"no bindable unicast port after {attempts} tries: {error}")
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def bound_port(self) -> int:
+        """Our UDP port."""
+        return int(self._sock.getsockname()[1])
+
+    def stats(self) -> UnicastStats:
+        """A snapshot of the counters."""
+        p95 = float(np.percentile(np.asarray(self._jitter), 95)) * 1000 if self._jitter else 0.0
+        return UnicastStats(**self._counts, max_send_jitter_ms=self._max_jitter * 1000, p95_send_jitter_ms=p95)
+
+    def armed(self, now: float | None = None) -> None:
+        """Unicast was (re-)armed now: the stall clock restarts."""
+        self.armed_at = time.monotonic() if now is None else now
+
+    def stalled(self, now: float | None = None, threshold: float = 0.2) -> bool:
+        """True if nothing arrived for ``threshold`` s since the last frame or the last arm (rule 5)."""
+        now = time.monotonic() if now is None else now
+        since = max(self.armed_at, self.last_packet_at or 0.0)
+        return not self.closed and now - since > threshold
+
+    def close(self) -> None:
+        """Close the socket (ends :meth:`frames` and :meth:`send_loop`) and release the port pair."""
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self._sock.close()
+        if self.pool is not None and self.ports is not None:
+            self.pool.release(self.ports)
+
+    # ------------------------------------------------------------ receiving
+
+    def recv(self, timeout: float | None = None) -> AudioFrame | None:
+        """The caller's next frame; None after ``timeout`` s or once closed."""
+        timer = gevent.Timeout(timeout) if timeout is not None else None
+        if timer is not None:
+            timer.start()
+        try:
+            while not self.closed:
+                data, addr, at = self._read()
+                if data is None:
+                    continue
+                frame = self.ingest(data, addr, at)
+                if frame is not None:
+                    return frame
+            return None
+        except gevent.Timeout as err:
+            if err is not timer:
+                raise
+            return None
+        finally:
+            if timer is not None:
+                timer.close()
+
+    def frames(self) -> Iterator[AudioFrame]:
+        """Caller frames as they arrive, until :meth:`close`."""
+        while (frame := self.recv()) is not None:
+            yield frame
+
+    def _read(self) -> tuple[bytes | None, Any, float]:
+        try:
+            if self._kernel_ts:
+                data, ancillary, _, addr = self._sock.recvmsg(65536, socket.CMSG_SPACE(16))
+                return data, addr, _arrival(ancillary)
+            data, addr = self._sock.recvfrom(65536)
+            return data, addr, time.monotonic()
+        except OSError:  # closed under us, or an ICMP error reported on the socket
+            if not self.closed:
+                gevent.sleep(0)
+            return None, None, 0.0
+
+    def ingest(self, data: bytes, addr: Any, at: float) -> AudioFrame | None:
+        """One datagram that arrived at ``at`` (monotonic s) → a caller frame, or None if dropped (rules 2, 3)."""
+        counts = self._counts
+        counts["packets_in"] += 1
+        if tuple(addr) != self.peer:
+            counts["foreign"] += 1
+            return None
+        if not self._size_ok(len(data)):
+            return None
+        if data == self._last_payload and at - self._last_at < self.media.ptime_ms / 4000:
+            counts["duplicates"] += 1
+            return None
+        self._note_gap(at)
+        self._last_payload, self._last_at, self.last_packet_at = data, at, at
+        frame = AudioFrame(decode(data, self.media.wire_codec), self.media.rate, self._seq, at)
+        self._seq += 1
+        counts["frames_in"] += 1
+        return frame
+
+    def _size_ok(self, size: int) -> bool:
+        if size == self.media.frame_bytes:
+            self._candidate = (0, 0)
+            return True
+        ptime = _plausible_ptime(size, self.media)
+        if ptime is None:
+            self._counts["garbage"] += 1
+            return False
+        self._counts["mismatched"] += 1
+        seen = self._candidate[1] + 1 if self._candidate[0] == size else 1
+        self._candidate = (size, seen)
+        if seen < ADOPT_AFTER:
+            return False
+        self._adopt(size, ptime)
+        return True
+
+    def _adopt(self, size: int, ptime: int) -> None:
+        old = self.media
+        self.media = media_format(old.codec, old.rate, ptime, native=old.native)
+        self._candidate = (0, 0)
+        _log().warning("unicast.frame_size_mismatch", stream=self.label, expected=old.frame_bytes, seen=size,
+                       ptime_ms=ptime, adapted=True)
+
+    def _note_gap(self, at: float) -> None:
+        if self._last_at < 0:
+            return
+        frames = (at - self._last_at) * 1000 / self.media.ptime_ms
+        if frames > 1.5:
+            self._counts["gaps"] += 1
+            self._counts["est_lost"] += max(0, round(frames) - 1)
+
+    # ------------------------------------------------------------ sending
+
+    def send_loop(self, next_frame: Callable[[float], bytes | None], *, start_at: float | None = None) -> None:
+        """Send one frame per ptime until :meth:`close` (rule 4); run it in its own greenlet.
+
+        ``next_frame(t)`` is called once per frame with its scheduled time ``t``
+        (monotonic s) and returns s16le at ``media.rate``, ``media.samples_per_frame``
+        samples (shorter is padded, longer cut and counted), or None for silence.
+        """
+        media = self.media
+        t0 = time.monotonic() if start_at is None else start_at
+        k = 0
+        while not self.closed:
+            if self.media is not media:  # adopted a new ptime: restart the schedule from here
+                t0, k, media = t0 + k * media.ptime_ms / 1000, 0, self.media
+            period = media.ptime_ms / 1000
+            target = t0 + k * period
+            _sleep_until(target, self)
+            if self.closed:
+                return
+            late = time.monotonic() - target
+            if late > period:
+                skipped = int(late // period)
+                self._counts["late_frames"] += skipped
+                k += skipped
+                target = t0 + k * period
+                late = time.monotonic() - target
+            self._send(self._outgoing(next_frame(target), media), late)
+            k += 1
+
+    def _outgoing(self, pcm: bytes | None, media: ChannelMedia) -> bytes:
+        want = 2 * media.samples_per_frame
+        if pcm is None:
+            self._counts["silence_out"] += 1
+            pcm = bytes(want)
+        elif len(pcm) != want:
+            self._counts["resized_out"] += 1
+            if self._counts["resized_out"] == 1:
+                _log().warning("unicast.send_frame_size", stream=self.label, expected=want, got=len(pcm))
+            pcm = pcm[:want].ljust(want, b"\0")
+        return encode(pcm, media.wire_codec)
+
+    def _send(self, payload: bytes, late: float) -> None:
+        try:
+            self._sock.sendto(payload, self.peer)
+        except OSError:
+            return
+        self._counts["packets_out"] += 1
+        self._jitter.append(late)
+        self._max_jitter = max(self._max_jitter, late)
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """A kernel timestamp (CLOCK_REALTIME) as monotonic seconds; now if there is none."""
+    mono, real = time.monotonic(), time.time()
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack("qq", data[:16])
+            return min(mono, mono - (real - (float(sec) + float(nsec) / 1e9)))
+    return mono
+
+
+def _sleep_until(target: float, media: UnicastMedia) -> None:
+    """Sleep to ``target`` (monotonic s); the loop's cached clock is refreshed so timers do not fire late."""
+    hub = gevent.get_hub()
+    while not media.closed and (left := target - time.monotonic()) > 0:
+        hub.loop.update_now()
+        gevent.sleep(left)
+
+
+# ---------------------------------------------------------------- stall watch
+
+
+def watch_stall(media: UnicastMedia, rearm: Callable[[], None], *, threshold_s: float = 0.2,
+                poll_s: float = 0.05, live: Callable[[], bool] = lambda: True) -> None:
+    """Until ``media`` closes: when the stream stalls while ``live()``, call ``rearm()`` (rule 5).
+
+    ``live`` must be false while no stream is expected (bridged, hung up):
+    re-arming would transfer the call out of its bridge. The watch pauses
+    meanwhile and re-arms as soon as the stream is expected again (after the
+    bridge, the caller is parked: unicast must be sent again). A failed re-arm
+    is logged and tried again after another ``threshold_s``.
+    """
+    while not media.closed:
+        gevent.sleep(poll_s)
+        if media.closed or not live() or not media.stalled(threshold=threshold_s):
+            continue
+        media._counts["stalls"] += 1
+        silent_ms = round((time.monotonic() - max(media.armed_at, media.last_packet_at or 0.0)) * 1000)
+        _log().warning("unicast.stalled", stream=media.label, silent_ms=silent_ms)
+        try:
+            rearm()
+        except Exception as err:
+            _log().warning("unicast.rearm_failed", stream=media.label, error=repr(err))
+        else:
+            _log().info("unicast.rearmed", stream=media.label)
+        media.armed()
