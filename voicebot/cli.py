@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -12,6 +13,7 @@ import yaml
 
 from voicebot import __version__, yamlutil
 from voicebot.asr.base import ModelError
+from voicebot.config import ConfigError, EngineConfig, load_config
 from voicebot.dialog.loader import FlowError, load_flow, validate_file
 from voicebot.sim.caller import CallerScriptError
 from voicebot.sim.flowtest import FlowTestError, load_cases, run_file
@@ -37,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args))
-    except (FlowError, FlowTestError, ScriptError, ModelError, VoiceError, CallerScriptError) as exc:
+    except (FlowError, FlowTestError, ScriptError, ModelError, VoiceError, CallerScriptError, ConfigError) as exc:
         print(f"voicebot: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -81,6 +83,17 @@ def _parser() -> argparse.ArgumentParser:
     _media_options(p)
     p.add_argument("--text", action="store_true", help="the text-only demo (no audio)")
     p.set_defaults(run=cmd_demo)
+
+    p = sub.add_parser("serve", help="run the engine on FreeSWITCH (outbound socket server, ESL, metrics)")
+    p.add_argument("--config", type=Path, default=Path("voicebot.yaml"), help="engine configuration (default voicebot.yaml)")
+    p.set_defaults(run=cmd_serve)
+
+    p = sub.add_parser("call", help="place a test call over ESL and show the live transcript")
+    p.add_argument("destination", help="a FreeSWITCH dial string, e.g. user/1001 or loopback/7001/voicebot")
+    p.add_argument("--config", type=Path, default=None, help="engine configuration (default: built-in loopback defaults)")
+    p.add_argument("--flow", type=Path, default=None, help="the flow to run (default: the config's, else the example)")
+    p.add_argument("--var", action="append", default=[], metavar="K=V", help="set a call variable (repeatable)")
+    p.set_defaults(run=cmd_call)
 
     from voicebot.records import cli as records_cli
     from voicebot.tts import voicecli
@@ -242,6 +255,33 @@ def cmd_graph(args: argparse.Namespace) -> int:
         return 1
     print(f"wrote {out}")
     return 0
+
+
+def _engine_config(path: Path | None, flow: Path | None) -> EngineConfig:
+    config = load_config(path) if path is not None else EngineConfig(default_flow=EXAMPLE_FLOW)
+    if flow is not None:
+        config = replace(config, default_flow=flow, flows_by_destination={})
+    return config
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The engine, until SIGTERM/SIGINT."""
+    from voicebot.engine import run_engine
+
+    if not args.config.exists():
+        raise ConfigError(f"{args.config}: no such config file (see freeswitch_conf/README.md and voicebot/config.py)")
+    return run_engine(load_config(args.config))
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    """A test call: originate to the destination, run the flow, print the live transcript."""
+    from voicebot.engine import place_test_call
+    from voicebot.sim.run import print_live
+
+    config = replace(_engine_config(args.config, args.flow), outbound_port=0, http_port=0)
+    status, summary = place_test_call(config, args.destination, _variables(args.var), print_live)
+    print(summary, file=sys.stderr if status else sys.stdout)
+    return status
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -56,14 +56,14 @@ def _caller_script(path: Path) -> CallerScript:
 def _run(pipeline: Pipeline, script: CallerScript, args: argparse.Namespace) -> Any:
     agent = AgentModel(None if args.no_agent else args.agent_ready_ms)
     session = pipeline.session(charge_compute=not args.realtime, handoff=agent)
-    session.timeline.listener = _print_live
+    session.timeline.listener = print_live
     cache, rate = pipeline.cache, args.rate
     caller = SimCaller(script, rate, synth=lambda text, r: cache.synthesize(text, r), read_audio=raw_or_wav)
     variables = dict(pair.split("=", 1) for pair in args.var if "=" in pair)
     return run_call(session, caller, variables=variables, realtime=args.realtime)
 
 
-def _print_live(entry: dict[str, Any]) -> None:
+def print_live(entry: dict[str, Any]) -> None:
     kind, t = entry["kind"], f"[{entry['t']:7.2f}s]"
     if kind == "play":
         note = "" if entry.get("cached") else f"  (synthesized: first audio after {entry['tts_first_ms']} ms)"

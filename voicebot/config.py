@@ -1,0 +1,159 @@
+"""Engine configuration (``voicebot.yaml``) → frozen dataclasses, with file:line errors.
+
+Every key is optional; the defaults run against a FreeSWITCH on the same box::
+
+    freeswitch:
+      host: 127.0.0.1          # inbound ESL (event_socket.conf.xml)
+      port: 8021
+      password: CHANGE-ME      # the same as in event_socket.conf.xml
+      command_timeout_s: 5
+    outbound: {host: 127.0.0.1, port: 8084}   # the dialplan's `socket 127.0.0.1:8084 async full`
+    media:
+      ip: 127.0.0.1            # where FreeSWITCH and the engine exchange unicast UDP
+      ports: 40000-40999       # two ports per call
+    flows:
+      default: examples/flows/lead_screening_en.yaml
+      by_destination: {"7000": examples/flows/lead_screening_en.yaml}
+    asr: {backend: pocketsphinx, model: null}
+    vad: {name: webrtc, aggressiveness: 2}
+    voice_pack: null           # the agent's voice pack directory (default: the default Piper voice)
+    cache_dir: .voicebot-cache
+    records: {db: voicebot-calls.sqlite, recordings: recordings}
+    limits: {max_calls: 20, busy_prompt: "All our advisors are busy, we will call you back.", busy_action: hangup}
+    http: {host: 127.0.0.1, port: 8090}       # /health and /metrics (Prometheus)
+    shutdown_deadline_s: 30
+
+Relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from voicebot import yamlutil
+
+SECTIONS = ("freeswitch", "outbound", "media", "flows", "asr", "vad", "voice_pack", "cache_dir", "records", "limits",
+            "http", "shutdown_deadline_s")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file, line and key."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything ``voicebot serve`` needs. See the module docstring for the YAML."""
+
+    esl_host: str = "127.0.0.1"
+    esl_port: int = 8021
+    esl_password: str = "ClueCon"
+    command_timeout_s: float = 5.0
+    outbound_host: str = "127.0.0.1"
+    outbound_port: int = 8084
+    media_ip: str = "127.0.0.1"
+    media_ports: tuple[int, int] = (40000, 40999)
+    default_flow: Path | None = None
+    flows_by_destination: dict[str, Path] = field(default_factory=dict)
+    asr_backend: str = "pocketsphinx"
+    asr_model: Path | None = None
+    vad: str = "webrtc"
+    vad_aggressiveness: int = 2
+    voice_pack: Path | None = None
+    cache_dir: Path = Path(".voicebot-cache")
+    records_db: str = "voicebot-calls.sqlite"
+    recordings_dir: Path = Path("recordings")
+    max_calls: int = 20
+    busy_prompt: str = "All our advisors are busy right now. We will call you back. Goodbye."
+    busy_action: str = "hangup"  # hangup | transfer:<extension>
+    http_host: str = "127.0.0.1"
+    http_port: int = 8090
+    shutdown_deadline_s: float = 30.0
+    source: str = ""
+
+
+def load_config(path: Path) -> EngineConfig:
+    """Read ``path``; ConfigError names the file, line and key of any problem."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yamlutil.compose(text)
+        data = yamlutil.load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the config must be a mapping of sections")
+    lines = _key_lines(root)
+    unknown = [k for k in data if k not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"{path}:{lines.get(str(unknown[0]), 1)}: unknown section {unknown[0]!r}; known: {', '.join(SECTIONS)}")
+    try:
+        return _build(data, path.parent.resolve(), str(path))
+    except (TypeError, ValueError, KeyError) as exc:
+        key = str(exc.args[0]).split(":", 1)[0] if exc.args else ""
+        raise ConfigError(f"{path}:{lines.get(key.split('.')[0], 1)}: {exc}") from None
+
+
+def _key_lines(root: yaml.Node | None) -> dict[str, int]:
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    return {str(k.value): k.start_mark.line + 1 for k, _ in root.value}
+
+
+def _section(data: dict[str, Any], name: str, known: tuple[str, ...]) -> dict[str, Any]:
+    value = data.get(name) or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}: expected a mapping")
+    unknown = [k for k in value if k not in known]
+    if unknown:
+        raise ValueError(f"{name}.{unknown[0]}: unknown key; known: {', '.join(known)}")
+    return value
+
+
+def _path(base: Path, value: Any) -> Path | None:
+    if value in (None, ""):
+        return None
+    p = Path(str(value))
+    return p if p.is_absolute() else base / p
+
+
+def _ports(value: Any) -> tuple[int, int]:
+    low, _, high = str(value).partition("-")
+    lo, hi = int(low), int(high or low)
+    if not 1024 <= lo < hi <= 65535 or (hi - lo + 1) < 2:
+        raise ValueError(f"media.ports: expected a range like 40000-40999, got {value!r}")
+    return lo, hi
+
+
+def _build(data: dict[str, Any], base: Path, source: str) -> EngineConfig:
+    fs = _section(data, "freeswitch", ("host", "port", "password", "command_timeout_s"))
+    out = _section(data, "outbound", ("host", "port"))
+    media = _section(data, "media", ("ip", "ports"))
+    flows = _section(data, "flows", ("default", "by_destination"))
+    asr = _section(data, "asr", ("backend", "model"))
+    vad = _section(data, "vad", ("name", "aggressiveness"))
+    records = _section(data, "records", ("db", "recordings"))
+    limits = _section(data, "limits", ("max_calls", "busy_prompt", "busy_action"))
+    http = _section(data, "http", ("host", "port"))
+    d = EngineConfig()
+    db = str(records.get("db", d.records_db))
+    return EngineConfig(
+        esl_host=str(fs.get("host", d.esl_host)), esl_port=int(fs.get("port", d.esl_port)),
+        esl_password=str(fs.get("password", d.esl_password)),
+        command_timeout_s=float(fs.get("command_timeout_s", d.command_timeout_s)),
+        outbound_host=str(out.get("host", d.outbound_host)), outbound_port=int(out.get("port", d.outbound_port)),
+        media_ip=str(media.get("ip", d.media_ip)), media_ports=_ports(media.get("ports", "40000-40999")),
+        default_flow=_path(base, flows.get("default")),
+        flows_by_destination={str(k): _path(base, v) or Path() for k, v in (flows.get("by_destination") or {}).items()},
+        asr_backend=str(asr.get("backend", d.asr_backend)), asr_model=_path(base, asr.get("model")),
+        vad=str(vad.get("name", d.vad)), vad_aggressiveness=int(vad.get("aggressiveness", d.vad_aggressiveness)),
+        voice_pack=_path(base, data.get("voice_pack")), cache_dir=_path(base, data.get("cache_dir")) or base / d.cache_dir,
+        records_db=db if "://" in db else str(_path(base, db)),
+        recordings_dir=_path(base, records.get("recordings")) or base / d.recordings_dir,
+        max_calls=int(limits.get("max_calls", d.max_calls)), busy_prompt=str(limits.get("busy_prompt", d.busy_prompt)),
+        busy_action=str(limits.get("busy_action", d.busy_action)),
+        http_host=str(http.get("host", d.http_host)), http_port=int(http.get("port", d.http_port)),
+        shutdown_deadline_s=float(data.get("shutdown_deadline_s", d.shutdown_deadline_s)), source=source,
+    )

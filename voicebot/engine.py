@@ -1,0 +1,244 @@
+"""``voicebot serve``: the engine on a live FreeSWITCH.
+
+Rules:
+
+1. Flows, voices and models are loaded and the static prompts rendered once,
+   at start; calls only make streams.
+2. The outbound socket server takes each call at once; beyond ``max_calls``
+   a call gets the busy action (hang up with USER_BUSY, or a transfer).
+3. The inbound ESL connection reconnects by itself; while FreeSWITCH is down the
+   engine runs on and ``/health`` says so.
+4. Every call's record is written when it ends, whatever ended it, and records
+   of calls cut off by a shutdown are written too.
+5. Graceful shutdown: stop taking calls, let current ones finish up to the
+   deadline, then hang them up.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.pywsgi
+
+from voicebot.asr.registry import AsrConfig
+from voicebot.audio.wav import write_stereo_wav
+from voicebot.call import CallSession
+from voicebot.config import EngineConfig
+from voicebot.dialog.flow import Flow
+from voicebot.dialog.loader import load_flow
+from voicebot.dialog.outcome import Outcome
+from voicebot.esl.connection import ChannelData, InboundConnection, OutboundCall, OutboundServer
+from voicebot.esl.driver import CallResult, drive_call
+from voicebot.esl.unicast import PortPool
+from voicebot.logs import get_logger
+from voicebot.metrics import Metrics
+from voicebot.pipeline import Pipeline, PipelineConfig, load_pipeline
+from voicebot.records.model import record_from_call
+from voicebot.records.store import RecordStore, open_store
+
+
+@dataclass
+class Engine:
+    """The running engine: shared pipelines, the ESL edges, records and metrics."""
+
+    config: EngineConfig
+    pipelines: dict[tuple[str, int], Pipeline] = field(default_factory=dict)
+    flows: dict[str, Flow] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
+    accepting: bool = True
+    on_session: Callable[[CallSession], None] | None = None  # e.g. `voicebot call` shows the live transcript
+
+    def load(self) -> None:
+        """Load flows and models, render prompts, open the record store (rule 1)."""
+        cfg = self.config
+        paths = {"": cfg.default_flow, **cfg.flows_by_destination}
+        for key, path in paths.items():
+            if path is not None:
+                self.flows[key] = load_flow(path)
+        if "" not in self.flows:
+            raise ValueError("no default flow: set flows.default in the config")
+        for flow in {id(f): f for f in self.flows.values()}.values():
+            self._pipeline(flow, 8000)
+        self.store: RecordStore = open_store(cfg.records_db)
+        self.pool = PortPool(*cfg.media_ports)
+        self.log = get_logger("engine")
+
+    def _pipeline(self, flow: Flow, rate: int) -> Pipeline:
+        key = (flow.id, rate)
+        if key not in self.pipelines:
+            cfg = self.config
+            options: dict[str, object] = {} if cfg.vad == "silero" else {"aggressiveness": cfg.vad_aggressiveness}
+            self.pipelines[key] = load_pipeline(flow, PipelineConfig(
+                rate=rate, vad=cfg.vad, vad_options=options,
+                asr=AsrConfig(cfg.asr_backend, cfg.asr_model, flow.language),
+                voice_pack=cfg.voice_pack, cache_dir=cfg.cache_dir / "prompts"))
+        return self.pipelines[key]
+
+    def flow_for(self, destination: str) -> Flow:
+        """The flow for the number the call reached, or the default one."""
+        return self.flows.get(destination, self.flows[""])
+
+    # ------------------------------------------------------------------ serving
+
+    def start(self) -> None:
+        """Start the ESL edges and the HTTP endpoint (returns at once)."""
+        cfg = self.config
+        self.inbound = InboundConnection(cfg.esl_host, cfg.esl_port, cfg.esl_password, command_timeout_s=cfg.command_timeout_s)
+        self.inbound.start()
+        self.server = OutboundServer(cfg.outbound_host, cfg.outbound_port, self.handle_call,
+                                     command_timeout_s=cfg.command_timeout_s)
+        self.server.start()
+        self.http = gevent.pywsgi.WSGIServer((cfg.http_host, cfg.http_port), self._http, log=None, error_log=None)
+        self.http.start()
+        self.log.info("engine.started", outbound_port=self.server.port, http_port=self.http.server_port,
+                      flows=sorted(f.id for f in self.flows.values()))
+
+    def handle_call(self, call: OutboundCall) -> None:
+        """One FreeSWITCH call (runs in its own greenlet)."""
+        data = call.connect()
+        call.subscribe()
+        call.linger(5)
+        if not self.accepting or self.metrics.active_calls >= self.config.max_calls:
+            self._busy(call, data)
+            return
+        flow = self.flow_for(data.callee)
+        self.metrics.call_started()
+        result = CallResult(data, None, time.time(), None)
+        try:
+            result = drive_call(call, data, lambda rate: self._session(flow, rate), self.pool,
+                                media_ip=self.config.media_ip)
+        except Exception as err:
+            result.error = repr(err)
+            self.metrics.errors += 1
+            self.log.error("call.failed", call=data.uuid, error=repr(err))
+            call.hangup_quietly()
+        finally:
+            self.metrics.call_ended()
+            self._write_record(flow, result)
+
+    def _session(self, flow: Flow, rate: int) -> CallSession:
+        session = self._pipeline(flow, rate).session()
+        if self.on_session is not None:
+            self.on_session(session)
+        return session
+
+    def _busy(self, call: OutboundCall, data: ChannelData) -> None:
+        self.metrics.rejected += 1
+        self.log.warning("call.busy", call=data.uuid, active=self.metrics.active_calls)
+        action = self.config.busy_action
+        if action.startswith("transfer:"):
+            call.execute_nowait("transfer", action.split(":", 1)[1])
+        else:
+            call.hangup_quietly("USER_BUSY")
+
+    def _write_record(self, flow: Flow, result: CallResult) -> None:
+        """Rule 4: a record for every call, the recording beside it."""
+        data, worker = result.data, result.worker
+        call_id = data.uuid if data and data.uuid else str(uuidlib.uuid4())
+        recording = ""
+        if worker is not None and worker.caller_track:
+            path = self.config.recordings_dir / f"{call_id}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_stereo_wav(path, _join(worker.caller_track), _join(worker.bot_track), worker.session.settings.rate)
+            recording = str(path)
+        session = worker.session if worker else None
+        if session is not None:
+            for turn in session.timeline.turns():
+                if turn["response_ms"] is not None:
+                    self.metrics.response_ms.observe(turn["response_ms"])
+            for barge in session.timeline.barge_ins():
+                self.metrics.barge_in_ms.observe(barge["reaction_ms"])
+        outcome = session.machine.outcome if session else Outcome(disposition="not_answered")
+        record = record_from_call(call_id, outcome, session.timeline if session else None, flow_id=flow.id,
+                                  caller=data.caller if data else "", callee=data.callee if data else "",
+                                  started_wall=result.started_wall, answered_wall=result.answered_wall,
+                                  ended_wall=time.time(), recording_path=recording, flow_version=flow.version,
+                                  hangup_cause=result.hangup_cause or result.error,
+                                  extras={"error": result.error} if result.error else None)
+        self.store.save(record)
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _http(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            body = self.metrics.prometheus(esl_up=self.inbound.up, accepting=self.accepting).encode()
+            start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4")])
+            return [body]
+        if path == "/health":
+            up = self.inbound.up
+            state = self.inbound.state()
+            text = (f"{'ok' if up else 'degraded'}: freeswitch {'up' if up else 'down'} "
+                    f"(reconnects {state.reconnects}), active calls {self.metrics.active_calls}\n")
+            start_response("200 OK" if up else "503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [text.encode()]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"try /health or /metrics\n"]
+
+    def shutdown(self) -> None:
+        """Rule 5: stop taking calls, wait for current ones up to the deadline, then end them."""
+        self.accepting = False
+        self.log.info("engine.stopping", active=self.metrics.active_calls)
+        deadline = time.monotonic() + self.config.shutdown_deadline_s
+        while self.metrics.active_calls and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        self.server.stop(timeout=2.0)
+        self.http.stop(timeout=1)
+        self.inbound.stop()
+        self.store.close()
+        self.log.info("engine.stopped")
+
+    def serve_forever(self) -> None:
+        """Start, then run until SIGTERM or SIGINT, then shut down gracefully."""
+        self.start()
+        stop = gevent.event.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(sig, stop.set)
+        stop.wait()
+        self.shutdown()
+
+
+def _join(chunks: list[Any]) -> Any:
+    import numpy as np
+
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+
+
+def run_engine(config: EngineConfig) -> int:
+    """``voicebot serve``: load and serve until stopped."""
+    engine = Engine(config)
+    engine.load()
+    engine.serve_forever()
+    return 0
+
+
+def place_test_call(config: EngineConfig, destination: str, variables: dict[str, str],
+                    on_entry: Callable[[dict[str, Any]], None], *, timeout_s: float = 600.0) -> tuple[int, str]:
+    """``voicebot call``: an engine of our own, an originate over ESL to ``destination`` with the socket app
+    pointing back at it; returns (exit status, a one-line summary)."""
+    engine = Engine(config, on_session=lambda s: setattr(s.timeline, "listener", on_entry))
+    engine.load()
+    engine.start()
+    try:
+        if not engine.inbound.wait_up(10.0):
+            return 1, f"FreeSWITCH is not reachable at {config.esl_host}:{config.esl_port}: {engine.inbound.state().last_error}"
+        call_vars = ",".join([f"origination_uuid={uuidlib.uuid4()}", *(f"vb_var_{k}={v}" for k, v in variables.items())])
+        engine.inbound.originate(f"{{{call_vars}}}{destination}",
+                                 f"&socket({config.outbound_host}:{engine.server.port} async full)")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and (engine.metrics.calls_total == 0 or engine.metrics.active_calls):
+            gevent.sleep(0.1)
+        record = engine.store.list(limit=1)
+        if not record:
+            return 1, "the call never reached the engine"
+        r = record[0]
+        return 0, f"call {r.call_id}: disposition={r.disposition} level={r.level or '-'} path={' > '.join(r.path)}"
+    finally:
+        engine.shutdown()

@@ -1,0 +1,242 @@
+"""One call on FreeSWITCH: ESL control, unicast media, and the call's session in a native thread.
+
+Rules:
+
+1. The call's greenlet does only I/O: it answers, arms unicast (never before the
+   answer has completed: :class:`~voicebot.esl.connection.OutboundCall` refuses),
+   moves UDP frames and ESL events between FreeSWITCH and the session thread,
+   and hangs up when the dialog ends.
+2. Everything CPU-heavy (VAD, ASR, dialog, TTS) runs in the call's own native
+   thread (:class:`SessionThread`), never on the gevent hub. The thread keeps at
+   most two bot frames (40 ms) queued ahead of the media clock, so a barge-in
+   silences the bot at the caller's ear within about two frames.
+3. Any failure ends this call only: it is logged with the call id, the call is
+   hung up, and its record is still written.
+4. A hang-up at any moment releases the UDP ports, the thread and the streams.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+import numpy as np
+
+from voicebot.audio.frame import AudioFrame
+from voicebot.call import CallSession
+from voicebot.esl.connection import ChannelData, OutboundCall
+from voicebot.esl.protocol import EslEvent
+from voicebot.esl.unicast import PortPool, UnicastMedia, watch_stall
+from voicebot.logs import get_logger
+
+BOT_FRAMES_AHEAD = 2  # 40 ms at 20 ms ptime
+VARIABLE_PREFIX = "variable_vb_var_"
+SIP_HEADER_PREFIX = "variable_sip_h_X-VB-"
+
+
+def call_variables(headers: dict[str, str] | Any) -> dict[str, str]:
+    """Flow variables from channel data: ``vb_var_<name>`` channel variables, then ``X-VB-<Name>`` SIP headers."""
+    out: dict[str, str] = {}
+    for key, value in headers.items():
+        if key.startswith(SIP_HEADER_PREFIX):
+            out.setdefault(key[len(SIP_HEADER_PREFIX):].lower().replace("-", "_"), value)
+    for key, value in headers.items():
+        if key.startswith(VARIABLE_PREFIX):
+            out[key[len(VARIABLE_PREFIX):]] = value
+    return out
+
+
+@dataclass
+class SessionThread:
+    """Runs a :class:`CallSession` in a native thread; greenlets talk to it through two queues."""
+
+    session: CallSession
+    variables: dict[str, str]
+    frame_s: float = 0.02
+    inbox: queue.Queue[tuple[Any, ...]] = field(default_factory=queue.Queue)
+    outbox: queue.Queue[bytes | None] = field(default_factory=lambda: queue.Queue(maxsize=BOT_FRAMES_AHEAD))
+    caller_track: list[np.ndarray] = field(default_factory=list)
+    bot_track: list[np.ndarray] = field(default_factory=list)
+    error: BaseException | None = None
+    started: float = 0.0
+
+    def start(self) -> None:
+        """Start the session (t = 0 now) in its thread."""
+        self.started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="voicebot-call", daemon=True)
+        self._stop = False
+        self._thread.start()
+
+    def now(self) -> float:
+        """The call's clock (s since answer)."""
+        return time.monotonic() - self.started
+
+    def caller(self, frame: AudioFrame) -> None:
+        """A caller frame from the UDP stream (never blocks)."""
+        self.inbox.put_nowait(("frame", frame))
+
+    def dtmf(self, digit: str) -> None:
+        """The caller pressed a key."""
+        self.inbox.put_nowait(("dtmf", digit, self.now()))
+
+    def hang_up(self, cause: str) -> None:
+        """The channel hung up."""
+        self.inbox.put_nowait(("hangup", cause, self.now()))
+
+    def next_bot_frame(self, _: float) -> bytes | None:
+        """For the media clock: the next bot frame, or None (silence) when none is ready."""
+        try:
+            return self.outbox.get_nowait()
+        except queue.Empty:
+            return None
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Stop the thread; True when it ended within ``timeout`` s."""
+        self._stop = True
+        self.inbox.put_nowait(("stop",))
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def done(self) -> bool:
+        """True once the dialog ended (or the thread failed)."""
+        return self.session.ended or self.error is not None
+
+    def _run(self) -> None:
+        try:
+            self.session.start(0.0, self.variables)
+            next_bot = 0.0
+            while not self._stop and not self.session.ended:
+                self._drain(timeout=self.frame_s / 2)
+                next_bot = self._produce(next_bot)
+        except BaseException as err:  # one call's failure must not escape its thread
+            self.error = err
+
+    def _drain(self, timeout: float) -> None:
+        with contextlib.suppress(queue.Empty):
+            item = self.inbox.get(timeout=timeout)
+            while True:
+                self._handle(item)
+                item = self.inbox.get_nowait()
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if kind == "frame":
+            frame: AudioFrame = item[1]
+            rebased = AudioFrame(frame.samples, frame.rate, frame.seq, frame.captured_at - self.started)
+            self.caller_track.append(rebased.to_array())
+            self.session.caller_frame(rebased)
+        elif kind == "dtmf":
+            self.session.dtmf(item[1], item[2])
+        elif kind == "hangup":
+            self.session.hang_up(item[2], item[1])
+
+    def _produce(self, next_bot: float) -> float:
+        """Fill the outbox up to the media clock plus what may be queued ahead."""
+        now = self.now()
+        next_bot = max(next_bot, now - self.frame_s)
+        while next_bot <= now + self.frame_s and not self.outbox.full():
+            frame = self.session.bot_frame(next_bot)
+            samples = frame if frame is not None else np.zeros(int(self.session.settings.rate * self.frame_s), np.int16)
+            self.bot_track.append(samples)
+            self.outbox.put_nowait(frame.tobytes() if frame is not None else None)
+            next_bot += self.frame_s
+        return next_bot
+
+
+@dataclass
+class CallResult:
+    """What the driver hands back for the call record."""
+
+    data: ChannelData | None
+    worker: SessionThread | None
+    started_wall: float
+    answered_wall: float | None
+    hangup_cause: str = ""
+    error: str = ""
+
+
+def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[int], CallSession], pool: PortPool, *,
+               media_ip: str = "127.0.0.1", max_call_s: float = 3600.0) -> CallResult:
+    """Answer, arm unicast, run the session until either side hangs up; always release everything."""
+    result = CallResult(data, None, time.time(), None)
+    log = get_logger("esl.call").bind(call=data.uuid)
+    call.answer()
+    result.answered_wall = time.time()
+    channel_media = call.media or data.media  # a SIP call names its codec only once answered
+    if channel_media is None:
+        raise RuntimeError("the channel names no codec the engine can stream")
+    media = UnicastMedia.open(pool, channel_media, host=media_ip, label=data.uuid)
+    greenlets: list[gevent.Greenlet] = []
+    try:
+        assert media.ports is not None
+        ports = media.ports
+        call.unicast(media_ip, ports.local, media_ip, ports.remote, native=False)
+        media.armed()
+        worker = SessionThread(make_session(channel_media.rate), call_variables(data.headers),
+                               frame_s=channel_media.ptime_ms / 1000)
+        result.worker = worker
+        worker.start()
+        greenlets = [gevent.spawn(_receive, media, worker), gevent.spawn(media.send_loop, worker.next_bot_frame),
+                     gevent.spawn(watch_stall, media, lambda: call.rearm_unicast(media_ip, ports.local, media_ip, ports.remote),
+                                  live=lambda: not call.hung_up and not call.closed)]
+        result.hangup_cause = _converse(call, worker, max_call_s)
+        log.info("call.ended", disposition=worker.session.disposition or result.hangup_cause)
+    finally:
+        gevent.killall(greenlets, timeout=1)
+        media.close()
+        if result.worker is not None and not result.worker.stop(1.0):
+            log.error("call.thread_stuck")
+    return result
+
+
+def _receive(media: UnicastMedia, worker: SessionThread) -> None:
+    for frame in media.frames():
+        worker.caller(frame)
+
+
+def _converse(call: OutboundCall, worker: SessionThread, max_call_s: float) -> str:
+    """Pass events to the session until the call is over; return the hang-up cause."""
+    deadline = time.monotonic() + max_call_s
+    while time.monotonic() < deadline:
+        if worker.done:
+            _finish_bot_side(call, worker)
+            return "bot_hangup" if worker.error is None else "engine_error"
+        event = _next_event(call, timeout=0.05)
+        if event is None:
+            if call.closed or call.hung_up:
+                worker.hang_up("caller_hangup")
+                return "caller_hangup"
+            continue
+        if event.name == "DTMF":
+            worker.dtmf(event.get("DTMF-Digit") or "")
+        elif event.name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
+            worker.hang_up("caller_hangup")
+            return event.get("Hangup-Cause") or "caller_hangup"
+    call.hangup_quietly("ALLOTTED_TIMEOUT")
+    return "max_call_duration"
+
+
+def _next_event(call: OutboundCall, timeout: float) -> EslEvent | None:
+    try:
+        return call.next_event(timeout)
+    except Exception:  # timeout or a closed socket: the caller checks call.closed
+        return None
+
+
+def _finish_bot_side(call: OutboundCall, worker: SessionThread) -> None:
+    """The dialog ended: let the last bot audio play out, then hang up (a transferred call stays up)."""
+    if worker.error is not None:
+        get_logger("esl.call").bind(call=call.uuid).error("call.failed", error=repr(worker.error))
+        call.hangup_quietly("NORMAL_TEMPORARY_FAILURE")
+        return
+    gevent.sleep(0.06)
+    if worker.session.disposition:
+        with contextlib.suppress(Exception):
+            call.hangup("NORMAL_CLEARING", timeout=2.0)
