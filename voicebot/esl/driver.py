@@ -185,7 +185,7 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
         worker.start()
         greenlets = [gevent.spawn(_receive, media, worker), gevent.spawn(media.send_loop, worker.next_bot_frame),
                      gevent.spawn(watch_stall, media, lambda: call.rearm_unicast(media_ip, ports.local, media_ip, ports.remote),
-                                  live=lambda: not call.hung_up and not call.closed)]
+                                  live=lambda: call.unicast_expected)]
         result.hangup_cause = _converse(call, worker, max_call_s)
         log.info("call.ended", disposition=worker.session.disposition or result.hangup_cause)
     finally:
@@ -212,7 +212,7 @@ def _converse(call: OutboundCall, worker: SessionThread, max_call_s: float) -> s
         if event is None:
             if call.closed or call.hung_up:
                 worker.hang_up("caller_hangup")
-                return "caller_hangup"
+                return "caller_hangup" if call.hung_up else "esl_socket_closed"  # the socket went, not the caller
             continue
         if event.name == "DTMF":
             worker.dtmf(event.get("DTMF-Digit") or "")
