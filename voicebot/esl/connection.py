@@ -460,7 +460,9 @@ class InboundConnection:
                  backoff_max_s: float = 10.0, event_format: str = "plain", subscriber_queue: int = 10_000) -> None:
         if event_format not in ("plain", "json"):
             raise ValueError(f"event_format must be 'plain' or 'json', not {event_format!r}")
-        self.host, self.port, self._password = host, port, _token(password, "password")
+        if not password or "\n" in password or "\r" in password:
+            raise ValueError("the ESL password must be non-empty and on one line")  # never echo it
+        self.host, self.port, self._password = host, port, password
         self.events = tuple(dict.fromkeys(_token(e, "event name") for e in (*events, *_REQUIRED_EVENTS)))
         self.command_timeout_s, self.connect_timeout_s = command_timeout_s, connect_timeout_s
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
@@ -521,7 +523,7 @@ class InboundConnection:
         while not self._stopping:
             try:
                 wire = self._open()
-            except (OSError, EslFailure, EslProtocolError) as err:
+            except Exception as err:  # refused, timed out, rejected, not ESL...: the supervisor never dies
                 self._failed(f"{type(err).__name__}: {err}")
                 gevent.sleep(backoff_delay(self._attempts, initial_s=self.backoff_initial_s,
                                            max_s=self.backoff_max_s))
