@@ -1,0 +1,48 @@
+"""Whole simulated calls through the real pipeline (VAD, pocketsphinx, dialog, Piper) at 8 and 16 kHz."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from voicebot.dialog.loader import load_flow
+from voicebot.pipeline import PipelineConfig, load_pipeline
+from voicebot.sim.audio import AgentModel, run_call
+from voicebot.sim.caller import CallerScript, CallerTurn, SimCaller, raw_or_wav
+from voicebot.sim.report import write_outputs
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOW = ROOT / "examples" / "flows" / "lead_screening_en.yaml"
+CACHE = ROOT / ".voicebot-cache" / "prompts"
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_a_call_renders_no_static_prompt_and_barge_in_stops_the_bot(rate: int, tmp_path: Path) -> None:
+    pipeline = load_pipeline(load_flow(FLOW), PipelineConfig(rate=rate, cache_dir=CACHE))
+    synth_before = pipeline.cache.synth_count
+    script = CallerScript((CallerTurn("say", "yes speaking"), CallerTurn("barge", "stop calling me", at_ms=5000)))
+    caller = SimCaller(script, rate, synth=pipeline.cache.synthesize, read_audio=raw_or_wav)
+    result = run_call(pipeline.session(charge_compute=True, handoff=AgentModel()), caller, variables={"customer_name": "Ann"})
+
+    assert pipeline.cache.synth_count == synth_before, "a call must never wait for synthesis of static text"
+    outcome = result.session.machine.outcome
+    assert outcome.path == ["greet", "disclosure", "goodbye_blocklist"] and outcome.disposition == "blocklist"
+    barge = result.ear_latencies()["barge_in"]
+    assert barge and barge[0]["interrupted"] and barge[0]["ms"] < 400
+    paths = write_outputs(result, tmp_path)
+    assert all(p.stat().st_size > 0 for p in paths)
+    timeline = json.loads((tmp_path / "timeline.json").read_text())
+    assert [t["text"] for t in timeline["turns"]][-1] != ""
+
+
+def test_a_plain_recording_as_the_caller(tmp_path: Path) -> None:
+    """`--caller FILE.wav`: a real human recording plays from the start; off-script speech is not matched."""
+    pipeline = load_pipeline(load_flow(FLOW), PipelineConfig(rate=8000, cache_dir=CACHE))
+    wav = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav"
+    script = CallerScript((CallerTurn("wav", path=wav),), gap_ms=0, free_running=True)
+    caller = SimCaller(script, 8000, synth=pipeline.cache.synthesize, read_audio=raw_or_wav)
+    result = run_call(pipeline.session(charge_compute=True), caller, linger_s=3.0)
+    turns = [t for t in result.session.machine.outcome.turns if not t.ignored]
+    assert turns == [] or all(t.intent == "" for t in turns)
