@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 import uuid as uuidlib
@@ -34,7 +35,7 @@ from voicebot.config import EngineConfig
 from voicebot.dialog.flow import Flow
 from voicebot.dialog.loader import load_flow
 from voicebot.dialog.outcome import Outcome
-from voicebot.esl.connection import ChannelData, InboundConnection, OutboundCall, OutboundServer
+from voicebot.esl.connection import ChannelData, EslFailure, InboundConnection, OutboundCall, OutboundServer
 from voicebot.esl.driver import CallResult, drive_call
 from voicebot.esl.unicast import PortPool
 from voicebot.logs import get_logger
@@ -114,12 +115,18 @@ class Engine:
         try:
             result = drive_call(call, data, lambda rate: self._session(flow, rate), self.pool,
                                 media_ip=self.config.media_ip)
+            if result.worker is not None and result.worker.error is not None:  # the session's thread failed
+                result.error = repr(result.worker.error)
+                self.metrics.errors += 1
         except Exception as err:
             result.error = repr(err)
             self.metrics.errors += 1
             self.log.error("call.failed", call=data.uuid, error=repr(err))
             call.hangup_quietly()
         finally:
+            if call.closed and not call.hung_up:  # the socket is gone, the channel may not be: end it over inbound
+                with contextlib.suppress(EslFailure):
+                    self.inbound.uuid_kill(data.uuid, "NORMAL_TEMPORARY_FAILURE", timeout=1.0)
             self.metrics.call_ended()
             self._write_record(flow, result)
 

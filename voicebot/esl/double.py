@@ -1307,6 +1307,7 @@ class FreeSwitchDouble:
             if ch is not None and ch.conn is conn and not conn.resume and self._up:
                 self._later(self.timing.hangup_s, lambda: self._hangup_now(ch, "NORMAL_CLEARING"))
             self._changed.notify_all()
+        conn._out.put(_CLOSE)  # end the writer thread too
         with contextlib.suppress(OSError):
             conn.sock.close()
 

@@ -115,6 +115,8 @@ class SessionThread:
             while not self._stop and not self.session.ended:
                 self._drain(timeout=self.frame_s / 2)
                 next_bot = self._produce(next_bot)
+            if not self.session.ended:  # stopped early: a hang-up queued before the stop still reaches the dialog
+                self._drain(timeout=0.0)
         except BaseException as err:  # one call's failure must not escape its thread
             self.error = err
 
