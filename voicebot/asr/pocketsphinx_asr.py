@@ -25,18 +25,20 @@ human test speech from Debian's pocketsphinx-testdata, 8 kHz = downsampled):
   as garbage model decoded at 11x real time. No hints: the full en-US LM.
 * **Sharing and the GIL.** PocketSphinx 5 cannot share an acoustic model
   between decoders, but it memory-maps the model files, so a hint decoder
-  costs ~8 MB. A free-decoding decoder holds the 134k-word dictionary and its
-  search (~65 MB); the 35 MB en-US LM is loaded once and shared. The
-  extension never releases the GIL (``_pocketsphinx.so`` imports no
-  ``PyEval_SaveThread``): its streams cannot decode in parallel on threads,
-  and every call blocks the gevent hub while it runs. So all decoder calls of
-  a model go through one OS lock (``model.lock``): no parallelism is lost,
-  the shared LM is never used concurrently, and the hub competes for the GIL
-  with one decoding thread at a time. The second ``fwdflat`` pass is off: at
-  8 kHz it changed WER 0.307 -> 0.297 (full LM) and 0 -> 0 (hints) while
-  ``end_utt`` dropped from 263 to 66 ms (full LM) and from 94 to 2 ms (hints).
-  With both, 10 streams decoding flat out left the hub's worst gap at ~16 ms
-  (was 150..430 ms).
+  costs ~5 MB. A full-LM decoder holds the 134k-word dictionary and its search
+  (~53 MB, ~0.5 s to build); the 35 MB en-US LM is loaded once and shared, and
+  idle full-LM decoders are pooled for the next call. The extension never
+  releases the GIL (``_pocketsphinx.so`` imports no ``PyEval_SaveThread``; a
+  spinning Python thread keeps ~1% of its speed while it decodes): its streams
+  cannot decode in parallel on threads, and each call stalls the gevent hub
+  while it runs. So every decoder call of a model goes through one OS lock
+  (``model.lock``): no parallelism is lost, the shared LM is never used
+  concurrently, and the hub competes for the GIL with one decoding thread at
+  a time. The second ``fwdflat`` pass is off: dropping it moved WER from
+  0.307 to 0.297 (full LM) and 0 to 0 (hints) at 8 kHz while ``end_utt`` fell
+  from 263 to 66 ms (full LM) and from 94 to 2 ms (hints). With hints, 10
+  streams decoding flat out left the hub's worst gap at ~15..45 ms (was
+  150..430 ms); full-LM calls still stall it ~0.1..0.3 s (``end_utt``).
 * **Confidence** is the mean word posterior (forward-backward over the
   lattice, ``bestpath``), already 0..1.
 """
@@ -162,10 +164,10 @@ def load_pronunciations(path: Path) -> dict[str, list[str]]:
     try:
         with path.open(encoding="utf-8") as f:
             for line in f:
-                word, *phones = line.split()
+                word, *phones = line.split() or [""]
                 if phones:
                     prons.setdefault(word.split("(")[0], []).append(" ".join(phones))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise ModelError(f"cannot read pronunciation dictionary {path}: {e}") from e
     if not prons:
         raise ModelError(f"pronunciation dictionary {path} is empty; expected lines like 'hello HH AH L OW'")
@@ -197,7 +199,7 @@ class PocketsphinxModel:
     language = "en"
 
     def __init__(self, model_dir: Path | None = None, *, cmninit: Mapping[int, str] | None = None,
-                 loglevel: str = "ERROR") -> None:
+                 loglevel: str = "ERROR", pool_size: int = 4) -> None:
         bundled = model_dir is None
         self.model_dir = Path(pocketsphinx.get_model_path("en-us")) if model_dir is None else Path(model_dir)
         self.hmm_dir, self.dict_path, self.lm_path = find_model_files(self.model_dir)
@@ -205,6 +207,8 @@ class PocketsphinxModel:
         self.cmninit = dict(cmninit) if cmninit is not None else ({8000: CMNINIT_8K, 16000: CMNINIT_16K} if bundled else {})
         self.loglevel = loglevel
         self.lock = native_lock()  # serialises decoder calls: see the module docstring
+        self.pool_size = pool_size
+        self._idle_full: dict[bool, list[Any]] = {}  # 8 kHz input? -> idle full-LM decoders
         self.pronunciations = load_pronunciations(self.dict_path)
         probe = self.new_decoder(DECODER_RATE, full=False)  # fails fast on a broken acoustic model
         try:
@@ -241,6 +245,19 @@ class PocketsphinxModel:
                 kept.append(known)
         return list(dict.fromkeys(kept)), sorted(set(dropped))
 
+    def take_full_decoder(self, input_rate: int) -> Any:
+        """A full-LM decoder from the pool, else a new one (~0.5 s, all of it holding the GIL). Call under ``lock``."""
+        try:
+            return self._idle_full.get(input_rate <= 8000, []).pop()
+        except IndexError:
+            return self.new_decoder(input_rate, full=True)
+
+    def give_back_full(self, input_rate: int, decoder: Any) -> None:
+        """Pool an idle full-LM decoder for the next call (dropped beyond ``pool_size``). Call under ``lock``."""
+        idle = self._idle_full.setdefault(input_rate <= 8000, [])
+        if len(idle) < self.pool_size:
+            idle.append(decoder)
+
     def stream(self, sample_rate: int, hints: Sequence[str] = ()) -> PocketsphinxStream:
         """A new per-call stream for ``sample_rate`` Hz audio (8 kHz is upsampled to 16 kHz)."""
         return PocketsphinxStream(self, sample_rate, hints)
@@ -261,6 +278,7 @@ class PocketsphinxStream:
         self._active: Any = None  # the decoder of the utterance in progress
         self._resampler = self._new_resampler()
         self._last_text, self._last_at, self._samples = "", 0.0, 0
+        self._closed = False
         self.set_hints(hints)
 
     def _new_resampler(self) -> StreamResampler | None:
@@ -300,7 +318,7 @@ class PocketsphinxStream:
             decoder = self._prepare_hint_decoder()
         else:
             if self._free_decoder is None:
-                self._free_decoder = self.model.new_decoder(self.sample_rate, full=True)
+                self._free_decoder = self.model.take_full_decoder(self.sample_rate)
             decoder = self._free_decoder
         decoder.start_utt()
         self._active, self._last_text, self._samples = decoder, "", 0
@@ -315,6 +333,8 @@ class PocketsphinxStream:
         """Feed one frame; a partial result when the hypothesis text changed, else None."""
         if frame.rate != self.sample_rate:
             raise ValueError(f"frame at {frame.rate} Hz fed to a {self.sample_rate} Hz stream")
+        if self._closed:
+            raise RuntimeError("PocketsphinxStream is closed")
         pcm = frame.samples if self._resampler is None else self._resampler.process(frame.to_array()).tobytes()
         with self.model.lock:
             if self._active is None:
@@ -355,5 +375,11 @@ class PocketsphinxStream:
         return AsrResult(" ".join(w.text for w in words), final=True, confidence=confidence, words=words, at=self._last_at)
 
     def close(self) -> None:
-        """Drop the decoders (their native memory is freed with them)."""
-        self._active = self._hint_decoder = self._free_decoder = None
+        """Drop the hint decoder and resampler; the full-LM decoder goes back to the model's pool."""
+        with self.model.lock:  # freeing a full decoder releases its hold on the shared LM
+            if self._active is not None:
+                self._active.end_utt()
+            if self._free_decoder is not None:
+                self.model.give_back_full(self.sample_rate, self._free_decoder)
+            self._active = self._hint_decoder = self._free_decoder = self._resampler = None
+        self._closed = True

@@ -177,6 +177,8 @@ class VoskStream:
         """Feed one frame; a partial result when the hypothesis text changed, else None."""
         if frame.rate != self.sample_rate:
             raise ValueError(f"frame at {frame.rate} Hz fed to a {self.sample_rate} Hz stream")
+        if self._rec is None:
+            raise RuntimeError("VoskStream is closed")
         if self._utt_start is None:
             self._begin()
         endpoint = self._rec.AcceptWaveform(frame.samples)

@@ -23,6 +23,7 @@ the callback runs on the worker thread.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import queue
 import sys
 import threading
@@ -110,7 +111,8 @@ _STOP = object()
 
 
 def _log_failure(worker: str, error: Exception) -> None:
-    log.error("asr.decode_failed", worker=worker, error=repr(error))
+    with contextlib.suppress(Exception):  # a broken log sink must not take the decode thread down
+        log.error("asr.decode_failed", worker=worker, error=repr(error))
 
 
 class DecodeWorker:

@@ -1,0 +1,170 @@
+"""PocketSphinx backend on human speech (Debian's pocketsphinx-testdata), at 16 kHz and downsampled to 8 kHz."""
+
+from __future__ import annotations
+
+import shutil
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voicebot.asr.base import AsrResult, ModelError
+from voicebot.asr.pocketsphinx_asr import PocketsphinxModel, PocketsphinxStream
+from voicebot.asr.registry import AsrConfig, load_asr
+from voicebot.audio.frame import AudioFrame
+from voicebot.audio.resample import resample
+
+DATA = Path("/usr/share/pocketsphinx/test/data")
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="pocketsphinx-testdata is not installed")
+HINTS = ["yes", "no", "not interested", "stop calling me", "tell me more", "send me a text message"]
+
+
+def load_raw(name: str, rate: int = 16000) -> np.ndarray:
+    """s16le 16 kHz raw test recording, resampled to ``rate``."""
+    return resample(np.fromfile(DATA / name, dtype="<i2"), 16000, rate)
+
+
+def load_wav(name: str, rate: int = 16000) -> np.ndarray:
+    with wave.open(str(DATA / name)) as w:
+        assert (w.getnchannels(), w.getsampwidth()) == (1, 2)
+        audio = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        return resample(audio, w.getframerate(), rate)
+
+
+def word_errors(ref: str, hyp: str) -> float:
+    """Word error rate of ``hyp`` against ``ref``."""
+    r, h = ref.split(), hyp.split()
+    d = list(range(len(h) + 1))
+    for i in range(1, len(r) + 1):
+        prev, d[0] = d[0], i
+        for j in range(1, len(h) + 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
+    return d[len(h)] / len(r)
+
+
+def decode(stream: PocketsphinxStream, audio: np.ndarray, rate: int) -> tuple[list[AsrResult], AsrResult]:
+    """Feed 20 ms frames; (partials, final)."""
+    step, partials = rate // 50, []
+    for seq, i in enumerate(range(0, len(audio), step)):
+        result = stream.accept(AudioFrame(audio[i:i + step].tobytes(), rate, seq, captured_at=i / rate))
+        if result is not None:
+            partials.append(result)
+    return partials, stream.finish()
+
+
+@pytest.fixture(scope="module")
+def model() -> PocketsphinxModel:
+    return PocketsphinxModel()
+
+
+@pytest.mark.parametrize("rate", [16000, 8000])
+def test_free_decoding_goforward(model: PocketsphinxModel, rate: int) -> None:
+    stream = model.stream(rate)
+    partials, final = decode(stream, load_raw("goforward.raw", rate), rate)
+    assert final.final and word_errors("go forward ten meters", final.text) <= 0.25, final.text
+    assert partials and not any(p.final for p in partials)
+    assert 0.0 < final.confidence <= 1.0
+
+
+def test_partials_grow_before_the_final(model: PocketsphinxModel) -> None:
+    partials, final = decode(model.stream(8000, [*HINTS, "go forward ten meters"]), load_raw("goforward.raw", 8000), 8000)
+    assert len(partials) >= 3
+    assert [p.at for p in partials] == sorted(p.at for p in partials)
+    assert len(partials[0].text.split()) < len(final.text.split())
+    assert partials[-1].text.split()[:2] == final.text.split()[:2]
+
+
+def test_word_timings_are_monotonic_and_inside_the_audio(model: PocketsphinxModel) -> None:
+    audio = load_wav("librivox/sense_and_sensibility_01_austen_64kb-0880.wav", 8000)
+    _, final = decode(model.stream(8000), audio, 8000)
+    duration = len(audio) / 8000
+    assert len(final.words) >= 5
+    assert final.text == " ".join(w.text for w in final.words)
+    for before, word in zip(final.words, final.words[1:], strict=False):
+        assert before.end_s <= word.start_s + 1e-9
+    for w in final.words:
+        assert 0.0 <= w.start_s <= w.end_s <= duration and 0.0 <= w.confidence <= 1.0
+
+
+def test_finish_then_a_second_utterance_on_the_same_stream(model: PocketsphinxModel) -> None:
+    stream = model.stream(8000, [*HINTS, "go forward ten meters"])
+    assert stream.finish() == AsrResult("", final=True)  # nothing fed: an empty final
+    audio = load_raw("goforward.raw", 8000)
+    first = decode(stream, audio, 8000)[1]
+    second = decode(stream, audio, 8000)[1]
+    assert first.text == second.text == "go forward ten meters"
+    assert abs(first.words[0].start_s - second.words[0].start_s) < 0.1  # times restart with each utterance
+
+
+@pytest.mark.parametrize(("name", "phrase"), [("cards/001.wav", "ten of clubs"),
+                                               ("cards/005.wav", "eight of spades four of clubs seven of hearts")])
+def test_a_hinted_phrase_is_recognised_at_8khz(model: PocketsphinxModel, name: str, phrase: str) -> None:
+    audio = load_wav(name, 8000)
+    final = decode(model.stream(8000, [*HINTS, phrase]), audio, 8000)[1]
+    assert final.text == phrase
+    assert final.confidence > 0.7
+
+
+def test_speech_outside_the_hints_is_not_forced_into_a_hint(model: PocketsphinxModel) -> None:
+    audio = load_wav("librivox/sense_and_sensibility_01_austen_64kb-0880.wav", 8000)  # "he was not an ill disposed young man"
+    hinted = decode(model.stream(8000, HINTS), audio, 8000)[1]
+    in_grammar = decode(model.stream(8000, [*HINTS, "ten of clubs"]), load_wav("cards/001.wav", 8000), 8000)[1]
+    assert hinted.text not in HINTS and len(hinted.words) >= 4
+    assert hinted.confidence < in_grammar.confidence
+
+
+def test_hints_change_between_utterances_and_unknown_words_are_dropped(model: PocketsphinxModel) -> None:
+    stream = model.stream(16000, ["go forward ten meters"])
+    assert decode(stream, load_raw("goforward.raw"), 16000)[1].text == "go forward ten meters"
+    stream.set_hints(["ten of clubs", "xyzzyplugh"])
+    assert decode(stream, load_wav("cards/001.wav"), 16000)[1].text == "ten of clubs"
+    stream.close()
+
+
+def test_a_frame_at_the_wrong_rate_is_refused(model: PocketsphinxModel) -> None:
+    with pytest.raises(ValueError, match="8000 Hz stream"):
+        model.stream(8000).accept(AudioFrame.silence(16000))
+
+
+def test_missing_model_dir(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"does not exist.*mdef.*\.dict"):
+        PocketsphinxModel(tmp_path / "nowhere")
+
+
+def test_incomplete_model_dir(tmp_path: Path) -> None:
+    (tmp_path / "am").mkdir()
+    (tmp_path / "am" / "mdef").write_bytes(b"BMDF")
+    with pytest.raises(ModelError, match=str(tmp_path)) as err:
+        PocketsphinxModel(tmp_path)
+    for expected in ("means", "variances", "sendump or mixture_weights", "*.dict", "*.lm.bin"):
+        assert expected in str(err.value)
+
+
+def test_broken_acoustic_model_is_a_model_error_not_an_exit(model: PocketsphinxModel, tmp_path: Path) -> None:
+    broken = tmp_path / "en-us"
+    shutil.copytree(model.model_dir, broken)
+    (broken / model.hmm_dir.name / "mdef").write_bytes(b"garbage\n")  # pocketsphinx itself would exit(1) on this
+    with pytest.raises(ModelError, match="mdef"):
+        PocketsphinxModel(broken)
+
+
+def test_registry_loads_pocketsphinx_and_names_known_backends() -> None:
+    assert load_asr(AsrConfig()).name == "pocketsphinx"
+    with pytest.raises(ModelError, match="known backends: pocketsphinx, vosk"):
+        load_asr(AsrConfig(backend="whisper"))
+    with pytest.raises(ModelError, match="English only"):
+        load_asr(AsrConfig(language="ko"))
+
+
+def test_a_closed_stream_hands_its_full_lm_decoder_to_the_next(model: PocketsphinxModel) -> None:
+    silence = np.zeros(1600, dtype=np.int16)
+    first = model.stream(8000)
+    decode(first, silence, 8000)
+    decoder = first._free_decoder
+    first.close()
+    second = model.stream(8000)
+    assert decode(second, silence, 8000)[1].final and second._free_decoder is decoder
+    second.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        second.accept(AudioFrame.silence(8000))
