@@ -43,7 +43,8 @@ from voicebot.tts.normalize import normalize_text
 from voicebot.tts.pack import Int16Array, VoicePack, active_dbfs, normalize_loudness, trim_silence
 
 TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")  # same syntax as the dialog machine
-CACHE_FORMAT = 1  # bump when rendering changes so old cache files are not reused
+CACHE_FORMAT = 2  # bump when rendering changes so old cache files are not reused
+RENDER_MARGIN_MS = 15  # silence kept before and after a rendered prompt
 CROSSFADE_MS = 10
 _LEADING_PUNCT = re.compile(r"^[^\w\s]+")
 _PAUSE_AFTER = {".": 250, "!": 250, "?": 250, "。": 250, "！": 250, "？": 250, ",": 120, ";": 150, ":": 150, "，": 120, "；": 150}
@@ -349,6 +350,8 @@ class PromptCache:
 
     def _synthesize_to_disk(self, text: str, rate: int) -> Int16Array:
         audio = normalize_loudness(self.synthesize(text, rate), rate, self.pack.loudness_target_dbfs)
+        # the voice pads each sentence with ~60 ms of silence: the caller would wait for it on every reply
+        audio = trim_silence(audio, rate, margin_ms=RENDER_MARGIN_MS)
         with self._lock:
             self.synth_count += 1
         path = self.cache_path(text, rate)
