@@ -20,10 +20,10 @@ def test_json_lines_redact_pii_by_default(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("VOICEBOT_LOG_PII", raising=False)
     out = io.StringIO()
     logs.configure(json=True, stream=out)
-    logs.get_logger("test").info("turn.final", node="greet", pii={"transcript": "my number is 555 0100"})
+    logs.get_logger("test").info("turn.final", node="greet", pii={"transcript": "my number is +14155550100"})
     record = json.loads(out.getvalue())
     assert record["event"] == "turn.final" and record["node"] == "greet" and record["component"] == "test"
-    assert record["pii"] == "[redacted]" and "555" not in out.getvalue()
+    assert record["pii"] == "[redacted]" and "+1415" not in out.getvalue() and "my number" not in out.getvalue()
 
 
 def test_pii_kept_when_asked() -> None:
