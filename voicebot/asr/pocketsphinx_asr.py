@@ -24,10 +24,10 @@ human test speech from Debian's pocketsphinx-testdata, 8 kHz = downsampled):
   hint phrases (posterior up to 0.98); a grammar with a loop of frequent words
   as garbage model decoded at 11x real time. No hints: the full en-US LM.
 * **Sharing and the GIL.** PocketSphinx 5 cannot share an acoustic model
-  between decoders, but it memory-maps the model files, so a hint decoder
-  costs ~5 MB. A full-LM decoder holds the 134k-word dictionary and its search
-  (~53 MB, ~0.5 s to build); the 35 MB en-US LM is loaded once and shared, and
-  idle full-LM decoders are pooled for the next call. The extension never
+  between decoders, but it memory-maps the model files, so a hint stream
+  costs ~10 MB. A full-LM decoder holds the 134k-word dictionary and its
+  search (~66 MB, ~0.5 s to build); the 35 MB en-US LM is loaded once and
+  shared, and idle full-LM decoders are pooled for the next call. The extension never
   releases the GIL (``_pocketsphinx.so`` imports no ``PyEval_SaveThread``; a
   spinning Python thread keeps ~1% of its speed while it decodes): its streams
   cannot decode in parallel on threads, and each call stalls the gevent hub

@@ -5,11 +5,14 @@ One OS thread per call stream, fed through a queue:
 * a stream is not thread-safe and its frames must stay in order: one thread
   per stream gives both with no locking; a shared pool would need per-stream
   serialisation and could let one call's backlog delay another's finals;
-* a thread costs ~100 kB of memory, nothing next to a recogniser (5..60 MB);
+* a thread costs ~100 kB of memory, nothing next to a recogniser (10..66 MB);
 * parallelism: Vosk (cffi) releases the GIL while it decodes, so its streams
-  use every core; pocketsphinx 5 holds the GIL, so its streams share one core
-  whatever the threading (bench/asr_bench.py measures both). Each decode call
-  covers one 20 ms frame, so the hub waits at most a few ms for the GIL.
+  use both cores (1.84 of 2 measured); pocketsphinx 5 holds the GIL, so its
+  streams share one core whatever the threading (bench/asr_bench.py). Each
+  decode call covers one 20 ms frame and pocketsphinx calls are serialised by
+  the model's lock, so with hints the hub waits a few ms for the GIL (worst
+  gap 21..43 ms with 10 streams); a full-LM pocketsphinx ``end_utt`` still
+  holds it 0.1..0.3 s.
 
 Under gevent monkey-patching ``threading`` and ``queue`` are cooperative, so
 the thread comes from the original ``_thread.start_new_thread`` and the queue
