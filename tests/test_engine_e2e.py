@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,37 +11,22 @@ import gevent.socket
 import numpy as np
 import pytest
 
-from voicebot.config import EngineConfig
+from tests.engine_support import PASSWORD, engine_config, free_port, running_engine
 from voicebot.engine import Engine
 from voicebot.esl.double import ArrayAudio, FreeSwitchDouble
-
-ROOT = Path(__file__).resolve().parent.parent
-FLOW = ROOT / "examples" / "flows" / "lead_screening_en.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password="test-pw") as double:
+    with FreeSwitchDouble(password=PASSWORD) as double:
         yield double
 
 
 @pytest.fixture(scope="module")
 def engine(fs: FreeSwitchDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    tmp = tmp_path_factory.mktemp("engine")
-    config = EngineConfig(esl_port=fs.inbound_port, esl_password="test-pw", outbound_port=0, http_port=free_port(),
-                          default_flow=FLOW, records_db=str(tmp / "calls.sqlite"), recordings_dir=tmp / "rec",
-                          cache_dir=ROOT / ".voicebot-cache", media_ports=(42000, 42199), shutdown_deadline_s=2)
-    eng = Engine(config)
-    eng.load()
-    eng.start()
-    yield eng
-    eng.shutdown()
+    config = engine_config(fs.inbound_port, tmp_path_factory.mktemp("engine"), (42000, 42199))
+    with running_engine(config, wait_up=False) as eng:
+        yield eng
 
 
 def speech(engine: Engine, text: str) -> np.ndarray:
@@ -117,9 +101,7 @@ def _http_get(port: int, path: str) -> str:
 def test_voicebot_call_originates_and_shows_the_live_transcript(fs: FreeSwitchDouble, tmp_path: Path) -> None:
     from voicebot.engine import place_test_call
 
-    config = EngineConfig(esl_port=fs.inbound_port, esl_password="test-pw", outbound_port=0, http_port=0,
-                          default_flow=FLOW, records_db=str(tmp_path / "calls.sqlite"), recordings_dir=tmp_path / "rec",
-                          cache_dir=ROOT / ".voicebot-cache", media_ports=(42200, 42299), shutdown_deadline_s=2)
+    config = engine_config(fs.inbound_port, tmp_path, (42200, 42299), http_port=0)
     said: list[str] = []
     job = gevent.spawn(place_test_call, config, "loopback/7001/voicebot", {"customer_name": "Dana"},
                        lambda entry: said.append(entry.get("text", "")) if entry["kind"] == "play" else None)
@@ -136,8 +118,7 @@ def test_voicebot_call_originates_and_shows_the_live_transcript(fs: FreeSwitchDo
 def test_voicebot_call_says_clearly_when_freeswitch_is_down(tmp_path: Path) -> None:
     from voicebot.engine import place_test_call
 
-    config = EngineConfig(esl_port=free_port(), outbound_port=0, http_port=0, default_flow=FLOW,
-                          records_db=str(tmp_path / "calls.sqlite"), cache_dir=ROOT / ".voicebot-cache",
-                          media_ports=(42300, 42399), shutdown_deadline_s=1)
+    config = engine_config(free_port(), tmp_path, (42300, 42399), http_port=0, esl_password="ClueCon",
+                           shutdown_deadline_s=1)
     status, summary = place_test_call(config, "user/1001", {}, lambda entry: None)
     assert status == 1 and "FreeSWITCH is not reachable at 127.0.0.1:" in summary

@@ -7,7 +7,6 @@ afterwards, or another call in flight carries on), the affected call ends cleanl
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,27 +17,11 @@ import gevent.socket
 import numpy as np
 import pytest
 
+from tests.engine_support import PASSWORD, engine_config, free_port, running_engine
 from voicebot.call import CallSession
-from voicebot.config import EngineConfig
 from voicebot.engine import Engine
 from voicebot.esl.double import ArrayAudio, FreeSwitchDouble, MediaFaults
 from voicebot.records.model import CallRecord
-
-ROOT = Path(__file__).resolve().parent.parent
-FLOW = ROOT / "examples" / "flows" / "lead_screening_en.yaml"
-PASSWORD = "test-pw"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def make_config(esl_port: int, tmp: Path, media_ports: tuple[int, int]) -> EngineConfig:
-    return EngineConfig(esl_port=esl_port, esl_password=PASSWORD, outbound_port=0, http_port=free_port(),
-                        default_flow=FLOW, records_db=str(tmp / "calls.sqlite"), recordings_dir=tmp / "rec",
-                        cache_dir=ROOT / ".voicebot-cache", media_ports=media_ports, shutdown_deadline_s=2)
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +32,8 @@ def fs() -> Iterator[FreeSwitchDouble]:
 
 @pytest.fixture(scope="module")
 def engine(fs: FreeSwitchDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    eng = Engine(make_config(fs.inbound_port, tmp_path_factory.mktemp("faults"), (43000, 43199)))
-    eng.load()
-    eng.start()
-    assert eng.inbound.wait_up(10), "the engine connects to the double"
-    yield eng
-    eng.shutdown()
+    with running_engine(engine_config(fs.inbound_port, tmp_path_factory.mktemp("faults"), (43000, 43199))) as eng:
+        yield eng
 
 
 @pytest.fixture(autouse=True)
@@ -157,7 +136,7 @@ def test_freeswitch_closes_the_socket_mid_call(fs: FreeSwitchDouble, engine: Eng
 def test_freeswitch_down_at_start_then_back(engine: Engine, tmp_path: Path) -> None:
     with FreeSwitchDouble(password=PASSWORD, port=free_port()) as fs2:
         fs2.stop()  # FreeSWITCH is down when the engine starts
-        eng = Engine(make_config(fs2.inbound_port, tmp_path, (43200, 43299)))
+        eng = Engine(engine_config(fs2.inbound_port, tmp_path, (43200, 43299)))
         eng.pipelines = engine.pipelines  # the models are loaded once per process in tests too
         eng.load()
         eng.start()

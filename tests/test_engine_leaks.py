@@ -10,49 +10,31 @@ FreeSWITCH.
 from __future__ import annotations
 
 import gc
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import gevent
 import numpy as np
 import pytest
 
-from voicebot.config import EngineConfig
+from tests.engine_support import PASSWORD, engine_config, running_engine
 from voicebot.engine import Engine
 from voicebot.esl.double import ArrayAudio, FreeSwitchDouble
 
-ROOT = Path(__file__).resolve().parent.parent
-FLOW = ROOT / "examples" / "flows" / "lead_screening_en.yaml"
 CALLS = 50
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password="test-pw") as double:
+    with FreeSwitchDouble(password=PASSWORD) as double:
         yield double
 
 
 @pytest.fixture(scope="module")
 def engine(fs: FreeSwitchDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    tmp = tmp_path_factory.mktemp("leaks")
-    config = EngineConfig(esl_port=fs.inbound_port, esl_password="test-pw", outbound_port=0, http_port=free_port(),
-                          default_flow=FLOW, records_db=str(tmp / "calls.sqlite"), recordings_dir=tmp / "rec",
-                          cache_dir=ROOT / ".voicebot-cache", media_ports=(43400, 43599), shutdown_deadline_s=2)
-    eng = Engine(config)
-    eng.load()
-    eng.start()
-    assert eng.inbound.wait_up(10), "the engine connects to the double"
-    yield eng
-    eng.shutdown()
+    with running_engine(engine_config(fs.inbound_port, tmp_path_factory.mktemp("leaks"), (43400, 43599))) as eng:
+        yield eng
 
 
 def live_greenlets() -> int:

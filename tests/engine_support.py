@@ -1,0 +1,47 @@
+"""Shared by the engine tests: an engine config pointed at a test double, and a started engine."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from voicebot.config import EngineConfig
+from voicebot.engine import Engine
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOW = ROOT / "examples" / "flows" / "lead_screening_en.yaml"
+PASSWORD = "test-pw"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def engine_config(esl_port: int, tmp: Path, media_ports: tuple[int, int], **overrides: Any) -> EngineConfig:
+    """The example flow, records and recordings under ``tmp``, the shared prompt cache, ephemeral ports."""
+    values: dict[str, Any] = dict(
+        esl_port=esl_port, esl_password=PASSWORD, outbound_port=0, http_port=free_port(), default_flow=FLOW,
+        records_db=str(tmp / "calls.sqlite"), recordings_dir=tmp / "rec", cache_dir=ROOT / ".voicebot-cache",
+        media_ports=media_ports, shutdown_deadline_s=2)
+    values.update(overrides)
+    return EngineConfig(**values)
+
+
+@contextmanager
+def running_engine(config: EngineConfig, *, wait_up: bool = True) -> Iterator[Engine]:
+    """A loaded and started engine, shut down afterwards."""
+    engine = Engine(config)
+    engine.load()
+    engine.start()
+    try:
+        if wait_up:
+            assert engine.inbound.wait_up(10), "the engine connects to the double"
+        yield engine
+    finally:
+        engine.shutdown()
