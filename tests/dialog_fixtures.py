@@ -26,7 +26,8 @@ def say(*texts: str) -> Say:
 LISTEN = Listen(no_input_ms=5000, max_speech_ms=15000, end_silence_ms=600)
 
 
-def screening_flow(*, greet_barge_in: BargeIn | None = None, max_turns: int = 30, on_limit: str = "") -> Flow:
+def screening_flow(*, greet_barge_in: BargeIn | None = None, max_turns: int = 30, on_limit: str = "",
+                   after_agent: str = "") -> Flow:
     """A lead-screening flow with every kind of ending: hang-up, transfer, retries, globals."""
     nodes = {
         "greet": Node(
@@ -40,7 +41,7 @@ def screening_flow(*, greet_barge_in: BargeIn | None = None, max_turns: int = 30
             routes={"yes": "hot", "no": "bye_not_interested"}, tags=("confirmed",), level="C",
         ),
         "hot": Node("hot", say("Great, connecting you now."), tags=("interested",), level="A", notify=("sms_invite",),
-                    transfer=Transfer("sales", say("Please hold."), 10.0, "callback")),
+                    transfer=Transfer("sales", say("Please hold."), 10.0, "callback", after_agent=after_agent)),
         "callback": Node("callback", say("When can we call you back?"), LISTEN, capture={"callback_time": "time"},
                          default="bye_callback"),
         "bye_callback": Node("bye_callback", say("We will call you {{callback_time}}."), hangup="callback"),

@@ -422,3 +422,36 @@ def test_mangled_flows_give_problems_not_crashes(text: str) -> None:
 def test_any_text_gives_problems_not_crashes(text: str) -> None:
     with pytest.raises(FlowError):
         load_flow_text(text)
+
+
+# --- handoff settings ------------------------------------------------------------------
+
+HANDOFF = """\
+flow: {id: t, version: 1, language: en, start: greet, handoff: {group: advisors, prepare_at_level: A, after_agent: back}}
+nodes:
+  greet:
+    say: hi
+    transfer: {group: advisors, after_agent: back}
+  back:
+    say: welcome back
+    hangup: done
+"""
+
+
+def test_handoff_settings_are_loaded_and_after_agent_makes_a_node_reachable() -> None:
+    flow = load_flow_text(HANDOFF.replace("transfer: {group: advisors, after_agent: back}", "transfer: {group: advisors}"))
+    assert (flow.handoff.group, flow.handoff.prepare_at_level, flow.handoff.after_agent) == ("advisors", "A", "back")
+    assert flow.nodes["greet"].transfer is not None and flow.nodes["greet"].transfer.after_agent == ""
+    assert load_flow_text(HANDOFF).nodes["greet"].transfer.after_agent == "back"  # type: ignore[union-attr]
+
+
+def test_handoff_problems_name_line_and_key() -> None:
+    text = HANDOFF.replace("group: advisors, prepare_at_level", "prepare_at_level")
+    text = text.replace("after_agent: back}}", "after_agent: bak}}")
+    with pytest.raises(FlowError) as caught:
+        load_flow_text(text, "h.yaml")
+    found = sorted((p.line, p.path, p.message) for p in caught.value.problems)
+    assert found == [
+        (1, "flow.handoff.after_agent", "unknown node 'bak'"),
+        (1, "flow.handoff.prepare_at_level", "prepare_at_level needs an agent group to prepare"),
+    ]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TypeVar
 
 import pytest
 
 from tests.dialog_fixtures import PROTECTED, REPEAT_ON_BARGE, screening_flow
 from voicebot.dialog import events as ev
-from voicebot.dialog.flow import BargeIn, BargeInMode, Flow
+from voicebot.dialog.flow import BargeIn, BargeInMode, Flow, HandoffSettings
 from voicebot.dialog.machine import DialogMachine, Phase, render_template
 
 C = TypeVar("C")
@@ -286,6 +287,58 @@ def test_agent_failed_while_holding_goes_to_fallback() -> None:
     call.finish_prompt(10.0)
     call.send(ev.AgentFailed(12.0, "rejected"))
     assert call.m.outcome.path[-1] == "callback"
+
+
+def test_agent_leaving_after_bridge_returns_to_the_flows_node() -> None:
+    call = Call(screening_flow(after_agent="callback"))
+    _to_hot(call)
+    call.send(ev.AgentReady(8.5, "a1"))
+    call.finish_prompt(10.0)
+    assert call.m.phase is Phase.BRIDGED
+    out = call.send(ev.AgentLeft(40.0, "a1"))
+    assert call.play().text == "When can we call you back?" and call.m.outcome.path[-1] == "callback"
+    assert not call.of(ev.HangUp, out) and call.m.phase is Phase.LISTENING
+    call.send(ev.AgentReady(41.0, "a9"))  # a later agent is not taken for the old transfer
+    assert call.of(ev.TransferCall) == []
+
+
+def test_agent_leaving_without_after_agent_ends_the_call() -> None:
+    call = Call()
+    _to_hot(call)
+    call.send(ev.AgentReady(8.5, "a1"))
+    call.finish_prompt(10.0)
+    out = call.send(ev.AgentLeft(40.0, "a1"))
+    assert call.of(ev.HangUp, out) == [ev.HangUp(40.0, "transferred")]
+    assert call.m.outcome.disposition == "transferred"
+
+
+def test_agent_left_is_ignored_unless_bridged() -> None:
+    call = Call()
+    assert call.send(ev.AgentLeft(1.0, "a1")) == [] and call.m.phase is Phase.LISTENING
+
+
+def test_takeover_silences_the_bot_mid_prompt_and_stops_listening() -> None:
+    call = Call()
+    greeting = call.play()
+    out = call.send(ev.AgentTookOver(1.5, "a7"))
+    assert call.of(ev.StopPlayback, out) == [ev.StopPlayback(1.5, greeting.play_id)]
+    assert call.m.phase is Phase.BRIDGED and call.m.outcome.agent_id == "a7"
+    assert call.send(ev.Transcript(2.0, "yes", final=True)) == []
+    assert call.m.live_timers == {t for t in call.m.live_timers if t.startswith("max_duration")}
+    call.send(ev.HungUp(30.0))
+    assert call.m.outcome.disposition == "transferred"
+
+
+def test_level_a_prepares_the_flows_group() -> None:
+    flow = screening_flow()
+    flow = replace(flow, handoff=HandoffSettings(group="sales", prepare_at_level="B"))
+    call = Call(flow)
+    call.finish_prompt(2.0)
+    out = call.answer(3.0, "yes")  # pitch: level C, not enough
+    assert call.of(ev.PrepareHandoff, out) == []
+    call.finish_prompt(6.0)
+    out = call.answer(7.0, "yes sure")  # hot: level A
+    assert call.of(ev.PrepareHandoff, out) == [ev.PrepareHandoff(8.0, "sales")], "prepared once, by level and node"
 
 
 def test_caller_hangs_up_mid_prompt() -> None:

@@ -16,6 +16,7 @@ FLOWS = [
     screening_flow(greet_barge_in=PROTECTED, max_turns=3, on_limit="bye_limit"),
     screening_flow(greet_barge_in=REPEAT_ON_BARGE, max_turns=2),
     screening_flow(greet_barge_in=BargeIn(BargeInMode.OFF)),
+    screening_flow(after_agent="callback"),
 ]
 MATCHERS: list[IntentMatcher] = [build_matcher(f) for f in FLOWS]
 PHRASES = ["yes", "no", "yes sure", "not interested", "are you a robot", "stop calling", "say that again",
@@ -34,6 +35,8 @@ actions = st.lists(
         st.tuples(st.just("prompt_finished"), st.booleans()),
         st.tuples(st.just("agent_ready"), st.none()),
         st.tuples(st.just("agent_failed"), st.none()),
+        st.tuples(st.just("agent_took_over"), st.none()),
+        st.tuples(st.just("agent_left"), st.none()),
         st.tuples(st.just("hangup"), st.none()),
         st.tuples(st.just("call_started"), st.none()),
     ),
@@ -59,6 +62,10 @@ class Tracker:
             self.armed.discard(event.timer_id)
         for command in self.m.handle(event, self.now):
             self.check(command)
+        if isinstance(event, ev.AgentTookOver) and not self.m.ended:
+            self.finished = True  # the agent has the caller: the bot must not play
+        if isinstance(event, ev.AgentLeft) and not self.m.ended and self.m.phase.value != "bridged":
+            self.finished = False  # back to the bot (the flow's after_agent)
         if self.m.ended and not was_ended:
             self.dispositions.append(self.m.outcome.disposition)
         if was_ended:
@@ -97,6 +104,10 @@ class Tracker:
                 return ev.AgentReady(t, "a1")
             case "agent_failed":
                 return ev.AgentFailed(t, "gone")
+            case "agent_took_over":
+                return ev.AgentTookOver(t, "a1")
+            case "agent_left":
+                return ev.AgentLeft(t, "a1")
             case "hangup":
                 return ev.HungUp(t)
             case "call_started":

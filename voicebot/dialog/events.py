@@ -98,6 +98,22 @@ class AgentFailed:
 
 
 @dataclass(frozen=True)
+class AgentTookOver:
+    """A listening agent took the call (pressed the takeover key): the bot falls silent."""
+
+    at: float
+    agent_id: str
+
+
+@dataclass(frozen=True)
+class AgentLeft:
+    """The agent who had the caller hung up; the caller is still on the line."""
+
+    at: float
+    agent_id: str
+
+
+@dataclass(frozen=True)
 class HungUp:
     """The call is over from the outside (caller hung up, channel gone)."""
 
@@ -115,6 +131,8 @@ Event: TypeAlias = (
     | TimerFired
     | AgentReady
     | AgentFailed
+    | AgentTookOver
+    | AgentLeft
     | HungUp
 )
 

@@ -99,6 +99,7 @@ class Transfer:
     timeout_s: float = 30.0
     on_timeout: str = ""  # node id; empty: hang up with disposition "no_agent"
     on_fail: str = ""  # node id; empty: same as on_timeout
+    after_agent: str = ""  # node id when the agent leaves after the bridge; empty: the flow's handoff.after_agent
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,21 @@ class IntentDef:
 
 
 @dataclass(frozen=True)
+class HandoffSettings:
+    """Flow-wide handoff settings.
+
+    ``group``: the agent group the call is meant for (the engine picks the bot's
+    voice from it at call start); ``prepare_at_level``: prepare ``group`` as soon
+    as the intent level reaches this level or better (A is best); ``after_agent``:
+    node to return to when an agent leaves a call they took (empty: hang up).
+    """
+
+    group: str = ""
+    prepare_at_level: str = ""
+    after_agent: str = ""
+
+
+@dataclass(frozen=True)
 class Flow:
     """A whole call flow, ready for the dialog machine."""
 
@@ -175,4 +191,5 @@ class Flow:
     on_limit: str = ""  # node to go to when a limit is hit; empty: hang up
     min_intent_score: float = 0.5
     hangup_notify: tuple[str, ...] = ()  # notifications sent with the outcome at hang-up
+    handoff: HandoffSettings = field(default_factory=HandoffSettings)
     source: str = ""  # file the flow came from, for messages

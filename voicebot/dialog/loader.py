@@ -37,6 +37,7 @@ from voicebot.dialog.flow import (
     BargeInAction,
     BargeInMode,
     Flow,
+    HandoffSettings,
     IntentDef,
     Listen,
     Node,
@@ -521,6 +522,7 @@ def _build_flow(doc: _Doc, source: str) -> Flow:
         intents=_build_intents(data.get("intents", {}), meta["language"]),
         global_routes=dict(data.get("global", {})),
         hangup_notify=_names(meta.get("on_hangup", {}).get("notify")),
+        handoff=HandoffSettings(**meta.get("handoff", {})),
         source=source,
         **{key: value for key, value in options.items() if value is not None},
     )
@@ -625,7 +627,7 @@ def _build_utterance(value: Any) -> Utterance:
 
 def _build_transfer(spec: dict[str, Any]) -> Transfer:
     """A :class:`Transfer`; absent ``on_timeout``/``on_fail`` are empty strings."""
-    values: dict[str, Any] = {"on_timeout": spec.get("on_timeout", ""), "on_fail": spec.get("on_fail", "")}
+    values: dict[str, Any] = {key: spec.get(key, "") for key in ("on_timeout", "on_fail", "after_agent")}
     if "timeout_s" in spec:
         values["timeout_s"] = float(spec["timeout_s"])
     return Transfer(group=spec["group"], hold=_build_say(spec.get("hold")), **values)
@@ -685,6 +687,8 @@ def _target_refs(data: dict[str, Any]) -> Iterator[Ref]:
     for key in ("start", "on_limit"):
         if key in meta:
             yield ("flow", key), meta[key], ()
+    if "after_agent" in meta.get("handoff", {}):
+        yield ("flow", "handoff", "after_agent"), meta["handoff"]["after_agent"], ()
     for intent, target in data.get("global", {}).items():
         yield ("global", intent), target, SPECIAL_TARGETS
     for key, retry in data.get("defaults", {}).items():
@@ -706,7 +710,7 @@ def _node_refs(path: KeyPath, spec: dict[str, Any]) -> Iterator[Ref]:
     for key in ("no_input", "no_match"):
         if "then" in spec.get(key, {}):
             yield (*path, key, "then"), spec[key]["then"], ()
-    for key in ("on_timeout", "on_fail"):
+    for key in ("on_timeout", "on_fail", "after_agent"):
         if key in spec.get("transfer", {}):
             yield (*path, "transfer", key), spec["transfer"][key], (RETURN,)
 
@@ -728,7 +732,7 @@ def _edges(node: Node) -> Iterator[str]:
     if node.listen is not None:
         yield from (node.no_input.then, node.no_match.then)
     if node.transfer is not None:
-        yield from (node.transfer.on_timeout, node.transfer.on_fail)
+        yield from (node.transfer.on_timeout, node.transfer.on_fail, node.transfer.after_agent)
 
 
 def _intended(target: str, flow: Flow) -> str:
@@ -744,7 +748,8 @@ def _check_reachable(doc: _Doc, flow: Flow) -> None:
 
     A misspelt target counts as its did-you-mean, so one typo gives one problem.
     """
-    roots = [_intended(t, flow) for t in (flow.start, flow.on_limit, *flow.global_routes.values())]
+    roots = [_intended(t, flow) for t in (flow.start, flow.on_limit, flow.handoff.after_agent,
+                                          *flow.global_routes.values())]
     if _intended(flow.start, flow) not in flow.nodes:
         return  # reported as a bad target; everything would look unreachable
     todo = [t for t in roots if t in flow.nodes]
@@ -964,6 +969,13 @@ def _check_variable_defaults(doc: _Doc, flow: Flow) -> None:
             doc.at(path if path in doc.values else path[:-1], message, _VALUE_EXAMPLES[variable.type])
 
 
+def _check_handoff(doc: _Doc, flow: Flow) -> None:
+    """``prepare_at_level`` needs a group to prepare."""
+    if flow.handoff.prepare_at_level and not flow.handoff.group:
+        doc.at(("flow", "handoff", "prepare_at_level"), "prepare_at_level needs an agent group to prepare",
+               "add 'group: <agent group>' under flow.handoff")
+
+
 _SEMANTIC_CHECKS: tuple[Check, ...] = (
     _check_targets,
     _check_reachable,
@@ -974,4 +986,5 @@ _SEMANTIC_CHECKS: tuple[Check, ...] = (
     _check_endings,
     _check_unused_retries,
     _check_variable_defaults,
+    _check_handoff,
 )

@@ -39,7 +39,7 @@ from typing import Any
 
 from voicebot.dialog import events as ev
 from voicebot.dialog.backchannel import content_words
-from voicebot.dialog.flow import REPEAT, RETURN, BargeInAction, BargeInMode, Flow, Node, Say, Utterance
+from voicebot.dialog.flow import LEVELS, REPEAT, RETURN, BargeInAction, BargeInMode, Flow, Node, Say, Utterance
 from voicebot.dialog.intents import IntentMatch, IntentMatcher, IntentSpec
 from voicebot.dialog.outcome import Outcome, PromptRecord, Turn
 from voicebot.dialog.slots import extract_slot
@@ -113,6 +113,8 @@ class DialogMachine:
             ev.TimerFired: self._on_timer,
             ev.AgentReady: self._on_agent_ready,
             ev.AgentFailed: self._on_agent_failed,
+            ev.AgentTookOver: self._on_agent_took_over,
+            ev.AgentLeft: self._on_agent_left,
             ev.HungUp: self._on_hung_up,
         }
 
@@ -259,15 +261,24 @@ class DialogMachine:
         if node.level and node.level != self.outcome.level:
             self.outcome.level = node.level
             self._emit(ev.SetLevel(self._now, node.level))
+            self._prepare_at_level(node.level)
         for name in node.notify:
             if name not in self.outcome.notifications:
                 self.outcome.notifications.append(name)
                 self._emit(ev.Notify(self._now, name, self.outcome.summary()))
-        groups = [node.prepare] + ([node.transfer.group] if node.transfer else [])
-        for group in filter(None, groups):
-            if group not in self._prepared:
-                self._prepared.add(group)
-                self._emit(ev.PrepareHandoff(self._now, group))
+        for group in [node.prepare] + ([node.transfer.group] if node.transfer else []):
+            self._prepare(group)
+
+    def _prepare_at_level(self, level: str) -> None:
+        """Prepare the flow's group once the level reaches ``handoff.prepare_at_level`` (A is best)."""
+        handoff = self.flow.handoff
+        if handoff.prepare_at_level and LEVELS.index(level) <= LEVELS.index(handoff.prepare_at_level):
+            self._prepare(handoff.group)
+
+    def _prepare(self, group: str) -> None:
+        if group and group not in self._prepared:
+            self._prepared.add(group)
+            self._emit(ev.PrepareHandoff(self._now, group))
 
     def _say_and_listen(self, node: Node, say: Say) -> None:
         """Say ``say`` (if anything) in ``node``; listen or move on when appropriate."""
@@ -552,6 +563,30 @@ class DialogMachine:
             self._goto(target)
         else:
             self._end("no_agent")
+
+    def _on_agent_took_over(self, event: ev.AgentTookOver) -> None:
+        """The agent is talking to the caller now: the bot stops and stops listening."""
+        self._stop_playing()
+        for kind in ("no_input", "barge_in", "transfer"):
+            self._cancel(kind)
+        self._pending_disposition = ""
+        self.phase = Phase.BRIDGED
+        self.outcome.agent_id = event.agent_id
+
+    def _on_agent_left(self, event: ev.AgentLeft) -> None:
+        """The agent hung up after the bridge: back to the bot, or the call ends."""
+        if self.phase is not Phase.BRIDGED:
+            return
+        node = self.node
+        target = (node.transfer.after_agent if node is not None and node.transfer is not None else "") \
+            or self.flow.handoff.after_agent
+        self._agent_ready = ""
+        self._prepared.clear()
+        if target:
+            self.phase = Phase.SPEAKING
+            self._goto(target)
+        else:
+            self._end("transferred")
 
     def _on_transfer_timeout(self) -> None:
         node = self.node
