@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,28 @@ def test_voice_demo_writes_its_outputs_and_reaches_the_advisor(tmp_path: Path, c
     assert "disposition=transferred" in transcript and "> handoff" in transcript
     assert "robot_answer" in transcript and "bot paused" in transcript
     assert "end→bot audio" in out and f"outputs in {tmp_path}" in out
+
+
+def test_call_with_a_caller_says_when_freeswitch_is_unreachable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "voicebot.yaml"
+    config.write_text(f"freeswitch: {{host: 127.0.0.1, port: {port}, password: pw}}\nmedia: {{ports: 43800-43819}}\n")
+    status = main(["call", "7000", "--caller", str(ROOT / "examples" / "callers" / "demo_en.yaml"), "--config", str(config),
+                   "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 3 and f"FreeSWITCH is not reachable at 127.0.0.1:{port}" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_call_with_a_caller_refuses_a_flow_and_a_bad_caller_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    caller = str(ROOT / "examples" / "callers" / "demo_en.yaml")
+    assert main(["call", "7000", "--caller", caller, "--flow", str(FLOWS / "lead_screening_en.yaml")]) == 2
+    assert "--flow does not apply with --caller" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- {dtmf: 12}\n")
+    assert main(["call", "7000", "--caller", str(bad)]) == 1
+    assert "dtmf must be one key" in capsys.readouterr().err
+    assert main(["call", "7000", "--caller", caller, "--config", str(tmp_path / "missing.yaml")]) == 1
+    assert "missing.yaml: no such config file" in capsys.readouterr().err

@@ -25,6 +25,14 @@ an ESL connection of its own, waits for the greeting to play, sends
 ``uuid_recv_dtmf <uuid> 2`` (the caller presses 2: wrong person) and expects the
 bot to say goodbye and hang up, with the ``wrong_person`` disposition in the
 summary and in the call's record.
+
+The second test is ``voicebot call 7000 --caller examples/callers/demo_en.yaml``
+(:func:`voicebot.esl.testcall.run_caller_call`): ``originate {...}loopback/7000/voicebot
+&park()``; leg B runs the dialplan's extension 7000 (``socket 127.0.0.1:8084 async
+full``) into an engine this test starts on that port, so nothing else may listen on
+127.0.0.1:8084 meanwhile (``VOICEBOT_TEST_ENGINE_PORT`` names another port if your
+dialplan points elsewhere); leg A plays the caller script and records the bot
+(unicast on 127.0.0.1 UDP ports 43600-43699 too).
 """
 
 from __future__ import annotations
@@ -32,21 +40,25 @@ from __future__ import annotations
 import os
 import socket
 import time
+import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gevent
+import numpy as np
 import pytest
 
 from voicebot.config import EngineConfig
-from voicebot.engine import place_test_call
+from voicebot.engine import Engine, place_test_call
 from voicebot.esl.connection import InboundConnection
+from voicebot.esl.testcall import CallOptions, caller_ports, run_caller_call
 from voicebot.records.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = ROOT / "examples" / "flows" / "lead_screening_en.yaml"
 ESL = os.environ.get("VOICEBOT_TEST_ESL", "")
+ENGINE_PORT = int(os.environ.get("VOICEBOT_TEST_ENGINE_PORT", "8084"))  # the dialplan's socket target (extension 7000)
 
 pytestmark = pytest.mark.skipif(not ESL, reason="needs a real FreeSWITCH: set VOICEBOT_TEST_ESL=host:port[:password]")
 
@@ -113,3 +125,41 @@ def test_a_loopback_call_converses_takes_dtmf_and_is_recorded(tmp_path: Path) ->
     assert record.hangup_cause and record.answered_at is not None
     assert any(line.speaker == "bot" and "Dana" in line.text for line in record.transcript)
     assert record.recording_path and Path(record.recording_path).stat().st_size > 8000 * 2 * 2  # >1 s of stereo
+
+
+def test_a_test_call_through_the_dialplan_reaches_the_engine_and_hears_the_bot(tmp_path: Path) -> None:
+    host, port, password = esl_address(ESL)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", ENGINE_PORT)) != 0, \
+            f"something already listens on 127.0.0.1:{ENGINE_PORT} (the dialplan's socket target): stop it first"
+    config = EngineConfig(esl_host=host, esl_port=port, esl_password=password, outbound_host="127.0.0.1",
+                          outbound_port=ENGINE_PORT, http_port=0, default_flow=FLOW,
+                          records_db=str(tmp_path / "calls.sqlite"), recordings_dir=tmp_path / "rec",
+                          cache_dir=ROOT / ".voicebot-cache", media_ports=(43600, 43699), shutdown_deadline_s=5)
+    engine = Engine(config)
+    engine.load()
+    engine.start()
+    lines: list[str] = []
+    try:
+        assert engine.inbound.wait_up(10), f"FreeSWITCH is not reachable at {host}:{port}"
+        report = run_caller_call(CallOptions(
+            "7000", ROOT / "examples" / "callers" / "demo_en.yaml", tmp_path / "out", esl_host=host, esl_port=port,
+            esl_password=password, variables={"customer_name": "Dana"}, media_ports=caller_ports(config.media_ports),
+            cache_dir=config.cache_dir / "prompts", records_db=config.records_db, max_s=30.0), printer=lines.append)
+        assert engine.inbound.api("status").startswith("UP"), "FreeSWITCH is still up"
+    finally:
+        engine.shutdown()
+
+    assert report.status == 0, report.message
+    assert any("BOT     speaking" in line for line in lines) and any("CALLER  yes, speaking" in line for line in lines)
+    record = report.record
+    assert record is not None and record.call_id == report.b_uuid, "the engine's record of leg B"
+    assert list(record.path)[:2] == ["greet", "disclosure"], record.path  # the caller's "yes, speaking" was heard
+    assert "Dana" in record.transcript[0].text, "--var reached leg B through mod_loopback"
+    with wave.open(str(tmp_path / "out" / "call.wav")) as w:
+        assert (w.getnchannels(), w.getframerate()) == (2, report.rate)
+        stereo = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
+    bot = stereo[: 5 * report.rate, 1].astype(np.float64)
+    frames = bot[: len(bot) // (report.rate // 50) * (report.rate // 50)].reshape(-1, report.rate // 50)
+    loud = np.count_nonzero(20 * np.log10(np.sqrt(np.mean(frames * frames, axis=1)) / 32768 + 1e-12) > -40)
+    assert loud * 0.02 > 2.0, "leg A heard the greeting"

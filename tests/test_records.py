@@ -692,3 +692,17 @@ def test_cli_since_filter(cli_db: tuple[str, CallRecord], capsys: pytest.Capture
     later = (datetime.fromtimestamp(T0, UTC) + timedelta(minutes=1)).isoformat()
     code, out, _ = run_cli(["calls", "--db", db, "--since", later], capsys)
     assert code == 0 and "3f2a9c1e" not in out and len(out.splitlines()) == 2
+
+
+def test_show_lines_include_the_handoff_and_the_record_round_trips_it() -> None:
+    from voicebot.records.cli import show_lines
+
+    handoff = {"group": "advisors", "agent_id": "sam", "mode": "talk", "outcome": "connected", "prepare_at": 1.5,
+               "transfer_at": 9.0, "connected_at": 9.021, "agent_left_at": None, "handoff_ms": 21.0,
+               "attempts": [{"agent": "ana", "result": "USER_BUSY"}]}
+    record = CallRecord(call_id="c1", handoff=handoff)
+    assert CallRecord.from_json(record.to_json()).handoff == handoff
+    text = "\n".join(show_lines(record))
+    assert "agent sam (advisors), mode talk, outcome connected, decision to connected 21 ms" in text
+    assert "at prepare 1.500, transfer 9.000, connected 9.021" in text and "tried ana: USER_BUSY" in text
+    assert "handoff" not in "\n".join(show_lines(CallRecord(call_id="c2")))

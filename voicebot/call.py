@@ -98,6 +98,11 @@ class CallSession:
         self.timeline.add(now, "dtmf", digit=digit)
         self._handle(ev.Dtmf(now, digit), now)
 
+    def agent_event(self, event: ev.Event) -> None:
+        """An agent event from the handoff (AgentReady, AgentFailed, AgentTookOver, AgentLeft), at its own time."""
+        self.timeline.add(event.at, "agent", event=type(event).__name__, **_fields(event))
+        self._handle(event, event.at)
+
     def caller_frame(self, frame: AudioFrame) -> None:
         """One frame of the caller's audio (VAD, turn-taking, ASR)."""
         at, now = frame.captured_at, frame.captured_at + frame.duration_s

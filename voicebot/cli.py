@@ -88,11 +88,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=Path("voicebot.yaml"), help="engine configuration (default voicebot.yaml)")
     p.set_defaults(run=cmd_serve)
 
-    p = sub.add_parser("call", help="place a test call over ESL and show the live transcript")
-    p.add_argument("destination", help="a FreeSWITCH dial string, e.g. user/1001 or loopback/7001/voicebot")
+    p = sub.add_parser("call", help="place a test call over ESL and show the live transcript",
+                       description="Without --caller: an engine of its own answers a call originated to DEST. With "
+                       "--caller: a loopback call to DEST in --context goes through the dialplan to the running engine, "
+                       "and the other leg plays the caller and records the bot. Exit status: 0 the call ran, "
+                       "3 FreeSWITCH unreachable, 4 the originate failed, 5 no audio within 5 s.")
+    p.add_argument("destination", help="a FreeSWITCH dial string (user/1001, loopback/7001/voicebot); "
+                   "with --caller, an extension such as 7000")
     p.add_argument("--config", type=Path, default=None, help="engine configuration (default: built-in loopback defaults)")
     p.add_argument("--flow", type=Path, default=None, help="the flow to run (default: the config's, else the example)")
     p.add_argument("--var", action="append", default=[], metavar="K=V", help="set a call variable (repeatable)")
+    p.add_argument("--caller", type=Path, default=None,
+                   help="play this caller (.wav, or a caller script .yaml) into a loopback call through the dialplan")
+    p.add_argument("-o", "--out", type=Path, default=None, help="with --caller: output folder (default: out/call-<time>)")
+    p.add_argument("--context", default="voicebot", help="with --caller: the dialplan context of DEST (default voicebot)")
+    p.add_argument("--max-s", type=float, default=120.0, help="with --caller: end the call after this (default 120 s)")
     p.set_defaults(run=cmd_call)
 
     from voicebot.records import cli as records_cli
@@ -275,6 +285,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_call(args: argparse.Namespace) -> int:
     """A test call: originate to the destination, run the flow, print the live transcript."""
+    if args.caller is not None:
+        return _call_with_caller(args)
     from voicebot.engine import place_test_call
     from voicebot.sim.run import print_live
 
@@ -282,6 +294,36 @@ def cmd_call(args: argparse.Namespace) -> int:
     status, summary = place_test_call(config, args.destination, _variables(args.var), print_live)
     print(summary, file=sys.stderr if status else sys.stdout)
     return status
+
+
+def _call_with_caller(args: argparse.Namespace) -> int:
+    """``call DEST --caller FILE``: a loopback call through the dialplan to the running engine (voicebot.esl.testcall)."""
+    import time
+
+    from voicebot.esl.testcall import CallOptions, caller_ports, run_caller_call
+
+    if args.flow is not None:
+        print("voicebot: --flow does not apply with --caller: the engine that answers picks the flow "
+              "(flows.by_destination in its config)", file=sys.stderr)
+        return 2
+    if args.config is not None and not args.config.exists():
+        raise ConfigError(f"{args.config}: no such config file (the engine's voicebot.yaml names FreeSWITCH's ESL)")
+    config = load_config(args.config) if args.config is not None else EngineConfig()
+    out = args.out or Path("out") / f"call-{time.strftime('%Y%m%d-%H%M%S')}"
+    options = CallOptions(args.destination, args.caller, out, esl_host=config.esl_host, esl_port=config.esl_port,
+                          esl_password=config.esl_password, context=args.context, variables=_variables(args.var),
+                          media_ip=config.media_ip, media_ports=caller_ports(config.media_ports),
+                          cache_dir=config.cache_dir / "prompts", records_db=config.records_db, max_s=args.max_s)
+    report = run_caller_call(options)
+    if report.status:
+        print(f"voicebot: {report.message}", file=sys.stderr)
+        return report.status
+    print(report.message)
+    if report.record is not None:
+        r = report.record
+        print(f"engine: call {r.call_id}: disposition={r.disposition} level={r.level or '-'} path={' > '.join(r.path)}")
+    print(f"wrote {', '.join(str(p) for p in report.files)} (call.wav: caller left, bot right, {report.rate} Hz)")
+    return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -19,8 +19,18 @@ Every key is optional; the defaults run against a FreeSWITCH on the same box::
     voice_pack: null           # the agent's voice pack directory (default: the default Piper voice)
     cache_dir: .voicebot-cache
     records: {db: voicebot-calls.sqlite, recordings: recordings}
-    limits: {max_calls: 20, busy_prompt: "All our advisors are busy, we will call you back.", busy_action: hangup}
+    limits: {max_calls: 20, busy_prompt: "All our advisors are busy, we will call you back.", busy_action: prompt}
+                               # busy_action: prompt (say busy_prompt, then USER_BUSY) | hangup (USER_BUSY) | transfer:<ext>
     http: {host: 127.0.0.1, port: 8090}       # /health and /metrics (Prometheus)
+    agents: {...}              # agents and groups: see voicebot/handoff/agents.py
+    handoff:
+      mode: talk               # talk: eavesdrop's talk mode, gap-free | bridge: uuid_bridge, frees the bot's media
+      takeover_digit: "2"      # the key a listening agent presses to take the call (eavesdrop: 2 talk, 3 three-way)
+      ring_timeout_s: 20       # an agent's phone rings this long before the next agent is tried
+      max_attempts: 3          # agents tried per handoff
+      whisper: true            # play the agent a spoken summary before they listen in
+      whisper_dir: /tmp/voicebot-whisper   # where whisper WAVs go: FreeSWITCH must be able to read them
+      screen_pop: {url: "http://127.0.0.1:9000/lead", secret: CHANGE-ME, retries: 4}
     shutdown_deadline_s: 30
 
 Relative paths are relative to the config file.
@@ -35,13 +45,30 @@ from typing import Any
 import yaml
 
 from voicebot import yamlutil
+from voicebot.handoff.agents import AgentDirectory, AgentError, located, parse_agents
 
 SECTIONS = ("freeswitch", "outbound", "media", "flows", "asr", "vad", "voice_pack", "cache_dir", "records", "limits",
-            "http", "shutdown_deadline_s")
+            "http", "shutdown_deadline_s", "agents", "handoff")
+HANDOFF_MODES = ("talk", "bridge")
 
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the file, line and key."""
+
+
+@dataclass(frozen=True)
+class HandoffConfig:
+    """How calls reach agents (``handoff:``). See the module docstring."""
+
+    mode: str = "talk"
+    takeover_digit: str = "2"
+    ring_timeout_s: float = 20.0
+    max_attempts: int = 3
+    whisper: bool = True
+    whisper_dir: Path = Path("/tmp/voicebot-whisper")
+    screen_pop_url: str = ""
+    screen_pop_secret: str = ""
+    screen_pop_retries: int = 4
 
 
 @dataclass(frozen=True)
@@ -68,10 +95,12 @@ class EngineConfig:
     recordings_dir: Path = Path("recordings")
     max_calls: int = 20
     busy_prompt: str = "All our advisors are busy right now. We will call you back. Goodbye."
-    busy_action: str = "hangup"  # hangup | transfer:<extension>
+    busy_action: str = "prompt"  # prompt | hangup | transfer:<extension>
     http_host: str = "127.0.0.1"
     http_port: int = 8090
     shutdown_deadline_s: float = 30.0
+    handoff: HandoffConfig = field(default_factory=HandoffConfig)
+    agents: AgentDirectory = field(default_factory=lambda: parse_agents(None))
     source: str = ""
 
 
@@ -80,7 +109,7 @@ def load_config(path: Path) -> EngineConfig:
     text = path.read_text(encoding="utf-8")
     try:
         root = yamlutil.compose(text)
-        data = yamlutil.load(text) or {}
+        data = located(yamlutil.load(text) or {}, root)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -91,6 +120,8 @@ def load_config(path: Path) -> EngineConfig:
         raise ConfigError(f"{path}:{lines.get(str(unknown[0]), 1)}: unknown section {unknown[0]!r}; known: {', '.join(SECTIONS)}")
     try:
         return _build(data, path.parent.resolve(), str(path))
+    except AgentError as exc:
+        raise ConfigError(str(exc)) from None
     except (TypeError, ValueError, KeyError) as exc:
         key = str(exc.args[0]).split(":", 1)[0] if exc.args else ""
         raise ConfigError(f"{path}:{lines.get(key.split('.')[0], 1)}: {exc}") from None
@@ -153,7 +184,40 @@ def _build(data: dict[str, Any], base: Path, source: str) -> EngineConfig:
         records_db=db if "://" in db else str(_path(base, db)),
         recordings_dir=_path(base, records.get("recordings")) or base / d.recordings_dir,
         max_calls=int(limits.get("max_calls", d.max_calls)), busy_prompt=str(limits.get("busy_prompt", d.busy_prompt)),
-        busy_action=str(limits.get("busy_action", d.busy_action)),
+        busy_action=_busy_action(limits.get("busy_action", d.busy_action)),
         http_host=str(http.get("host", d.http_host)), http_port=int(http.get("port", d.http_port)),
         shutdown_deadline_s=float(data.get("shutdown_deadline_s", d.shutdown_deadline_s)), source=source,
+        handoff=_handoff(data, base), agents=parse_agents(data.get("agents"), source),
     )
+
+
+def _handoff(data: dict[str, Any], base: Path) -> HandoffConfig:
+    """``handoff:``: mode, keys, timeouts, whisper and screen-pop."""
+    spec = _section(data, "handoff", ("mode", "takeover_digit", "ring_timeout_s", "max_attempts", "whisper",
+                                      "whisper_dir", "screen_pop"))
+    pop = spec.get("screen_pop") or {}
+    if not isinstance(pop, dict) or any(k not in ("url", "secret", "retries") for k in pop):
+        raise ValueError("handoff.screen_pop: expected a mapping with url, secret and retries")
+    d = HandoffConfig()
+    mode, digit = str(spec.get("mode", d.mode)), str(spec.get("takeover_digit", d.takeover_digit))
+    if mode not in HANDOFF_MODES:
+        raise ValueError(f"handoff.mode: expected talk or bridge, got {mode!r}")
+    if digit not in ("2", "3"):
+        raise ValueError(f"handoff.takeover_digit: expected 2 (talk) or 3 (three-way), got {digit!r}")
+    if pop.get("url") and not pop.get("secret"):
+        raise ValueError("handoff.screen_pop: a url needs a secret to sign the posts with")
+    return HandoffConfig(
+        mode=mode, takeover_digit=digit, ring_timeout_s=float(spec.get("ring_timeout_s", d.ring_timeout_s)),
+        max_attempts=int(spec.get("max_attempts", d.max_attempts)), whisper=bool(spec.get("whisper", d.whisper)),
+        whisper_dir=_path(base, spec.get("whisper_dir")) or d.whisper_dir,
+        screen_pop_url=str(pop.get("url", "")), screen_pop_secret=str(pop.get("secret", "")),
+        screen_pop_retries=int(pop.get("retries", d.screen_pop_retries)),
+    )
+
+
+def _busy_action(value: Any) -> str:
+    """``limits.busy_action``: prompt, hangup or transfer:<extension>."""
+    action = str(value).strip()
+    if action in ("prompt", "hangup") or (action.startswith("transfer:") and action[len("transfer:"):].strip()):
+        return action
+    raise ValueError(f"limits.busy_action: expected prompt, hangup or transfer:<extension>, got {value!r}")

@@ -20,8 +20,9 @@ import contextlib
 import signal
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -35,9 +36,14 @@ from voicebot.config import EngineConfig
 from voicebot.dialog.flow import Flow
 from voicebot.dialog.loader import load_flow
 from voicebot.dialog.outcome import Outcome
+from voicebot.esl.busy import BusyPrompt, play_busy
 from voicebot.esl.connection import ChannelData, EslFailure, InboundConnection, OutboundCall, OutboundServer
-from voicebot.esl.driver import CallResult, drive_call
+from voicebot.esl.driver import CallResult, HandoffFactory, SessionThread, drive_call
+from voicebot.esl.handoff import CallHandoff, HandoffContext
 from voicebot.esl.unicast import PortPool
+from voicebot.handoff.agents import AgentPool
+from voicebot.handoff.setup import agent_voices, handoff_group, make_screenpop
+from voicebot.handoff.whisper import whisper_text, write_whisper
 from voicebot.logs import get_logger
 from voicebot.metrics import Metrics
 from voicebot.pipeline import Pipeline, PipelineConfig, load_pipeline
@@ -50,7 +56,7 @@ class Engine:
     """The running engine: shared pipelines, the ESL edges, records and metrics."""
 
     config: EngineConfig
-    pipelines: dict[tuple[str, int], Pipeline] = field(default_factory=dict)
+    pipelines: dict[tuple[str, int, str], Pipeline] = field(default_factory=dict)
     flows: dict[str, Flow] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
     accepting: bool = True
@@ -67,12 +73,36 @@ class Engine:
             raise ValueError("no default flow: set flows.default in the config")
         for flow in {id(f): f for f in self.flows.values()}.values():
             self._pipeline(flow, 8000)
+            for voice in agent_voices(cfg.agents, flow):
+                self._pipeline(flow, 8000, voice)
+        self._check_groups()
+        self.agents = AgentPool(cfg.agents, time.monotonic())
+        self.screenpop = make_screenpop(cfg.handoff)
+        self.busy_prompt: BusyPrompt | None = None  # rendered once, in the default flow's voice
+        if cfg.busy_action == "prompt":
+            audio, _ = self._pipeline(self.flows[""], 8000).cache.render(cfg.busy_prompt, 8000)
+            self.busy_prompt = BusyPrompt.render(audio, 8000)
         self.store: RecordStore = open_store(cfg.records_db)
         self.pool = PortPool(*cfg.media_ports)
         self.log = get_logger("engine")
 
-    def _pipeline(self, flow: Flow, rate: int) -> Pipeline:
-        key = (flow.id, rate)
+    def _check_groups(self) -> None:
+        """With agents configured, every group a flow hands calls to must exist."""
+        groups = self.config.agents.groups
+        if not groups:
+            return
+        for flow in self.flows.values():
+            used = {n.prepare for n in flow.nodes.values()} | {n.transfer.group for n in flow.nodes.values() if n.transfer}
+            missing = sorted(g for g in used | {flow.handoff.group} if g and g not in groups)
+            if missing:
+                raise ValueError(f"{flow.source}: agent group(s) {', '.join(missing)} not in the config's agents.groups "
+                                 f"({', '.join(groups)})")
+
+    def _pipeline(self, flow: Flow, rate: int, voice: Path | None = None) -> Pipeline:
+        """The flow's models at ``rate``, speaking in ``voice`` (an agent's pack; None: the configured one)."""
+        key = (flow.id, rate, str(voice or ""))
+        if key not in self.pipelines and voice is not None:
+            self.pipelines[key] = self._pipeline(flow, rate).with_voice(voice)
         if key not in self.pipelines:
             cfg = self.config
             options: dict[str, object] = {} if cfg.vad == "silero" else {"aggressiveness": cfg.vad_aggressiveness}
@@ -96,6 +126,8 @@ class Engine:
         self.server = OutboundServer(cfg.outbound_host, cfg.outbound_port, self.handle_call,
                                      command_timeout_s=cfg.command_timeout_s)
         self.server.start()
+        self.handoff = HandoffContext(self.agents, self.inbound, cfg.handoff, f"{cfg.outbound_host}:{self.server.port}",
+                                      self.screenpop, whisper=self._whisper)
         self.http = gevent.pywsgi.WSGIServer((cfg.http_host, cfg.http_port), self._http, log=None, error_log=None)
         self.http.start()
         self.log.info("engine.started", outbound_port=self.server.port, http_port=self.http.server_port,
@@ -106,6 +138,9 @@ class Engine:
         data = call.connect()
         call.subscribe()
         call.linger(5)
+        if data.headers.get("variable_vb_role") == "agent":  # an agent's leg we originated for a handoff
+            self.handoff.attach_agent_leg(call, data.uuid)
+            return
         if not self.accepting or self.metrics.active_calls >= self.config.max_calls:
             self._busy(call, data)
             return
@@ -113,8 +148,10 @@ class Engine:
         self.metrics.call_started()
         result = CallResult(data, None, time.time(), None)
         try:
-            result = drive_call(call, data, lambda rate: self._session(flow, rate), self.pool,
-                                media_ip=self.config.media_ip)
+            prefer, voice = self._voice_agent(flow)
+            handoff = self._handoff_factory(data.uuid, prefer) if self.config.agents.groups else None
+            result = drive_call(call, data, lambda rate: self._session(flow, rate, voice), self.pool,
+                                media_ip=self.config.media_ip, handoff=handoff)
             if result.worker is not None and result.worker.error is not None:  # the session's thread failed
                 result.error = repr(result.worker.error)
                 self.metrics.errors += 1
@@ -130,8 +167,28 @@ class Engine:
             self.metrics.call_ended()
             self._write_record(flow, result)
 
-    def _session(self, flow: Flow, rate: int) -> CallSession:
-        session = self._pipeline(flow, rate).session()
+    def _voice_agent(self, flow: Flow) -> tuple[str, Path | None]:
+        """The agent this call will most likely reach, and their voice: the bot speaks as they do."""
+        group = handoff_group(flow)
+        agent = self.agents.peek(group, time.monotonic()) if group in self.config.agents.groups else None
+        if agent is None or not agent.voice:
+            return (agent.id if agent else ""), None
+        return agent.id, Path(agent.voice)
+
+    def _handoff_factory(self, call_id: str, prefer: str) -> HandoffFactory:
+        def make(call: OutboundCall, worker: SessionThread, codec: str, rearm: Callable[[], None]) -> CallHandoff:
+            return CallHandoff(self.handoff, call, call_id=call_id, caller_codec=codec, clock=worker.now,
+                               post=worker.post, mute=worker.mute, rearm=rearm, prefer=prefer)
+        return make
+
+    def _whisper(self, snapshot: Mapping[str, object], path: Path) -> Path:
+        """The whisper WAV for an agent (runs in a native thread)."""
+        flow = self.flows[""]
+        text = whisper_text(snapshot, flow.language)
+        return write_whisper(self._pipeline(flow, 8000).cache.render_dynamic, text, path, 8000)
+
+    def _session(self, flow: Flow, rate: int, voice: Path | None = None) -> CallSession:
+        session = self._pipeline(flow, rate, voice).session()
         if self.on_session is not None:
             self.on_session(session)
         return session
@@ -140,7 +197,9 @@ class Engine:
         self.metrics.rejected += 1
         self.log.warning("call.busy", call=data.uuid, active=self.metrics.active_calls)
         action = self.config.busy_action
-        if action.startswith("transfer:"):
+        if action == "prompt" and self.busy_prompt is not None:
+            play_busy(call, data, self.busy_prompt, self.pool, media_ip=self.config.media_ip)
+        elif action.startswith("transfer:"):
             call.execute_nowait("transfer", action.split(":", 1)[1])
         else:
             call.hangup_quietly("USER_BUSY")
@@ -168,7 +227,7 @@ class Engine:
                                   started_wall=result.started_wall, answered_wall=result.answered_wall,
                                   ended_wall=time.time(), recording_path=recording, flow_version=flow.version,
                                   hangup_cause=result.hangup_cause or result.error,
-                                  extras={"error": result.error} if result.error else None)
+                                  extras=_extras(result), handoff=result.handoff)
         self.store.save(record)
 
     # ------------------------------------------------------------------ HTTP
@@ -184,6 +243,7 @@ class Engine:
             state = self.inbound.state()
             text = (f"{'ok' if up else 'degraded'}: freeswitch {'up' if up else 'down'} "
                     f"(reconnects {state.reconnects}), active calls {self.metrics.active_calls}\n")
+            text += "".join(f"agent {a['id']}: {a['state']}\n" for a in self.agents.snapshot(time.monotonic()))
             start_response("200 OK" if up else "503 Service Unavailable", [("Content-Type", "text/plain")])
             return [text.encode()]
         start_response("404 Not Found", [("Content-Type", "text/plain")])
@@ -199,6 +259,8 @@ class Engine:
         self.server.stop(timeout=2.0)
         self.http.stop(timeout=1)
         self.inbound.stop()
+        if self.screenpop is not None:
+            self.screenpop.close(timeout=2.0)
         self.store.close()
         self.log.info("engine.stopped")
 
@@ -210,6 +272,15 @@ class Engine:
             gevent.signal_handler(sig, stop.set)
         stop.wait()
         self.shutdown()
+
+
+def _extras(result: CallResult) -> dict[str, Any] | None:
+    extras: dict[str, Any] = {}
+    if result.error:
+        extras["error"] = result.error
+    if result.handoff.get("agent_id"):
+        extras["agent"] = result.handoff["agent_id"]
+    return extras or None
 
 
 def _join(chunks: list[Any]) -> Any:

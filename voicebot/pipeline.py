@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,14 @@ class Pipeline:
         machine = DialogMachine(self.flow, matcher=self.matcher, seed=seed)
         return CallSession(machine, vad=self.vad.stream(), asr=self.asr.stream(self.config.rate),
                            speaker=self.speak, settings=settings, handoff=handoff)
+
+    def with_voice(self, voice_pack: Path) -> Pipeline:
+        """The same models in another voice (an agent's pack): its own prompt cache, rendered now."""
+        started = time.perf_counter()
+        cache = PromptCache(load_pack(voice_pack), self.config.cache_dir)
+        report = cache.render_flow(self.flow, self.config.rate)
+        config = replace(self.config, voice_pack=voice_pack)
+        return replace(self, config=config, cache=cache, render_report=report, load_seconds=time.perf_counter() - started)
 
     def speak(self, play: ev.Play, values: Mapping[str, str]) -> tuple[Iterator[Chunk], bool]:
         """Audio for a Play: the rendered prompt (static text), or live synthesis of the variable parts."""

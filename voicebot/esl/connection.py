@@ -698,6 +698,14 @@ class InboundConnection:
             self.api(f"uuid_transfer {uuid} park inline", deadline.left())
             return park.get(deadline.left())
 
+    def unicast(self, uuid: str, local_ip: str, local_port: int, remote_ip: str, remote_port: int, *,
+                native: bool = False, timeout: float | None = None) -> None:
+        """``sendmsg <uuid>`` unicast on any channel (e.g. the far leg of a test call). The caller must know the
+        channel is answered and parked: unicast before the answer crashes FreeSWITCH (DESIGN.md section 2)."""
+        data = format_unicast(_token(uuid, "uuid"), local_ip=local_ip, local_port=local_port, remote_ip=remote_ip,
+                              remote_port=remote_port, native=native)
+        _expect_ok("unicast", self._command(data, timeout))
+
     def uuid_bridge(self, a: str, b: str, timeout: float | None = None) -> str:
         """``uuid_bridge <a> <b>`` (CHANNEL_BRIDGE follows ~61 ms later)."""
         return self.api(f"uuid_bridge {_token(a, 'uuid')} {_token(b, 'uuid')}", timeout)

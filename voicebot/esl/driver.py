@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import numpy as np
@@ -34,6 +34,9 @@ from voicebot.esl.connection import ChannelData, OutboundCall
 from voicebot.esl.protocol import EslEvent
 from voicebot.esl.unicast import PortPool, UnicastMedia, watch_stall
 from voicebot.logs import get_logger
+
+if TYPE_CHECKING:
+    from voicebot.esl.handoff import CallHandoff
 
 BOT_FRAMES_AHEAD = 2  # 40 ms at 20 ms ptime
 VARIABLE_PREFIX = "variable_vb_var_"
@@ -62,9 +65,10 @@ class SessionThread:
     inbox: queue.Queue[tuple[Any, ...]] = field(default_factory=queue.Queue)
     outbox: queue.Queue[bytes | None] = field(default_factory=lambda: queue.Queue(maxsize=BOT_FRAMES_AHEAD))
     caller_track: list[np.ndarray] = field(default_factory=list)
-    bot_track: list[np.ndarray] = field(default_factory=list)
+    bot_track: list[np.ndarray] = field(default_factory=list)  # what was sent, frame by frame (the recording)
     error: BaseException | None = None
     started: float = 0.0
+    muted: bool = False  # an agent talks to the caller through eavesdrop: send silence, keep the stream going
 
     def start(self) -> None:
         """Start the session (t = 0 now) in its thread."""
@@ -89,12 +93,26 @@ class SessionThread:
         """The channel hung up."""
         self.inbox.put_nowait(("hangup", cause, self.now()))
 
+    def post(self, event: Any) -> None:
+        """An agent event (AgentReady, AgentTookOver...) for the dialog."""
+        self.inbox.put_nowait(("agent", event))
+
+    def mute(self, on: bool) -> None:
+        """Silence the bot's frames from this very frame on (``on``), or let them through again."""
+        self.muted = on
+
     def next_bot_frame(self, _: float) -> bytes | None:
-        """For the media clock: the next bot frame, or None (silence) when none is ready."""
+        """For the media clock: the next bot frame, or None (silence) when none is ready or muted."""
         try:
-            return self.outbox.get_nowait()
+            frame = self.outbox.get_nowait()
         except queue.Empty:
-            return None
+            frame = None
+        sent = None if self.muted else frame
+        self.bot_track.append(np.frombuffer(sent, np.int16) if sent is not None else self._silence())
+        return sent
+
+    def _silence(self) -> np.ndarray:
+        return np.zeros(int(self.session.settings.rate * self.frame_s), np.int16)
 
     def stop(self, timeout: float = 1.0) -> bool:
         """Stop the thread; True when it ended within ``timeout`` s."""
@@ -138,6 +156,8 @@ class SessionThread:
             self.session.dtmf(item[1], item[2])
         elif kind == "hangup":
             self.session.hang_up(item[2], item[1])
+        elif kind == "agent":
+            self.session.agent_event(item[1])
 
     def _produce(self, next_bot: float) -> float:
         """Fill the outbox up to the media clock plus what may be queued ahead."""
@@ -145,8 +165,6 @@ class SessionThread:
         next_bot = max(next_bot, now - self.frame_s)
         while next_bot <= now + self.frame_s and not self.outbox.full():
             frame = self.session.bot_frame(next_bot)
-            samples = frame if frame is not None else np.zeros(int(self.session.settings.rate * self.frame_s), np.int16)
-            self.bot_track.append(samples)
             self.outbox.put_nowait(frame.tobytes() if frame is not None else None)
             next_bot += self.frame_s
         return next_bot
@@ -162,10 +180,16 @@ class CallResult:
     answered_wall: float | None
     hangup_cause: str = ""
     error: str = ""
+    handoff: dict[str, Any] = field(default_factory=dict)  # HandoffFigures.to_dict()
+
+
+# handoff(call, worker, codec, rearm) -> a CallHandoff for this call (voicebot.esl.handoff)
+HandoffFactory = Callable[[OutboundCall, SessionThread, str, Callable[[], None]], "CallHandoff"]
 
 
 def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[int], CallSession], pool: PortPool, *,
-               media_ip: str = "127.0.0.1", max_call_s: float = 3600.0) -> CallResult:
+               media_ip: str = "127.0.0.1", max_call_s: float = 3600.0,
+               handoff: HandoffFactory | None = None) -> CallResult:
     """Answer, arm unicast, run the session until either side hangs up; always release everything."""
     result = CallResult(data, None, time.time(), None)
     log = get_logger("esl.call").bind(call=data.uuid)
@@ -176,21 +200,33 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
         raise RuntimeError("the channel names no codec the engine can stream")
     media = UnicastMedia.open(pool, channel_media, host=media_ip, label=data.uuid)
     greenlets: list[gevent.Greenlet] = []
+    controller: CallHandoff | None = None
     try:
         assert media.ports is not None
         ports = media.ports
-        call.unicast(media_ip, ports.local, media_ip, ports.remote, native=False)
-        media.armed()
+
+        def arm() -> None:
+            call.unicast(media_ip, ports.local, media_ip, ports.remote, native=False)
+            media.armed()
+
+        arm()
         worker = SessionThread(make_session(channel_media.rate), call_variables(data.headers),
                                frame_s=channel_media.ptime_ms / 1000)
         result.worker = worker
+        if handoff is not None:
+            controller = handoff(call, worker, channel_media.codec, arm)
+            _connect_handoff(worker, controller)
+            greenlets.append(gevent.spawn(controller.run))
         worker.start()
-        greenlets = [gevent.spawn(_receive, media, worker), gevent.spawn(media.send_loop, worker.next_bot_frame),
-                     gevent.spawn(watch_stall, media, lambda: call.rearm_unicast(media_ip, ports.local, media_ip, ports.remote),
-                                  live=lambda: call.unicast_expected)]
-        result.hangup_cause = _converse(call, worker, max_call_s)
+        greenlets += [gevent.spawn(_receive, media, worker), gevent.spawn(media.send_loop, worker.next_bot_frame),
+                      gevent.spawn(watch_stall, media, lambda: call.rearm_unicast(media_ip, ports.local, media_ip, ports.remote),
+                                   live=lambda: call.unicast_expected)]
+        result.hangup_cause = _converse(call, worker, max_call_s, controller)
         log.info("call.ended", disposition=worker.session.disposition or result.hangup_cause)
     finally:
+        if controller is not None:
+            controller.close(result.hangup_cause or "ended")
+            result.handoff = controller.figures.to_dict()
         gevent.killall(greenlets, timeout=1)
         media.close()
         if result.worker is not None and not result.worker.stop(1.0):
@@ -198,12 +234,23 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
     return result
 
 
+def _connect_handoff(worker: SessionThread, controller: CallHandoff) -> None:
+    """The dialog's PrepareHandoff/TransferCall go to the controller with a snapshot of the call so far."""
+    session = worker.session
+
+    def forward(command: Any, _: CallSession) -> None:  # runs in the session's thread
+        snapshot = {**session.machine.outcome.summary(), "variables": dict(session.machine.outcome.variables)}
+        controller.command(command, snapshot)
+
+    session.handoff = forward
+
+
 def _receive(media: UnicastMedia, worker: SessionThread) -> None:
     for frame in media.frames():
         worker.caller(frame)
 
 
-def _converse(call: OutboundCall, worker: SessionThread, max_call_s: float) -> str:
+def _converse(call: OutboundCall, worker: SessionThread, max_call_s: float, controller: CallHandoff | None) -> str:
     """Pass events to the session until the call is over; return the hang-up cause."""
     deadline = time.monotonic() + max_call_s
     while time.monotonic() < deadline:
@@ -221,6 +268,8 @@ def _converse(call: OutboundCall, worker: SessionThread, max_call_s: float) -> s
         elif event.name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
             worker.hang_up("caller_hangup")
             return event.get("Hangup-Cause") or "caller_hangup"
+        elif controller is not None and event.name in ("CHANNEL_BRIDGE", "CHANNEL_PARK"):
+            controller.on_caller_event(event)
     call.hangup_quietly("ALLOTTED_TIMEOUT")
     return "max_call_duration"
 

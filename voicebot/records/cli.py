@@ -177,9 +177,20 @@ def show_lines(record: CallRecord, *, show_pii: bool = False) -> list[str]:
     ]
     lines += ["", "transcript (s since answer)", *([transcript_line(t) for t in record.transcript] or ["  -"])]
     lines += ["", "latency (ms)", *latency_lines(record.latency)]
+    if record.handoff:
+        lines += ["", "handoff", *handoff_lines(record.handoff)]
     if record.extras:
         lines += ["", "extras", *(f"  {k}: {json.dumps(v, ensure_ascii=False)}" for k, v in sorted(record.extras.items()))]
     return lines
+
+
+def handoff_lines(handoff: dict[str, Any]) -> list[str]:
+    """The handoff block: who, how, the outcome, then each time (s since answer) and the agents tried."""
+    head = (f"  agent {handoff.get('agent_id') or '-'} ({handoff.get('group') or '-'}), mode {handoff.get('mode') or '-'}, "
+            f"outcome {handoff.get('outcome') or '-'}, decision to connected {_ms(handoff.get('handoff_ms'))} ms")
+    times = [f"{k.removesuffix('_at')} {v:.3f}" for k, v in handoff.items() if k.endswith("_at") and v is not None]
+    tried = [f"{a.get('agent')}: {a.get('result')}" for a in handoff.get("attempts", [])]
+    return [head, "  at " + (", ".join(times) or "-"), *(["  tried " + ", ".join(tried)] if tried else [])]
 
 
 def transcript_line(line: TranscriptLine) -> str:

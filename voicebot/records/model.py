@@ -86,6 +86,7 @@ class CallRecord:
     latency: dict[str, Any] = field(default_factory=dict)
     recording_path: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
+    handoff: dict[str, Any] = field(default_factory=dict)  # agent, prepare/bridge times (s since answer), figures, outcome
     engine_version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,6 +153,7 @@ def record_from_call(
     flow_version: str = "",
     hangup_cause: str = "",
     extras: Mapping[str, Any] | None = None,
+    handoff: Mapping[str, Any] | None = None,
 ) -> CallRecord:
     """Build the record of a call from the dialog machine's outcome and the session's timeline.
 
@@ -183,7 +185,7 @@ def record_from_call(
         path=tuple(outcome.path), tags=tuple(outcome.tags), level=outcome.level,
         slots=dict(outcome.slots), variables=dict(outcome.variables),
         transcript=tuple(transcript_lines(outcome, timeline)),
-        latency=latency_figures(timeline), recording_path=recording_path, extras=extra,
+        latency=latency_figures(timeline), recording_path=recording_path, extras=extra, handoff=dict(handoff or {}),
     )
 
 
