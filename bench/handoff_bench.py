@@ -128,7 +128,7 @@ def stats(values: list[float]) -> dict[str, float | int]:
     arr = np.array([v for v in values if v == v], dtype=float)
     if not len(arr):
         return {"n": 0}
-    return {"n": int(len(arr)), "p50": round(float(np.percentile(arr, 50)), 1),
+    return {"n": len(arr), "p50": round(float(np.percentile(arr, 50)), 1),
             "p95": round(float(np.percentile(arr, 95)), 1), "max": round(float(arr.max()), 1)}
 
 
