@@ -136,10 +136,13 @@ def test_loopback_call_through_the_dialplan_reaches_the_engine_and_media_crosses
     port = engine.getsockname()[1]
     with FreeSwitchDouble(dialplan={"7000": f"socket:127.0.0.1:{port} async full"}) as fs:
         client = inbound(fs, "CHANNEL_ANSWER CHANNEL_PARK BACKGROUND_JOB")
-        client.command("bgapi originate {origination_uuid=phone}loopback/7000/voicebot &park()\n\n")
+        client.command("bgapi originate {origination_uuid=phone,vb_var_customer_name=Dana}"
+                       "loopback/7000/voicebot &park()\n\n")
         bot = accept(engine)  # leg B ran extension 7000: the socket app connected out to the engine
         data = bot.command("connect\n\n")
         assert data.headers["Channel-Name"] == "loopback/7000-b" and data.headers["Answer-State"] == "ringing"
+        assert data.headers["variable_vb_var_customer_name"] == "Dana", "mod_loopback passes the originate's vars to B"
+        assert data.headers["Unique-ID"] != "phone"
         assert data.headers["Caller-Destination-Number"] == "7000"
         b_leg = data.headers["Unique-ID"]
         assert bot.command("myevents\n\n").reply == "+OK Events Enabled"

@@ -169,6 +169,7 @@ class AgentsMixin(DoubleCore):
         a = self._new_leg(uuid, f"loopback/{dest}-a", "outbound", media, number, dest, context)
         a.variables.update(variables)
         b = self._new_leg(new_uuid(), f"loopback/{dest}-b", "inbound", media, number, dest, context)
+        b.variables.update({k: v for k, v in variables.items() if k != "origination_uuid"})  # mod_loopback's loopback vars
         for leg in (a, b):
             self._emit(leg, "CHANNEL_CREATE")
         a.peer, b.peer = b.uuid, a.uuid
