@@ -101,3 +101,17 @@ def test_handoff_config_section(tmp_path: Path) -> None:
     path.write_text("handoff: {screen_pop: {url: 'http://127.0.0.1:9/x'}}\n")
     with pytest.raises(ConfigError, match="a url needs a secret"):
         load_config(path)
+
+
+def test_the_bot_speaks_as_the_agent_the_call_will_most_likely_reach() -> None:
+    from voicebot.config import EngineConfig
+    from voicebot.engine import Engine
+    from voicebot.handoff.agents import AgentPool
+
+    directory = parse_agents(AGENTS)
+    engine = Engine(EngineConfig(agents=directory))
+    engine.agents = AgentPool(directory, 0.0)
+    flow = screening_flow()
+    assert engine._voice_agent(flow) == ("sam", Path("voices/sam"))
+    engine.agents.reserve("sales", "other-call", 1.0)  # sam is busy: ana (no pack of her own) is next
+    assert engine._voice_agent(flow) == ("ana", None)
