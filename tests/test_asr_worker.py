@@ -1,4 +1,5 @@
-"""DecodeWorker: decoding on native threads, with and without gevent monkey-patching."""
+"""Decoding off the hub: DecodeWorker (native threads, with and without gevent monkey-patching) and
+ProcessPoolModel (worker processes, voicebot.asr.procpool)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from voicebot.asr.base import AsrResult
+from voicebot.asr.base import AsrResult, ModelError
 from voicebot.asr.pocketsphinx_asr import PocketsphinxModel
+from voicebot.asr.procpool import ProcessPoolModel, load_pool
+from voicebot.asr.registry import AsrConfig
 from voicebot.asr.worker import DecodeWorker, gevent_patched
 from voicebot.audio.frame import AudioFrame
 from voicebot.audio.resample import resample
@@ -124,6 +129,8 @@ import gevent
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from voicebot.asr.pocketsphinx_asr import PocketsphinxModel
+from voicebot.asr.procpool import ProcessPoolModel, load_pool
+from voicebot.asr.registry import AsrConfig
 from voicebot.asr.worker import DecodeWorker, gevent_patched
 from voicebot.audio.frame import AudioFrame
 from voicebot.audio.resample import resample
@@ -178,3 +185,129 @@ def test_under_gevent_ten_streams_decode_without_blocking_the_hub() -> None:
     assert report["delivered"] >= 10 * 4  # partials and finals reached the hub
     assert report["max_gap_ms"] < 50, report
     assert report["tasks_after"] == report["tasks_before"]  # every native decode thread ended
+
+
+# ------------------------------------------------------------------ worker processes (voicebot.asr.procpool)
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ProcessPoolModel]:
+    model = ProcessPoolModel(AsrConfig("pocketsphinx"), processes=2)
+    yield model
+    model.close()
+
+
+def feed_in_real_time(stream: Any, audio: list[AudioFrame], speed: float = 4.0) -> list[AsrResult]:
+    """Frames at ``speed`` x real time (so the worker keeps up and partials come back); the partials returned."""
+    partials = []
+    for frame in audio:
+        result = stream.accept(frame)
+        if result is not None:
+            partials.append(result)
+        time.sleep(frame.duration_s / speed)
+    return partials
+
+
+def test_a_pooled_stream_hears_what_the_in_process_one_hears(pool: ProcessPoolModel, model: PocketsphinxModel) -> None:
+    local = model.stream(8000, HINTS)
+    for frame in frames():
+        local.accept(frame)
+    expected = local.finish()
+    local.close()
+    stream = pool.stream(8000, HINTS)
+    partials = feed_in_real_time(stream, frames())
+    final = stream.finish()
+    assert final.text == expected.text == "go forward ten meters"
+    assert final.final and final.confidence == pytest.approx(expected.confidence, abs=1e-6)
+    assert [w.text for w in final.words] == [w.text for w in expected.words]
+    assert partials and all(not p.final for p in partials) and "go" in partials[-1].text
+    assert all(p.at <= frames()[-1].captured_at for p in partials)  # partials carry their frame's time
+    stream.set_hints(["stop calling me"])  # the next utterance, with other hints, on the same worker-side decoder
+    feed_in_real_time(stream, frames(), speed=50.0)
+    assert stream.finish().text != ""
+    stream.close()
+    stream.close()  # twice: nothing
+    with pytest.raises(RuntimeError, match="closed"):
+        stream.accept(frames()[0])
+
+
+def test_accept_never_waits_for_the_worker(pool: ProcessPoolModel) -> None:
+    stream = pool.stream(8000, HINTS)
+    batch = frames() * 3
+    started = time.perf_counter()
+    for frame in batch:
+        stream.accept(frame)
+    spent = time.perf_counter() - started
+    decoded = stream.finish()  # waits for the backlog
+    assert spent < 0.25 * len(batch) * 0.02, f"{len(batch)} accepts took {spent * 1000:.0f} ms"
+    assert decoded.text.startswith("go forward")
+    stream.close()
+
+
+def test_streams_spread_over_the_workers_and_decode_in_parallel(pool: ProcessPoolModel) -> None:
+    streams = [pool.stream(8000, HINTS) for _ in range(4)]
+    assert sorted(len(w.streams) for w in pool.workers) == [2, 2]
+    results: dict[int, str] = {}
+
+    def call(i: int) -> None:
+        feed_in_real_time(streams[i], frames(), speed=20.0)
+        results[i] = streams[i].finish().text
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == dict.fromkeys(range(4), "go forward ten meters")
+    for stream in streams:
+        stream.close()
+    assert all(not w.streams for w in pool.workers)
+
+
+def test_a_dead_worker_fails_only_its_streams_and_is_replaced() -> None:
+    model = ProcessPoolModel(AsrConfig("pocketsphinx"), processes=2, timeout_s=5.0)
+    try:
+        doomed, healthy = model.stream(8000, HINTS), model.stream(8000, HINTS)
+        assert doomed.worker is not healthy.worker
+        doomed.worker.process.kill()
+        doomed.worker.process.join(5)
+        deadline = time.monotonic() + 5
+        while doomed.worker.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(ModelError, match="worker"):
+            doomed.accept(frames()[0])
+        feed_in_real_time(healthy, frames(), speed=20.0)
+        assert healthy.finish().text == "go forward ten meters"  # the other call never noticed
+        doomed.close()
+        fresh = model.stream(8000, HINTS)  # restarts the dead worker for later streams
+        assert fresh.worker is healthy.worker
+        deadline = time.monotonic() + 60
+        while not all(w.alive for w in model.workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(w.alive for w in model.workers) and model.workers[doomed.worker.index] is not doomed.worker
+        later = model.stream(8000, HINTS)
+        assert later.worker is model.workers[doomed.worker.index]
+        feed_in_real_time(later, frames(), speed=20.0)
+        assert later.finish().text == "go forward ten meters"
+    finally:
+        model.close()
+    assert not any(w.process.is_alive() for w in model.workers)
+
+
+def test_a_model_that_cannot_load_is_refused_with_its_reason() -> None:
+    with pytest.raises(ModelError, match="needs model_path"):
+        load_pool(AsrConfig("vosk-pool", None, "en"))
+
+
+def test_the_worker_serves_an_ended_utterance_first_and_the_others_in_turn() -> None:
+    from voicebot.asr.procpool import FINISH, FRAME, HEADER, _Backlog
+
+    backlog = _Backlog()
+    for sid, op, n in [(1, FRAME, 0), (1, FRAME, 1), (2, FRAME, 0), (1, FRAME, 2), (3, FRAME, 0), (2, FRAME, 1),
+                       (2, FINISH, 2), (3, FRAME, 1)]:
+        backlog.add(HEADER.pack(op, sid, float(n)) + b"x")
+    order = [(sid, op, at) for op, sid, at, _ in (backlog.take() for _ in range(backlog.size))]
+    assert order[:3] == [(2, FRAME, 0.0), (2, FRAME, 1.0), (2, FINISH, 2.0)]  # the final first, after its own frames
+    rest = order[3:]
+    assert [s for s, _, _ in rest] == [1, 3, 1, 3, 1]  # then round-robin, each stream in its own order
+    assert [at for s, _, at in rest if s == 1] == [0.0, 1.0, 2.0] and backlog.size == 0

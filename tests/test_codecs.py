@@ -189,3 +189,17 @@ def test_unknown_codec_is_a_clear_error(codec):
 def test_odd_length_pcm_is_rejected(call):
     with pytest.raises(ValueError, match="even number of bytes"):
         call()
+
+
+@pytest.mark.parametrize("codec", ["L16", "PCMU", "PCMA", "pcmu", "l16"])
+def test_the_media_path_fast_cases_agree_with_the_general_ones(codec):
+    pcm = np.random.default_rng(7).integers(-32768, 32767, 160, dtype=np.int16).tobytes()
+    wire = {"L16": pcm, "PCMU": linear_to_ulaw(pcm), "PCMA": linear_to_alaw(pcm)}[codec.upper()]
+    assert encode(pcm, codec) == wire
+    back = {"L16": bytes(wire), "PCMU": ulaw_to_linear(wire), "PCMA": alaw_to_linear(wire)}[codec.upper()]
+    assert decode(wire, codec) == back
+    with pytest.raises(ValueError):
+        encode(pcm[:-1], codec)
+    if codec.upper() == "L16":
+        with pytest.raises(ValueError):
+            decode(pcm[:-1], codec)

@@ -235,3 +235,20 @@ def test_wav_to_frames_to_wav_round_trip(tmp_path):
     back, _ = read_wav(tmp_path / "r.wav")
     np.testing.assert_array_equal(back[: len(speech)], speech)
     assert len(back) == 320 * len(frames) and not back[len(speech):].any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-32768, 32767), min_size=1, max_size=480))
+def test_rms_dbfs_is_the_rms_in_decibels_of_full_scale(samples):
+    x = np.array(samples, dtype=np.int16)
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    expected = max(-120.0, 20 * np.log10(rms / 32768.0)) if rms > 0 else -120.0
+    assert AudioFrame.from_array(x, 8000).rms_dbfs() == pytest.approx(expected, abs=1e-9)
+
+
+def test_rms_dbfs_of_silence_a_full_scale_square_and_nothing():
+    assert AudioFrame.silence(8000).rms_dbfs() == -120.0
+    assert AudioFrame(b"", 8000).rms_dbfs() == -120.0
+    square = np.tile(np.array([32767, -32768], dtype=np.int16), 80)
+    assert AudioFrame.from_array(square, 8000).rms_dbfs() == pytest.approx(0.0, abs=1e-3)
+    assert AudioFrame.from_array(square // 10, 8000).rms_dbfs() == pytest.approx(-20.0, abs=1e-3)

@@ -26,6 +26,7 @@ from tests.test_esl_connection import MediaBot, free_pool, located, noise, wait
 from voicebot.esl.connection import OutboundServer
 from voicebot.esl.double import ArrayAudio, FreeSwitchDouble, MediaFaults
 from voicebot.esl.protocol import media_format
+from voicebot.esl.sendclock import SEND_LATENESS, SendClock, SendLateness
 from voicebot.esl.unicast import PortPair, PortPool, PortsExhausted, UnicastMedia, watch_stall
 from voicebot.logs import get_logger
 
@@ -239,6 +240,123 @@ def test_the_schedule_is_absolute_and_late_slots_are_skipped() -> None:
     assert stats.late_frames >= 2 and stats.resized_out == 1 and stats.silence_out == len(asked) - 1
     assert len(sink.recv(4096)) == 320
     sink.close()
+
+
+def _sinks(n: int) -> tuple[list[socket.socket], list[UnicastMedia]]:
+    sinks = []
+    for _ in range(n):
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))
+        sinks.append(sink)
+    return sinks, [UnicastMedia(media_format("PCMU", 8000, 20), 0, sink.getsockname()[1]) for sink in sinks]
+
+
+def test_streams_share_one_clock_on_one_grid_and_one_failing_source_stops_only_itself() -> None:
+    sinks, medias = _sinks(4)
+    asked: dict[int, list[float]] = {i: [] for i in range(4)}
+
+    def source(i: int) -> Callable[[float], bytes | None]:
+        def next_frame(t: float) -> bytes | None:
+            asked[i].append(t)
+            if i == 3 and len(asked[i]) == 5:
+                raise RuntimeError("the session thread failed")
+            return None
+        return next_frame
+    senders = []
+    for i, media in enumerate(medias):
+        senders.append(gevent.spawn(media.send_loop, source(i)))
+        gevent.sleep(0.007)  # streams start at different moments...
+    gevent.sleep(0.02)
+    assert SendClock.of_hub().streams == 4
+    gevent.sleep(0.3)
+    grid = asked[0][0]
+    for i in range(3):  # ...and still share the clock's 20 ms grid, slot after slot, without drift
+        assert all(abs((t - grid) / 0.02 - round((t - grid) / 0.02)) < 1e-6 for t in asked[i]), i
+        assert len(asked[i]) >= 12
+    slots = [{round(t, 6) for t in asked[i]} for i in range(3)]
+    assert slots[1] <= slots[0] and slots[2] <= slots[0]  # due together: one wake sends them
+    assert senders[3].dead and isinstance(senders[3].exception, RuntimeError) and len(asked[3]) == 5
+    assert all(not g.dead for g in senders[:3]) and SendClock.of_hub().streams == 3
+    senders[0].kill()  # the call's greenlets are killed on hang-up: its sending stops at once
+    count = len(asked[0])
+    gevent.sleep(0.1)
+    assert len(asked[0]) == count and len(asked[1]) >= count + 4
+    for media in medias:
+        media.close()
+    gevent.joinall(senders[1:3], timeout=1)
+    assert all(g.dead and g.exception is None for g in senders[1:3]) and SendClock.of_hub().streams == 0
+    assert [len(s.recv(4096)) for s in sinks] == [320] * 4
+    for sink in sinks:
+        sink.close()
+
+
+def test_send_lateness_percentiles_and_skips() -> None:
+    late = SendLateness()
+    assert late.summary() == {"n": 0, "p50": None, "p95": None, "p99": None, "max": 0.0, "skipped": 0}
+    for ms in [0.2] * 90 + [3.0] * 8 + [41.0, 2000.0]:
+        late.add(ms / 1000)
+    late.skip(3)
+    summary = late.summary()
+    assert summary["n"] == 100 and summary["skipped"] == 3 and summary["max"] == 2000.0
+    assert summary["p50"] == 0.5 and summary["p95"] == 3.5 and summary["p99"] == 41.5  # upper edges of 0.5 ms bins
+    late.reset()
+    assert late.n == 0 and late.skipped == 0
+
+
+def test_every_frame_sent_is_counted_in_the_process_lateness() -> None:
+    sinks, medias = _sinks(1)
+    SEND_LATENESS.reset()
+    sender = gevent.spawn(medias[0].send_loop, lambda t: None)
+    gevent.sleep(0.25)
+    medias[0].close()
+    sender.join(1)
+    stats = medias[0].stats()
+    assert SEND_LATENESS.n == stats.packets_out >= 10
+    assert SEND_LATENESS.percentile_ms(50) is not None and SEND_LATENESS.percentile_ms(50) < 20
+    sinks[0].close()
+
+
+def test_deliver_hands_frames_to_a_callback_in_order_until_close() -> None:
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    media = UnicastMedia(media_format("PCMU", 8000, 20), 0, peer.getsockname()[1])
+    got: list[Any] = []
+    receiver = gevent.spawn(media.deliver, got.append)
+    gevent.sleep(0.01)
+    frames = [np.full(160, 100 * (k + 1), dtype="<i2").tobytes() for k in range(5)]
+    for k, pcm in enumerate(frames):
+        peer.sendto(pcm, ("127.0.0.1", media.bound_port))
+        if k == 2:
+            peer.sendto(b"odd", ("127.0.0.1", media.bound_port))  # garbage: counted and dropped
+        gevent.sleep(0.021)
+    gevent.sleep(0.02)
+    assert [f.samples for f in got] == frames and [f.seq for f in got] == list(range(5))
+    assert all(b.captured_at - a.captured_at > 0.015 for a, b in itertools.pairwise(got))  # arrival times, not now
+    assert media.stats().garbage == 1 and not receiver.dead
+    media.close()
+    receiver.join(1)
+    assert receiver.dead and receiver.exception is None
+    peer.close()
+
+
+def test_deliver_raises_what_the_callback_raised_and_stops() -> None:
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    media = UnicastMedia(media_format("PCMU", 8000, 20), 0, peer.getsockname()[1])
+    seen: list[Any] = []
+
+    def consumer(frame: Any) -> None:
+        seen.append(frame)
+        raise RuntimeError("the session is gone")
+    receiver = gevent.spawn(media.deliver, consumer)
+    gevent.sleep(0.01)
+    for _ in range(3):
+        peer.sendto(bytes(320), ("127.0.0.1", media.bound_port))
+        gevent.sleep(0.01)
+    receiver.join(1)
+    assert receiver.dead and isinstance(receiver.exception, RuntimeError) and len(seen) == 1
+    media.close()
+    peer.close()
 
 
 @pytest.fixture

@@ -26,11 +26,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from voicebot.asr.base import AsrResult, AsrStream, VadStream
 from voicebot.asr.turns import PauseBot, SpeechEnd, SpeechStart, TurnSettings, TurnTaker
-from voicebot.audio.frame import AudioFrame
+from voicebot.audio.frame import AudioFrame, rms_dbfs
 from voicebot.dialog import events as ev
 from voicebot.dialog.flow import BargeIn, BargeInMode
 from voicebot.dialog.intents import IntentMatcher
@@ -128,7 +126,7 @@ class CallSession:
         for event in events:
             self._on_player_event(event)
         if frame is not None:
-            self.turns.bot_frame(_dbfs(frame), now)
+            self.turns.bot_frame(rms_dbfs(frame), now)
         return frame
 
     # ------------------------------------------------------------- hearing
@@ -244,12 +242,6 @@ def _timed(fn: Callable[[], AsrResult]) -> tuple[AsrResult, float]:
 def _peek(source: Iterator[Chunk]) -> tuple[Chunk | None, Iterator[Chunk]]:
     """The first chunk (forcing synthesis of the first sentence now) and the rest."""
     return next(source, None), source
-
-
-def _dbfs(samples: Chunk) -> float:
-    x = samples.astype(np.float64)
-    rms = float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
-    return max(-120.0, 20 * float(np.log10(rms / 32768.0))) if rms > 0 else -120.0
 
 
 def _fields(command: Any) -> dict[str, Any]:

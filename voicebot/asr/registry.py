@@ -39,7 +39,15 @@ def _vosk(config: AsrConfig) -> AsrModel:
     return VoskModel(Path(config.model_path), language=config.language)
 
 
-BACKENDS: dict[str, Callable[[AsrConfig], AsrModel]] = {"pocketsphinx": _pocketsphinx, "vosk": _vosk}
+def _pool(config: AsrConfig) -> AsrModel:
+    from voicebot.asr.procpool import load_pool
+
+    return load_pool(config)
+
+
+# "<backend>-pool": the backend in worker processes (voicebot/asr/procpool.py), for pocketsphinx, which holds the GIL
+BACKENDS: dict[str, Callable[[AsrConfig], AsrModel]] = {"pocketsphinx": _pocketsphinx, "vosk": _vosk,
+                                                         "pocketsphinx-pool": _pool}
 
 
 def load_asr(config: AsrConfig) -> AsrModel:

@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import threading
@@ -62,8 +63,8 @@ class SessionThread:
     session: CallSession
     variables: dict[str, str]
     frame_s: float = 0.02
-    inbox: queue.Queue[tuple[Any, ...]] = field(default_factory=queue.Queue)
-    outbox: queue.Queue[bytes | None] = field(default_factory=lambda: queue.Queue(maxsize=BOT_FRAMES_AHEAD))
+    inbox: queue.SimpleQueue[tuple[Any, ...]] = field(default_factory=queue.SimpleQueue)  # C: no Python-level locks
+    outbox: collections.deque[bytes | None] = field(default_factory=collections.deque)  # lock-free (1 producer, 1 consumer)
     caller_track: list[np.ndarray] = field(default_factory=list)
     bot_track: list[np.ndarray] = field(default_factory=list)  # what was sent, frame by frame (the recording)
     error: BaseException | None = None
@@ -104,8 +105,8 @@ class SessionThread:
     def next_bot_frame(self, _: float) -> bytes | None:
         """For the media clock: the next bot frame, or None (silence) when none is ready or muted."""
         try:
-            frame = self.outbox.get_nowait()
-        except queue.Empty:
+            frame = self.outbox.popleft()
+        except IndexError:
             frame = None
         sent = None if self.muted else frame
         self.bot_track.append(np.frombuffer(sent, np.int16) if sent is not None else self._silence())
@@ -131,7 +132,7 @@ class SessionThread:
             self.session.start(0.0, self.variables)
             next_bot = 0.0
             while not self._stop and not self.session.ended:
-                self._drain(timeout=self.frame_s / 2)
+                self._drain(timeout=3 * self.frame_s)  # caller frames come every frame_s: wake on them, not on a timer
                 next_bot = self._produce(next_bot)
             if not self.session.ended:  # stopped early: a hang-up queued before the stop still reaches the dialog
                 self._drain(timeout=0.0)
@@ -140,7 +141,7 @@ class SessionThread:
 
     def _drain(self, timeout: float) -> None:
         with contextlib.suppress(queue.Empty):
-            item = self.inbox.get(timeout=timeout)
+            item = self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()
             while True:
                 self._handle(item)
                 item = self.inbox.get_nowait()
@@ -163,9 +164,9 @@ class SessionThread:
         """Fill the outbox up to the media clock plus what may be queued ahead."""
         now = self.now()
         next_bot = max(next_bot, now - self.frame_s)
-        while next_bot <= now + self.frame_s and not self.outbox.full():
+        while next_bot <= now + self.frame_s and len(self.outbox) < BOT_FRAMES_AHEAD:
             frame = self.session.bot_frame(next_bot)
-            self.outbox.put_nowait(frame.tobytes() if frame is not None else None)
+            self.outbox.append(frame.tobytes() if frame is not None else None)
             next_bot += self.frame_s
         return next_bot
 
@@ -218,7 +219,7 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
             _connect_handoff(worker, controller)
             greenlets.append(gevent.spawn(controller.run))
         worker.start()
-        greenlets += [gevent.spawn(_receive, media, worker), gevent.spawn(media.send_loop, worker.next_bot_frame),
+        greenlets += [gevent.spawn(media.deliver, worker.caller), gevent.spawn(media.send_loop, worker.next_bot_frame),
                       gevent.spawn(watch_stall, media, lambda: call.rearm_unicast(media_ip, ports.local, media_ip, ports.remote),
                                    live=lambda: call.unicast_expected)]
         result.hangup_cause = _converse(call, worker, max_call_s, controller)
@@ -243,11 +244,6 @@ def _connect_handoff(worker: SessionThread, controller: CallHandoff) -> None:
         controller.command(command, snapshot)
 
     session.handoff = forward
-
-
-def _receive(media: UnicastMedia, worker: SessionThread) -> None:
-    for frame in media.frames():
-        worker.caller(frame)
 
 
 def _converse(call: OutboundCall, worker: SessionThread, max_call_s: float, controller: CallHandoff | None) -> str:

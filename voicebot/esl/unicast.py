@@ -29,7 +29,10 @@ Rules
    (barge-in) the caller stops hearing it within a frame. Late by more than a
    frame, it skips the missed slots (``late_frames``). ``None`` sends silence:
    FreeSWITCH expects a steady stream, and an eavesdropping agent is heard only
-   while the bot keeps sending (DESIGN.md section 2).
+   while the bot keeps sending (DESIGN.md section 2). Every stream of a gevent
+   hub is paced by one :class:`SendClock` greenlet on a shared 20 ms grid (one
+   wake per tick for all calls); :data:`SEND_LATENESS` counts how late each
+   frame left, over the process.
 5. Stalls: unicast dies silently (a ptime change, a media app). :meth:`stalled`
    is true when nothing arrived for ``threshold`` s since the last packet or
    the last (re-)arm; :func:`watch_stall` re-arms (``uuid_transfer <uuid> park
@@ -50,17 +53,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
+import gevent.event
 import gevent.socket
 import numpy as np
 
 from voicebot.audio.codecs import decode, encode
 from voicebot.audio.frame import AudioFrame
 from voicebot.esl.protocol import ChannelMedia, media_format
+from voicebot.esl.sendclock import SEND_LATENESS, SendClock
 from voicebot.logs import get_logger
 
 PLAUSIBLE_PTIMES_MS = (10, 20, 30, 40, 60)
 ADOPT_AFTER = 3  # datagrams in a row of one new, plausible size before it is adopted
 _SO_TIMESTAMPNS = 35  # Linux (asm-generic); the socket module does not export it
+_RECV_BYTES = 8192  # larger than any frame (60 ms of 48 kHz s16le is 5,760 bytes); bigger datagrams are garbage anyway
 _JITTER_WINDOW = 3000  # send lateness samples kept for percentiles (one minute at 20 ms)
 
 
@@ -197,6 +203,7 @@ class UnicastMedia:
             self._sock.close()
             raise
         self._kernel_ts = _kernel_timestamps(self._sock)
+        self._closed_event: gevent.event.Event | None = None  # wakes deliver() on close
         self._seq = 0
         self._last_payload = b""
         self._last_at = -1.0
@@ -244,10 +251,12 @@ class UnicastMedia:
         return not self.closed and now - since > threshold
 
     def close(self) -> None:
-        """Close the socket (ends :meth:`frames` and :meth:`send_loop`) and release the port pair."""
+        """Close the socket (ends :meth:`frames`, :meth:`deliver` and :meth:`send_loop`) and release the port pair."""
         if self.closed:
             return
         self.closed = True
+        if self._closed_event is not None:
+            self._closed_event.set()
         with contextlib.suppress(OSError):
             self._sock.close()
         if self.pool is not None and self.ports is not None:
@@ -282,12 +291,68 @@ class UnicastMedia:
         while (frame := self.recv()) is not None:
             yield frame
 
+    def deliver(self, on_frame: Callable[[AudioFrame], None]) -> None:
+        """Hand each caller frame to ``on_frame`` as it arrives, until :meth:`close`; the alternative to :meth:`frames`.
+
+        The datagrams are read by an I/O watcher callback on the hub's loop: no
+        greenlet wakes per frame (with 50 calls, 2,500 switches a second fewer).
+        ``on_frame`` runs on the hub: it must not block (``SessionThread.caller``
+        only queues). Run this in its own greenlet (it waits there); killing that
+        greenlet stops the delivery. What ``on_frame`` raises is raised here.
+        """
+        done = gevent.event.Event()
+        failure: list[BaseException] = []
+        watcher = gevent.get_hub().loop.io(self._sock.fileno(), 1)  # 1: EV_READ / UV_READABLE
+
+        def readable() -> None:
+            try:
+                while not self.closed and (got := self._read_nowait()) is not None:
+                    frame = self.ingest(*got)
+                    if frame is not None:
+                        on_frame(frame)
+            except Exception as err:  # the consumer failed: stop delivering, report it in deliver()
+                failure.append(err)
+                done.set()
+            if self.closed:
+                done.set()
+
+        self._closed_event = done
+        watcher.start(readable)
+        try:
+            readable()  # what arrived before the watcher started
+            done.wait()
+        finally:
+            watcher.stop()
+            watcher.close()
+        if failure:
+            raise failure[0]
+
+    def _read_nowait(self) -> tuple[bytes, Any, float] | None:
+        """One waiting datagram (data, sender, arrival), or None when none is waiting or the socket is gone.
+
+        Reads the OS socket under gevent's (non-blocking, so an empty queue raises at once).
+        """
+        raw = self._sock._sock
+        for _ in range(4):  # an ICMP error queued on the socket is reported once: read again
+            try:
+                if self._kernel_ts:
+                    data, ancillary, _, addr = raw.recvmsg(_RECV_BYTES, socket.CMSG_SPACE(16))
+                    return data, addr, _arrival(ancillary)
+                data, addr = raw.recvfrom(_RECV_BYTES)
+                return data, addr, time.monotonic()
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError:
+                if self.closed:
+                    return None
+        return None
+
     def _read(self) -> tuple[bytes | None, Any, float]:
         try:
             if self._kernel_ts:
-                data, ancillary, _, addr = self._sock.recvmsg(65536, socket.CMSG_SPACE(16))
+                data, ancillary, _, addr = self._sock.recvmsg(_RECV_BYTES, socket.CMSG_SPACE(16))
                 return data, addr, _arrival(ancillary)
-            data, addr = self._sock.recvfrom(65536)
+            data, addr = self._sock.recvfrom(_RECV_BYTES)
             return data, addr, time.monotonic()
         except OSError:  # closed under us, or an ICMP error reported on the socket
             if not self.closed:
@@ -352,27 +417,12 @@ class UnicastMedia:
         ``next_frame(t)`` is called once per frame with its scheduled time ``t``
         (monotonic s) and returns s16le at ``media.rate``, ``media.samples_per_frame``
         samples (shorter is padded, longer cut and counted), or None for silence.
+        The frames leave from the hub's shared :class:`SendClock`; this greenlet
+        only waits (killing it stops the stream's sending). ``start_at``: the
+        first slot (default: the clock's next 20 ms tick, shared by every stream).
+        What ``next_frame`` raises is raised here.
         """
-        media = self.media
-        t0 = time.monotonic() if start_at is None else start_at
-        k = 0
-        while not self.closed:
-            if self.media is not media:  # adopted a new ptime: restart the schedule from here
-                t0, k, media = t0 + k * media.ptime_ms / 1000, 0, self.media
-            period = media.ptime_ms / 1000
-            target = t0 + k * period
-            _sleep_until(target, self)
-            if self.closed:
-                return
-            late = time.monotonic() - target
-            if late > period:
-                skipped = int(late // period)
-                self._counts["late_frames"] += skipped
-                k += skipped
-                target = t0 + k * period
-                late = time.monotonic() - target
-            self._send(self._outgoing(next_frame(target), media), late)
-            k += 1
+        SendClock.of_hub().run(_Sender(self, next_frame, start_at))
 
     def _outgoing(self, pcm: bytes | None, media: ChannelMedia) -> bytes:
         want = 2 * media.samples_per_frame
@@ -394,6 +444,51 @@ class UnicastMedia:
         self._counts["packets_out"] += 1
         self._jitter.append(late)
         self._max_jitter = max(self._max_jitter, late)
+        SEND_LATENESS.add(late)
+
+
+class _Sender:
+    """One stream's schedule on the shared clock: slot k is due at ``t0 + k·ptime``."""
+
+    def __init__(self, media: UnicastMedia, next_frame: Callable[[float], bytes | None], t0: float | None) -> None:
+        self.media, self.next_frame, self.fmt = media, next_frame, media.media
+        self.t0, self.k = t0, 0  # t0 None: placed on the clock's grid when added
+        self.done = gevent.event.Event()
+        self.error: BaseException | None = None
+
+    @property
+    def target(self) -> float:
+        """When the next slot is due (monotonic s)."""
+        assert self.t0 is not None
+        return self.t0 + self.k * self.fmt.ptime_ms / 1000
+
+    @property
+    def period(self) -> float:
+        """Seconds between slots (the stream's ptime)."""
+        return self.fmt.ptime_ms / 1000
+
+    @property
+    def closed(self) -> bool:
+        """True once the stream is closed."""
+        return self.media.closed
+
+    def fire(self) -> None:
+        """Send the slot that is due (skipping slots missed by more than a frame)."""
+        media = self.media
+        if media.media is not self.fmt:  # adopted a new ptime: restart the schedule from here
+            self.t0, self.k, self.fmt = self.target, 0, media.media
+        period = self.fmt.ptime_ms / 1000
+        target = self.target
+        late = time.monotonic() - target
+        if late > period:
+            skipped = int(late // period)
+            media._counts["late_frames"] += skipped
+            SEND_LATENESS.skip(skipped)
+            self.k += skipped
+            target = self.target
+            late = time.monotonic() - target
+        media._send(media._outgoing(self.next_frame(target), self.fmt), late)
+        self.k += 1
 
 
 def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
@@ -404,14 +499,6 @@ def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
             sec, nsec = struct.unpack("qq", data[:16])
             return min(mono, mono - (real - (float(sec) + float(nsec) / 1e9)))
     return mono
-
-
-def _sleep_until(target: float, media: UnicastMedia) -> None:
-    """Sleep to ``target`` (monotonic s); the loop's cached clock is refreshed so timers do not fire late."""
-    hub = gevent.get_hub()
-    while not media.closed and (left := target - time.monotonic()) > 0:
-        hub.loop.update_now()
-        gevent.sleep(left)
 
 
 # ---------------------------------------------------------------- stall watch

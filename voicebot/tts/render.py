@@ -28,6 +28,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ from voicebot.dialog.flow import Flow, Node, Say
 from voicebot.tts.base import VoiceError
 from voicebot.tts.normalize import normalize_text
 from voicebot.tts.pack import Int16Array, VoicePack, active_dbfs, normalize_loudness, trim_silence
+
+LIVE_MEMO = 256  # live-synthesized pieces kept per cache (a few MB at 8 kHz)
 
 TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")  # same syntax as the dialog machine
 CACHE_FORMAT = 2  # bump when rendering changes so old cache files are not reused
@@ -267,7 +270,9 @@ class PromptCache:
         self.cache_dir = cache_dir
         self.synth_count = 0
         self.live_synth_count = 0
+        self.live_memo_hits = 0  # live pieces served from the LRU (synthesize_live)
         self._mem: dict[tuple[str, int], Int16Array] = {}
+        self._live: OrderedDict[tuple[str, int], Int16Array] = OrderedDict()  # live pieces (synthesize_live)
         self._lock = threading.Lock()
         self._fingerprint: str | None = None
         if cache_dir is not None:
@@ -368,6 +373,27 @@ class PromptCache:
         native = join_segments(sentences, voice.sample_rate) if sentences else np.zeros(0, dtype=np.int16)
         return resample(native, voice.sample_rate, rate)
 
+    def synthesize_live(self, text: str, rate: int) -> Int16Array:
+        """:meth:`synthesize` for a variable's value on a call, kept in an LRU of LIVE_MEMO pieces.
+
+        Values that are the same on every call of a campaign (agent, company, offer) are synthesized once per
+        process. ``live_synth_count`` counts live pieces as before; ``live_memo_hits`` those the LRU answered.
+        """
+        key = (text, rate)
+        with self._lock:
+            self.live_synth_count += 1
+            audio = self._live.get(key)
+            if audio is not None:
+                self._live.move_to_end(key)
+                self.live_memo_hits += 1
+                return audio
+        audio = self.synthesize(text, rate)
+        with self._lock:
+            self._live[key] = audio
+            while len(self._live) > LIVE_MEMO:
+                self._live.popitem(last=False)
+        return audio
+
     # ----------------------------------------------------------------------- dynamic text
 
     def render_dynamic(self, template: str, values: Mapping[str, str], rate: int,
@@ -406,9 +432,7 @@ class PromptCache:
             if recorded is not None:
                 yield resample(recorded, self.pack.sample_rate, rate), 0 if last else _pause_after(said), False
                 continue
-            with self._lock:
-                self.live_synth_count += 1
-            yield self.synthesize(said, rate), 0 if last else _pause_after(said), True
+            yield self.synthesize_live(said, rate), 0 if last else _pause_after(said), True
 
 
 def _pause_after(text: str) -> int:
