@@ -8,8 +8,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from voicebot.config import EngineConfig
 from voicebot.engine import Engine
+from voicebot.tts.render import PromptCache
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = ROOT / "examples" / "flows" / "lead_screening_en.yaml"
@@ -31,6 +34,17 @@ def engine_config(esl_port: int, tmp: Path, media_ports: tuple[int, int], **over
         media_ports=media_ports, shutdown_deadline_s=2)
     values.update(overrides)
     return EngineConfig(**values)
+
+
+def steady_speech(cache: PromptCache, text: str, rate: int = 8000) -> np.ndarray:
+    """``text`` synthesized with Piper's noise off: the same take every run, so tests do not hang on a lucky take."""
+    voice = cache.pack.voice
+    scales = voice.scales.copy()
+    voice.scales[0] = voice.scales[2] = 0.0  # noise_scale, noise_w
+    try:
+        return cache.synthesize(text, rate)
+    finally:
+        voice.scales = scales
 
 
 @contextmanager

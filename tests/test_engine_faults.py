@@ -17,7 +17,7 @@ import gevent.socket
 import numpy as np
 import pytest
 
-from tests.engine_support import PASSWORD, engine_config, free_port, running_engine
+from tests.engine_support import PASSWORD, engine_config, free_port, running_engine, steady_speech
 from voicebot.call import CallSession
 from voicebot.engine import Engine
 from voicebot.esl.double import ArrayAudio, FreeSwitchDouble, MediaFaults
@@ -47,9 +47,8 @@ def silence(seconds: float = 1.0) -> ArrayAudio:
 
 
 def speech(engine: Engine, text: str) -> np.ndarray:
-    """The caller's words, synthesized at 8 kHz."""
-    pipeline = next(iter(engine.pipelines.values()))
-    return pipeline.cache.synthesize(text, 8000)
+    """The caller's words, synthesized at 8 kHz (the same take every run)."""
+    return steady_speech(next(iter(engine.pipelines.values())).cache, text)
 
 
 def call(fs: FreeSwitchDouble, engine: Engine, caller: Any = None) -> str:
