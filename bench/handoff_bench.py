@@ -132,21 +132,32 @@ def stats(values: list[float]) -> dict[str, float | int]:
             "p95": round(float(np.percentile(arr, 95)), 1), "max": round(float(arr.max()), 1)}
 
 
+SCENARIOS = {"talk": ("talk", (43600, 43699)), "bridge": ("bridge", (43700, 43799)),
+             "no_agent": ("bridge", (43800, 43899))}
+
+
+def scenario_rows(scenario: str, args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
+    """``args.calls`` handoffs of one scenario with a double and an engine of their own."""
+    mode, ports = SCENARIOS[scenario]
+    with FreeSwitchDouble(password=PASSWORD) as fs:
+        fs.set_endpoint("user/1001", ring_s=args.ring_s if scenario == "no_agent" else 0.3)
+        engine = engine_for(fs, tmp, mode, ports)
+        try:
+            rows = [one_handoff(fs, engine, scenario, args) for _ in range(args.calls)]
+        finally:
+            engine.shutdown()
+        fs.assert_no_crash()
+    return rows
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"calls": args.calls, "ring_s": args.ring_s, "commit": _commit(),
                                "date": time.strftime("%Y-%m-%d"), "load_avg": os.getloadavg()[0]}
-    with tempfile.TemporaryDirectory() as tmp, FreeSwitchDouble(password=PASSWORD) as fs:
-        for scenario, mode, ports in (("talk", "talk", (43600, 43699)), ("bridge", "bridge", (43700, 43799)),
-                                      ("no_agent", "bridge", (43800, 43899))):
-            fs.set_endpoint("user/1001", ring_s=args.ring_s if scenario == "no_agent" else 0.3)
-            engine = engine_for(fs, Path(tmp), mode, ports)
-            try:
-                rows = [one_handoff(fs, engine, scenario, args) for _ in range(args.calls)]
-            finally:
-                engine.shutdown()
+    with tempfile.TemporaryDirectory() as tmp:
+        for scenario in SCENARIOS:
+            rows = scenario_rows(scenario, args, Path(tmp))
             results[scenario] = {key: stats([r[key] for r in rows if key in r]) for key in rows[0]}
             results[scenario]["raw"] = rows
-            fs.assert_no_crash()
     return results
 
 

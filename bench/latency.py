@@ -32,7 +32,7 @@ Figures (p50, p95, p99, max; ms):
 - TTS time to first audio: ``play.tts_first_ms`` of prompts with variables
   (synthesized live, sentence by sentence) and of ready-made (cached) prompts;
 - handoff: decision → first agent audio at the caller, from
-  :func:`measure_handoffs` (the hook is filled when the handoff exists).
+  :func:`measure_handoffs` (bench/handoff_bench.py's talk-mode scenario).
 
 Output: a table on stdout, ``bench/results/latency.json``, and
 ``bench/results/latency.png`` (one CDF per figure, with the 200 ms human
@@ -77,16 +77,19 @@ FIGURES = {  # key in the summary → (panel title, curve label)
 
 
 def measure_handoffs(fs: DoubleHost, engine: Any, lines: dict[str, fsbench.Line], calls: int) -> list[dict[str, Any]]:
-    """HOOK (issue 7, the handoff): run ``calls`` calls that reach the handoff and return one dict per handoff.
+    """Issue 7's figure: decision → first agent audio at the caller's ear, for a listening agent (talk mode).
 
-    Each dict: ``{"handoff_ms": decision → first agent audio at the caller's ear,
-    "bridge_ms": decision → CHANNEL_BRIDGE (optional), "call": uuid}``. The
-    figures, table, JSON and PNG pick ``handoff_ms`` up as soon as this returns
-    data. ``fs.run("module:function", ...)`` runs a function inside the
-    double's process (with the double and the callers) when the ear's side
-    needs it. Until the handoff is built this returns [] (no figure).
+    Measured by bench/handoff_bench.py's ``talk`` scenario, which needs agent
+    endpoints and the handoff flow: it runs its own double and engine in this
+    process (``fs``, ``engine`` and ``lines`` are not used). The bridge and
+    no-agent scenarios are in bench/handoff_bench.py's own results.
     """
-    return []
+    import handoff_bench
+
+    args = argparse.Namespace(calls=calls, ring_s=0.3, wait_s=1.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = handoff_bench.scenario_rows("talk", args, Path(tmp))
+    return [{"handoff_ms": row["decision_to_agent_ms"], "gap_ms": row["gap_ms"]} for row in rows]
 
 
 # ---------------------------------------------------------------- one call
@@ -155,7 +158,7 @@ def print_report(rows: list[dict[str, Any]], figures: dict[str, dict[str, Any]],
         if s["n"] or not name.startswith("handoff"):
             print(f"{name:<58} {s['n']:>4} {fmt(s['p50']):>7} {fmt(s['p95']):>7} {fmt(s['p99']):>7} {fmt(s['max']):>7}")
     if not figures["handoff_ms"]["n"]:
-        print(f"{'handoff_ms':<58} {'-':>4}  (measure_handoffs() returned nothing: the handoff is not built yet)")
+        print(f"{'handoff_ms':<58} {'-':>4}  (measure_handoffs() returned nothing)")
 
 
 def draw_cdfs(values: dict[str, list[float]], path: Path, title: str) -> None:
