@@ -56,7 +56,7 @@ def test_latency_smoke_has_every_figure_with_plausible_values(results: dict[str,
     assert 50 <= figures["response_engine_ms"]["p50"] <= 3000
     assert 0 <= figures["barge_in_ear_ms"]["p95"] <= 1500 and 0 <= figures["barge_in_engine_ms"]["p95"] <= 1500
     assert figures["asr_final_ms"]["p50"] >= 100  # at least part of the end-of-turn silence is waited for
-    assert "handoff_ms" in figures  # filled once measure_handoffs() returns data
+    assert figures["handoff_ms"]["n"] == 2 and figures["handoff_ms"]["max"] < 100, "talk-mode handoffs, one per call"
     human = [line for call in data["calls"] for line in call["lines"] if line["source"].startswith("human:")]
     assert len(human) == 2 and all(line["response_ms"] is not None for line in human)
     png = (results["folder"] / "latency.png").read_bytes()
