@@ -19,18 +19,24 @@ here. Criteria of the hearing issue, one section each:
    default Piper voice; the human clips (Debian pocketsphinx-testdata) say
    nothing the flow knows, so they are off-script turns expecting "none". Every
    miss is listed with what ASR heard and what the matcher makes of the
-   reference text (so ASR errors and matcher errors are told apart).
+   reference text (so ASR errors and matcher errors are told apart). A what-if
+   table replays each turn's first final under other rejection thresholds
+   (PocketSphinx's off-script ``fit`` and the word posterior under which a word
+   is [unk]): correct / false accepts / false rejects.
 2. Barge-in: real caller lines start ``at_ms`` into a prompt of a node with the
-   default policy; latency = timeline ``pause`` (or ``stop``, when a partial
-   met min_words in the same frame) - true speech onset; the same lines are
-   also said over the bot's echo and ``QUIET_DB`` quieter. False
-   barge-ins: backchannels, coughs, clicks, white/pink line noise and the bot's
-   own echo over the prompt; a *false barge-in* is a confirmed ``stop`` of the
-   prompt (the machine's StopPlayback); a pause that resumes is a *hesitation*.
+   default policy; latency = timeline ``pause`` (or ``stop``, if it came first)
+   - true speech onset; the same lines are also said over the bot's echo and
+   ``QUIET_DB`` quieter. The confirmed stop (the machine's StopPlayback) comes
+   later, once the words make it a request (two key words in a partial, or the
+   final): the bot is already silent by then. False barge-ins: backchannels,
+   coughs, clicks, white/pink line noise and the bot's own echo over the
+   prompt; a *false barge-in* is a confirmed ``stop`` of the prompt; a pause
+   that resumes is a *hesitation*.
 3. End of turn: true end of speech -> ``final`` entry (compute included), split
    by ``speech_end`` reason (early: the partial already matched an intent with a
-   high score; silence: the node's end_silence_ms). Turns the VAD cut at an
-   inner pause before the caller finished are counted apart, not timed.
+   high score; silence: the node's end_silence_ms; held: the partial ended in a
+   filler or conjunction, so the end silence was longer). Turns the VAD cut at
+   an inner pause before the caller finished are counted apart, not timed.
 4. ASR finish compute (``final.compute_ms``) per turn, p50/p95. The ASR cost
    study itself is bench/asr_bench.py.
 
@@ -42,8 +48,9 @@ spread. Compute time charged to the virtual clock can also move an event by a
 
 Options change the pipeline for what-if runs (``--end-silence-ms``,
 ``--min-speech-ms``, ``--min-words``, ``--early-end-silence-ms``,
-``--early-end-score``, ``--echo-loss-db``, ``--vad``, ``--no-hints``,
-``--extra-hints``); the results file records them. Results:
+``--early-end-score``, ``--echo-loss-db``, ``--turn FIELD=VALUE`` for any
+:class:`TurnSettings` field, ``--vad``, ``--no-hints``, ``--extra-hints``); the
+results file records them. Results:
 ``bench/results/hearing.json`` (or ``--json``).
 """
 
@@ -53,6 +60,7 @@ import argparse
 import hashlib
 import io
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -66,6 +74,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from voicebot import yamlutil  # noqa: E402
+from voicebot.asr.base import AsrResult  # noqa: E402
+from voicebot.asr.pocketsphinx_asr import OFFSCRIPT_MIN_SPEECH_S, sure_text  # noqa: E402
 from voicebot.asr.turns import TurnSettings  # noqa: E402
 from voicebot.audio.frame import AudioFrame  # noqa: E402
 from voicebot.audio.wav import read_wav, write_wav  # noqa: E402
@@ -245,6 +255,8 @@ class Run:
     prompt_over: bool  # the first prompt had finished (naturally) before the clip's onset
     wall_s: float
     echo_rejected: int = 0  # voiced caller frames the echo gate took for the bot's echo
+    echo_learned: tuple[int, float] | None = None  # the echo gate's learned (delay ms, gain dB) at the end
+    finals: list[AsrResult] = field(default_factory=list)  # what the recogniser returned, turn by turn
 
 
 class Bench:
@@ -263,6 +275,7 @@ class Bench:
         session = self._at[node].session(charge_compute=True, handoff=AgentModel())
         if self.no_hints or self.extra_hints:
             session.asr = _Hints(session.asr, None if self.no_hints else self.extra_hints)
+        session.asr = _Finals(session.asr)
         return session
 
     def run(self, case: Case, max_s: float = 60.0) -> Run:
@@ -318,7 +331,8 @@ class Bench:
         onset = clip_start + bounds[0] if clip_start is not None else None
         end = clip_start + bounds[1] if clip_start is not None else None
         return Run(case, list(session.timeline.entries), turns, clip_start, onset, end, first_play, bot_started,
-                   prompt_over, time.perf_counter() - wall, session.turns.echo_rejected)
+                   prompt_over, time.perf_counter() - wall, session.turns.echo_rejected, _echo_learned(session),
+                   list(session.asr.finals))
 
     @staticmethod
     def _done(case: Case, session: CallSession, clip_start: float | None, bounds: tuple[float, float],
@@ -337,6 +351,30 @@ class Bench:
         playing = session.player.play_id == first_play and first_play is not None
         clip_said = case.clip is None or (clip_start is not None and t > clip_start + len(case.clip) / RATE + 1.0)
         return first_play is not None and not playing and clip_said
+
+
+def _echo_learned(session: CallSession) -> tuple[int, float] | None:
+    """The echo gate's learned echo path (delay in ms, gain in dB), or None while it still uses its fallback."""
+    gate = session.turns.echo
+    if gate.delay_frames is None or gate.learned < gate.learn_frames:
+        return None
+    return round(gate.delay_ms), round(10 * float(np.log10(max(gate.gain, 1e-12))), 1)
+
+
+class _Finals:
+    """An ASR stream that keeps every final it returns (for the rejection what-ifs)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.finals: list[AsrResult] = []
+
+    def finish(self) -> AsrResult:
+        result: AsrResult = self._inner.finish()
+        self.finals.append(result)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 class _Hints:
@@ -368,6 +406,16 @@ def flow_with(flow: Flow, end_silence_ms: int | None, min_speech_ms: int | None,
             node = replace(node, barge_in=replace(node.barge_in, min_words=min_words))
         nodes[node_id] = node
     return replace(flow, nodes=nodes)
+
+
+def turn_with(turn: TurnSettings, assignments: list[str]) -> TurnSettings:
+    """``turn`` with FIELD=VALUE assignments applied (values converted to the field's type)."""
+    for item in assignments:
+        name, _, value = item.partition("=")
+        if name not in vars(turn):
+            raise SystemExit(f"--turn {item}: TurnSettings has no field {name!r}; fields: {', '.join(vars(turn))}")
+        turn = replace(turn, **{name: type(getattr(turn, name))(value)})
+    return turn
 
 
 def intent_cases(spec: dict[str, Any], audio: CallerAudio, quick: bool) -> list[Case]:
@@ -473,6 +521,21 @@ def after(entries: list[dict[str, Any]], kind: str, since: float) -> list[dict[s
     return [e for e in entries if e["kind"] == kind and e["t"] >= since - 1e-9]
 
 
+WHATIF_FIT = (None, -20.0, -18.0, -17.0, -16.0, -15.0, -14.0)  # off-script rejection thresholds (fit below: none)
+WHATIF_POSTERIOR = (0.0, 0.2, 0.3, 0.4)  # word posterior below which a word is [unk]
+
+
+def rejection_intent(reference: DialogMachine, node: str, final: AsrResult, fit: float | None, posterior: float) -> str:
+    """The intent the first final would give with these rejection thresholds (same words, same fit, same rules)."""
+    speech_s = sum(w.end_s - w.start_s for w in final.words)
+    if fit is not None and final.fit is not None and final.fit < fit and speech_s >= OFFSCRIPT_MIN_SPEECH_S:
+        return "none"
+    hints = [" ".join(re.findall(r"[a-z0-9']+", h.lower()))
+             for h in reference.matcher.hint_phrases(reference._allowed_intents(reference.flow.nodes[node]))]
+    text = sure_text(final.words, hints, posterior) if final.words else final.text
+    return text_intent(reference, node, text)
+
+
 def analyse_intent(run: Run, reference: DialogMachine) -> dict[str, Any]:
     case = run.case
     heard = [e["text"] for e in after(run.entries, "final", run.clip_start or 0.0)]
@@ -487,7 +550,11 @@ def analyse_intent(run: Run, reference: DialogMachine) -> dict[str, Any]:
         "text_intent": text_intent(reference, case.node, case.ref_text) if case.source == "synth" else "none",
         "onset_s": run.onset, "end_s": run.end, "wall_s": round(run.wall_s, 3),
         "inner_pause_ms": longest_pause_ms(case.clip) if case.clip is not None else 0,
+        "fit": round(run.finals[0].fit, 2) if run.finals and run.finals[0].fit is not None else None,
+        "words": [(w.text, round(w.confidence, 2)) for w in run.finals[0].words] if run.finals else [],
     }
+    record["whatif"] = {f"{fit}|{post}": rejection_intent(reference, case.node, run.finals[0], fit, post)
+                        for fit in WHATIF_FIT for post in WHATIF_POSTERIOR} if run.finals else {}
     if ends and finals and run.end is not None:
         end, final = ends[0], finals[0]
         record["speech_end_reason"] = end.get("reason")
@@ -519,7 +586,8 @@ def analyse_barge(run: Run) -> dict[str, Any]:
         "via": "pause" if pauses and (not stops or pauses[0]["t"] <= stops[0]["t"]) else ("stop" if stops else None),
         "stop_ms": round(1000 * (stops[0]["t"] - run.onset)) if stops and run.onset is not None else None,
         "heard": heard, "intent": (turn.intent or "none") if turn is not None else None,
-        "echo_rejected": run.echo_rejected, "level_dbfs": round(active_dbfs(case.clip), 1) if case.clip is not None else None,
+        "echo_rejected": run.echo_rejected, "echo_learned": run.echo_learned,
+        "level_dbfs": round(active_dbfs(case.clip), 1) if case.clip is not None else None,
         "wall_s": round(run.wall_s, 3),
     }
     return record
@@ -543,7 +611,7 @@ def analyse_false(run: Run) -> dict[str, Any]:
         "prompt_over": run.prompt_over, "pauses": len(pauses), "resumes": len(resumes), "stopped": bool(stops),
         "speech_starts": len([e for e in run.entries if e["kind"] == "speech_start" and e["t"] >= prompt_start]),
         "heard": [e["text"] for e in finals if e["text"]],
-        "wall_s": round(run.wall_s, 3),
+        "echo_learned": run.echo_learned, "wall_s": round(run.wall_s, 3),
     }
 
 
@@ -587,14 +655,31 @@ def report_intents(records: list[dict[str, Any]]) -> dict[str, Any]:
         more = f" (then {r['finals'][1:]!r})" if len(r["finals"]) > 1 else ""
         print(f"    [{r['node']}] {r['source']}: said {said!r}  expected {r['expect']}, got {r['got']}; "
               f"ASR heard {r['heard']!r}{more}  -> {cause}" + (f" [{r['label']}]" if r["source"] == "human" else ""))
-    gate = {}
-    for threshold in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
-        gated = sum((r["got"] if (r["confidence"] or 0.0) >= threshold else "none") == r["expect"] for r in records)
-        gate[threshold] = gated
-    print("  what-if, same transcripts: a final with confidence below t matches no intent: "
-          + ", ".join(f"t={t:g} {v}/{n}" for t, v in gate.items()))
+    gate = report_rejection(records)
     return {"ok": ok, "n": n, "accuracy": round(acc, 4), "by_source": by_source, "verdict": verdict,
-            "confidence_gate": gate}
+            "rejection_whatif": gate}
+
+
+def report_rejection(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What-if table: the same first finals under other off-script (fit) and word-posterior thresholds."""
+    timed = [r for r in records if r["whatif"]]
+    print(f"  what-if, same audio and words ({len(timed)} turns with a final): correct / false accepts (off-script "
+          "matched an intent) / false rejects (an intent turn matched none) by off-script fit threshold (rows) "
+          "and word posterior for [unk] (columns):")
+    print("    fit \\ posterior " + "".join(f"{p:>14g}" for p in WHATIF_POSTERIOR))
+    table: dict[str, Any] = {}
+    for fit in WHATIF_FIT:
+        cells = []
+        for post in WHATIF_POSTERIOR:
+            key = f"{fit}|{post}"
+            got = [(r["whatif"][key], r["expect"]) for r in timed]
+            ok = sum(g == e for g, e in got)
+            fa = sum(e == "none" and g != "none" for g, e in got)
+            fr = sum(e != "none" and g == "none" for g, e in got)
+            table[key] = {"ok": ok, "false_accepts": fa, "false_rejects": fr}
+            cells.append(f"{ok:>6}/{fa}/{fr}".rjust(14))
+        print(f"    {'off' if fit is None else f'{fit:g}':>17} " + "".join(cells))
+    return table
 
 
 def report_barge(barges: list[dict[str, Any]], falses: list[dict[str, Any]], policy: str, prompt_dbfs: float,
@@ -615,13 +700,16 @@ def report_barge(barges: list[dict[str, Any]], falses: list[dict[str, Any]], pol
     print(f"barge-in latency (true speech onset -> bot pauses, or stops if that comes first): {fmt(lat)}  "
           f"(target p95 <= {TARGET_BARGE_P95_MS} ms): {verdict}")
     print(f"  caller lines at {level['p50']} dBFS (speech-active RMS, p50) over prompts at "
-          f"{prompt_dbfs:g} dBFS; echo gate (bot level - {echo_loss_db:g} dB) rejected caller frames in "
-          f"{sum(b['echo_rejected'] > 0 for b in clean)}/{len(clean)} "
+          f"{prompt_dbfs:g} dBFS; echo gate (learned echo path, bot level - {echo_loss_db:g} dB until learned) "
+          f"rejected caller frames in {sum(b['echo_rejected'] > 0 for b in clean)}/{len(clean)} "
           f"(max {max((b['echo_rejected'] for b in clean), default=0)} frames)")
-    print(f"  same lines with the bot's echo on the line: {fmt(lat_echo)}")
+    learned = Counter(str(tuple(b["echo_learned"])) if b["echo_learned"] else "not learned" for b in echoed)
+    print(f"  same lines with the bot's echo on the line: {fmt(lat_echo)}; learned (delay ms, gain dB): "
+          + ", ".join(f"{k} x{v}" for k, v in learned.most_common()))
     print(f"  same lines {-QUIET_DB} dB quieter: {fmt(lat_quiet)}; echo gate rejected frames in "
           f"{sum(b['echo_rejected'] > 0 for b in quiet)}/{len(quiet)}")
-    print(f"  onset -> confirmed stop (min_words met on a partial): {fmt(stop_lat)}")
+    print(f"  onset -> confirmed stop (words made it a request: partial or final; the bot was silent already): "
+          f"{fmt(stop_lat)}")
     print(f"  real interruptions: {len(valid)} ({len(barges) - len(valid)} skipped: prompt already over); "
           f"never paused: {len(not_paused)}; paused but not stopped (resumed): {len(not_stopped)}")
     for b in not_paused + not_stopped:
@@ -667,17 +755,19 @@ def report_eot(records: list[dict[str, Any]], end_silence: dict[str, int], turn:
     all_stats = pct([r["eot_ms"] for r in timed])
     early = pct([r["eot_ms"] for r in timed if r["speech_end_reason"] == "early"])
     silence = pct([r["eot_ms"] for r in timed if r["speech_end_reason"] == "silence"])
-    other = [r for r in timed if r["speech_end_reason"] not in ("early", "silence")]
+    held = pct([r["eot_ms"] for r in timed if r["speech_end_reason"] == "held"])
+    other = [r for r in timed if r["speech_end_reason"] not in ("early", "silence", "held")]
     vad = pct([r["vad_end_ms"] for r in timed])
     split = [r for r in records if r["split"]]
     verdict = "PASS" if all_stats["n"] and all_stats["p50"] <= TARGET_EOT_P50_MS else "FAIL"
     silences = sorted(set(end_silence.values()))
     print("\n== 3. end of turn: true end of speech -> final transcript (ASR compute charged) ==")
     print(f"end of turn: all {fmt(all_stats)}  (target p50 <= {TARGET_EOT_P50_MS} ms): {verdict}")
-    print(f"  early end-of-turn fired ({turn.early_end_silence_ms} ms silence, partial scored >= {turn.early_end_score}): "
-          f"{fmt(early)}")
+    print(f"  early end-of-turn fired ({turn.early_end_silence_ms} ms silence, partial scored >= {turn.early_end_score}, "
+          f">= {turn.early_end_min_words} words or stable {turn.early_end_stable_ms} ms): {fmt(early)}")
     print(f"  end silence ({'/'.join(map(str, silences))} ms, the nodes' end_silence_ms): {fmt(silence)}"
           + (f";  other reasons: {len(other)}" if other else ""))
+    print(f"  held (partial ended in a filler/conjunction: end silence + {turn.hold_extra_ms} ms): {fmt(held)}")
     print(f"  VAD's last voiced frame vs true end: {fmt(vad)};  turns cut at an inner pause (not timed): {len(split)} "
           f"({sum(r['source'] == 'human' for r in split)} human)")
     for source, name in (("synth", "synthesized"), ("human", "human")):
@@ -686,7 +776,8 @@ def report_eot(records: list[dict[str, Any]], end_silence: dict[str, int], turn:
             print(f"  longest pause inside each {name} caller line (audio < -40 dBFS): {fmt(pct(pauses))}; "
                   f">= {min(silences)} ms in {sum(p >= min(silences) for p in pauses)}, "
                   f">= {turn.early_end_silence_ms} ms in {sum(p >= turn.early_end_silence_ms for p in pauses)}")
-    return {"all": all_stats, "early": early, "silence": silence, "vad_end": vad, "split": len(split), "verdict": verdict}
+    return {"all": all_stats, "early": early, "silence": silence, "held": held, "vad_end": vad, "split": len(split),
+            "verdict": verdict}
 
 
 def report_compute(records: list[dict[str, Any]], barges: list[dict[str, Any]], entries_compute: list[int]) -> dict[str, Any]:
@@ -711,6 +802,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--early-end-silence-ms", type=int, help="what-if: TurnSettings.early_end_silence_ms")
     parser.add_argument("--early-end-score", type=float, help="what-if: TurnSettings.early_end_score")
     parser.add_argument("--echo-loss-db", type=float, help="what-if: TurnSettings.echo_return_loss_db")
+    parser.add_argument("--turn", action="append", default=[], metavar="FIELD=VALUE",
+                        help="what-if: any TurnSettings field, e.g. --turn partial_min_words=1 (repeatable)")
     parser.add_argument("--vad", choices=("webrtc", "silero"), default="webrtc")
     parser.add_argument("--no-hints", action="store_true", help="what-if: decode with the full LM, no node hints")
     parser.add_argument("--extra-hints", default="", help="what-if: comma-separated phrases added to every node's hints")
@@ -731,6 +824,7 @@ def main(argv: list[str] | None = None) -> int:
         turn = replace(turn, early_end_score=args.early_end_score)
     if args.echo_loss_db is not None:
         turn = replace(turn, echo_return_loss_db=args.echo_loss_db)
+    turn = turn_with(turn, args.turn)
     config = PipelineConfig(rate=RATE, vad=args.vad, vad_options={} if args.vad == "silero" else {"aggressiveness": 2},
                             cache_dir=PROMPT_CACHE, turn=turn)
     pipeline = load_pipeline(flow, config)

@@ -8,14 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
-from voicebot.asr.base import AsrResult, ModelError
-from voicebot.asr.pocketsphinx_asr import PocketsphinxModel, PocketsphinxStream
+from voicebot.asr.base import UNK, AsrResult, ModelError, Word
+from voicebot.asr.pocketsphinx_asr import PocketsphinxModel, PocketsphinxStream, hint_lm_text, spell, sure_text
 from voicebot.asr.registry import AsrConfig, load_asr
 from voicebot.audio.frame import AudioFrame
 from voicebot.audio.resample import resample
+from voicebot.dialog.loader import load_flow
+from voicebot.dialog.machine import build_matcher
 
 DATA = Path("/usr/share/pocketsphinx/test/data")
+ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="pocketsphinx-testdata is not installed")
 HINTS = ["yes", "no", "not interested", "stop calling me", "tell me more", "send me a text message"]
 
@@ -168,3 +172,95 @@ def test_a_closed_stream_hands_its_full_lm_decoder_to_the_next(model: Pocketsphi
     second.close()
     with pytest.raises(RuntimeError, match="closed"):
         second.accept(AudioFrame.silence(8000))
+
+
+def test_every_hint_word_of_the_example_flow_can_be_pronounced(model: PocketsphinxModel) -> None:
+    flow = load_flow(ROOT / "examples" / "flows" / "lead_screening_en.yaml")
+    phrases = build_matcher(flow).hint_phrases()
+    kept, dropped = model.vocabulary(phrases)
+    assert dropped == [] and "wechat" in kept  # "wechat" is not in the bundled dictionary: EXTRA_PRONUNCIATIONS
+    assert all(w in model.pronunciations for phrase in kept for w in phrase.split())
+
+
+def test_whatsapp_is_said_with_app_and_a_split_hint_does_not_compete_with_it(model: PocketsphinxModel) -> None:
+    assert "W AH T S AE P" in model.pronunciations["whatsapp"]
+    assert "W AH T S AA P" not in model.pronunciations["whatsapp"]  # the dictionary's own entry rhymes with "sop"
+    assert model.vocabulary(["whatsapp", "whats app", "add you"]) == (["whatsapp", "add you"], [])
+
+
+def test_words_missing_from_the_dictionary_are_spelled_from_its_words_or_dropped() -> None:
+    prons = {"call": ["K AO L"], "back": ["B AE K"], "ca": ["K AA"], "llback": ["B AE K"], "we": ["W IY"],
+             "chat": ["CH AE T"], "a": ["AH"]}
+    assert spell("callback", prons) == ["K AO L B AE K"]  # two parts: the split with the most phones
+    assert spell("wechatback", prons) == ["W IY CH AE T B AE K"]  # three parts
+    assert spell("achat", prons) == []  # parts of one letter do not count
+    assert spell("xyzzy", prons) == []
+
+
+def test_unpronounceable_hint_words_are_logged(model: PocketsphinxModel) -> None:
+    stream = model.stream(8000)
+    with capture_logs() as logs:
+        stream.set_hints(["yes", "qwrtzx please"])
+    assert [e["words"] for e in logs if e["event"] == "asr.hint_words_unknown"] == [["qwrtzx"]]
+    assert stream._hints == ["yes", "please"]
+
+
+def test_backchannels_and_call_back_times_are_in_the_hint_language_model() -> None:
+    arpa = hint_lm_text(["yes", "no"])
+    unigrams = {line.split()[1] for line in arpa.split("\\2-grams:")[0].splitlines() if len(line.split()) >= 2}
+    assert {"uh", "huh", "mm", "hmm", "mhm", "um", "okay", "yeah"} <= unigrams
+    assert {"tomorrow", "evening", "monday", "seven", "o'clock"} <= unigrams
+
+
+def test_unsure_words_of_a_final_come_out_as_unk(model: PocketsphinxModel) -> None:
+    audio = load_wav("cards/001.wav", 8000)  # "ten of clubs", none of it a hint: short, so not rejected whole
+    final = decode(model.stream(8000, HINTS), audio, 8000)[1]
+    unsure = [w for w in final.words if w.confidence < model.min_word_posterior]
+    assert unsure and final.text.split().count(UNK) == len(unsure)
+    assert [t for t in final.text.split() if t != UNK] == [w.text for w in final.words if w not in unsure]
+
+
+@pytest.mark.parametrize("name", ["librivox/sense_and_sensibility_01_austen_64kb-0870.wav",
+                                  "librivox/sense_and_sensibility_01_austen_64kb-0920.wav"])
+def test_long_off_script_speech_is_rejected_whole(model: PocketsphinxModel, name: str) -> None:
+    """Read-aloud Austen with a greeting node's hints: the hint LM bends it into hint words; a phone loop fits far better."""
+    flow = load_flow(ROOT / "examples" / "flows" / "lead_screening_en.yaml")
+    hints = build_matcher(flow).hint_phrases()
+    final = decode(model.stream(8000, hints), load_wav(name, 8000), 8000)[1]
+    assert final.fit is not None and model.offscript_score is not None and final.fit < model.offscript_score
+    assert set(final.text.split()) == {UNK} and final.confidence == 0.0
+    assert len(final.words) >= 10  # what it heard is kept
+
+
+def test_hinted_speech_fits_and_is_kept(model: PocketsphinxModel) -> None:
+    final = decode(model.stream(8000, [*HINTS, "go forward ten meters"]), load_raw("goforward.raw", 8000), 8000)[1]
+    assert final.fit is not None and model.offscript_score is not None and final.fit > model.offscript_score
+    assert final.text == "go forward ten meters"
+    unhinted = decode(model.stream(8000), load_raw("goforward.raw", 8000), 8000)[1]
+    assert unhinted.fit is None  # the full LM has no hints to measure
+
+
+def test_off_script_rejection_can_be_switched_off() -> None:
+    model = PocketsphinxModel(offscript_score=None)
+    flow = load_flow(ROOT / "examples" / "flows" / "lead_screening_en.yaml")
+    audio = load_wav("librivox/sense_and_sensibility_01_austen_64kb-0920.wav", 8000)
+    final = decode(model.stream(8000, build_matcher(flow).hint_phrases()), audio, 8000)[1]
+    assert final.fit is None and set(final.text.split()) != {UNK}
+
+
+def test_the_phone_loop_runs_only_for_turns_long_enough_to_judge(model: PocketsphinxModel) -> None:
+    stream = model.stream(8000, HINTS)
+    short = decode(stream, load_wav("cards/001.wav", 8000)[: 8000 * 9 // 10], 8000)[1]  # 0.9 s
+    assert short.fit is None and stream._phones.decoder is None  # never started: no cost for short answers
+    long = decode(stream, load_wav("librivox/sense_and_sensibility_01_austen_64kb-0880.wav", 8000), 8000)[1]
+    assert long.fit is not None and stream._phones.decoder is not None
+    stream.close()
+
+
+def test_a_hint_phrase_is_judged_by_its_mean_posterior() -> None:
+    words = [Word("wait", 0.0, 0.2, 0.8), Word("stop", 0.2, 0.5, 0.03), Word("calling", 0.5, 0.9, 0.99),
+             Word("me", 0.9, 1.0, 0.16)]
+    assert sure_text(words, ["stop calling", "yes"], 0.3) == "wait stop calling [unk]"
+    assert sure_text(words, ["yes"], 0.3) == "wait [unk] calling [unk]"
+    weak = [Word("add", 0.0, 0.2, 0.1), Word("you", 0.2, 0.4, 0.3)]
+    assert sure_text(weak, ["add you"], 0.3) == "[unk] you"  # the phrase's mean (0.2) is below the floor too

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from voicebot.asr.base import AsrResult, ModelError
 from voicebot.asr.registry import AsrConfig, load_asr
 from voicebot.asr.vosk_asr import UNK, VoskModel, VoskStream, check_model_dir, default_korean_model_dir
 from voicebot.audio.frame import AudioFrame
 from voicebot.audio.resample import resample
+from voicebot.dialog.backchannel import BACKCHANNELS
 
 DATA = Path("/usr/share/pocketsphinx/test/data")
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="pocketsphinx-testdata is not installed")
@@ -111,6 +113,18 @@ def test_hints_become_a_grammar_with_unk(model: VoskModel) -> None:
     stream.set_hints([])  # back to free decoding from the next turn
     decode(stream, np.zeros(1600, dtype=np.int16), 8000)
     assert stream._grammar == "[]"
+
+
+def test_the_languages_backchannels_join_the_grammar_when_the_model_knows_them(
+        model: VoskModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert model.fillers() == []  # no Korean backchannel list: the grammar is the hints alone
+    monkeypatch.setitem(BACKCHANNELS, "ko", frozenset({"음", "어", "zzqq-xx"}))
+    assert model.knows("음") and not model.knows("zzqq")
+    with capture_logs() as logs:
+        grammar = model.grammar(["네", "아니요"])
+    assert grammar is not None and json.loads(grammar) == ["네", "아니요", *model.fillers(), "<UNK>"]
+    assert "음" in model.fillers() and "zzqq xx" not in model.fillers()
+    assert not [e for e in logs if e["event"] == "asr.hint_words_unknown"]  # an unknown filler is no warning
 
 
 def test_closed_streams_hand_their_recogniser_to_the_next(model: VoskModel) -> None:

@@ -36,3 +36,15 @@ def test_quick_run_prints_every_section(tmp_path: Path) -> None:
     assert results["intent_turns"] and results["barge_ins"] and results["false_barge_ins"]
     assert {r["source"] for r in results["intent_turns"]} == {"synth", "human"}
     assert all(r["expect"] == "none" for r in results["intent_turns"] if r["source"] == "human")
+
+
+def test_turn_settings_what_ifs_are_typed_and_checked() -> None:
+    sys.path.insert(0, str(BENCH.parent))
+    import hearing_bench
+
+    from voicebot.asr.turns import TurnSettings
+
+    turn = hearing_bench.turn_with(TurnSettings(), ["partial_min_words=1", "early_end_score=0.75"])
+    assert turn.partial_min_words == 1 and turn.early_end_score == 0.75 and isinstance(turn.partial_min_words, int)
+    with pytest.raises(SystemExit, match="no field 'nonsense'"):
+        hearing_bench.turn_with(TurnSettings(), ["nonsense=1"])

@@ -360,3 +360,23 @@ def test_match_never_raises_on_dense_keyword_text(text: str) -> None:
     for language, intents in (("en", EN_INTENTS), ("zh", ZH_INTENTS)):
         for match in IntentMatcher(intents, language).match(text):
             assert 0.0 <= match.score <= 1.0
+
+
+def test_fillers_and_unrecognised_words_match_no_intent_of_the_example_flows() -> None:
+    """The recogniser hears backchannels as themselves (they are in its hints) and unsure words as [unk]: neither may
+    turn into an intent ("mm-hmm" is not "no", "[unk]" is not "unknown")."""
+    from pathlib import Path
+
+    from voicebot.dialog.backchannel import BACKCHANNELS
+    from voicebot.dialog.loader import load_flow
+    from voicebot.dialog.machine import build_matcher
+
+    root = Path(__file__).resolve().parent.parent / "examples" / "flows"
+    answers = {"ok", "okay", "yeah", "yep", "sure", "right", "alright", "all right", "got it", "cool", "i see",
+               "对", "对对", "对对对", "好", "好好", "是", "是是", "行", "明白", "嗯嗯"}  # backchannels that answer too
+    for name, language in (("lead_screening_en.yaml", "en"), ("lead_screening_zh.yaml", "zh")):
+        matcher = build_matcher(load_flow(root / name))
+        fillers = sorted(BACKCHANNELS[language] - answers)
+        assert len(fillers) >= 8
+        for text in [*fillers, "[unk]", "[unk] [unk]", f"{fillers[0]} [unk]"]:
+            assert matcher.best(text, None, 0.5) is None, (name, text)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import replace
 
 from voicebot.asr.turns import (
@@ -14,7 +16,7 @@ from voicebot.asr.turns import (
     TurnSettings,
     TurnTaker,
 )
-from voicebot.dialog.backchannel import content_words
+from voicebot.dialog.backchannel import content_words, ends_open, interrupts, key_words, word_count
 from voicebot.dialog.flow import BargeIn, BargeInMode
 
 F = 0.02  # 20 ms frames
@@ -57,20 +59,57 @@ def test_max_speech_cuts_an_endless_turn() -> None:
     assert events[1][1] == SpeechEnd(0.4, "max_speech")
 
 
-def test_early_end_when_partial_matches_an_intent() -> None:
-    taker = TurnTaker(TurnSettings(end_silence_ms=700, early_end_silence_ms=200),
-                      intent_score=lambda text: 0.95 if "yes" in text else 0.2)
-    feed(taker, "xxxxx")
-    taker.partial("yes")
-    events = feed(taker, "." * 12, start=0.1)
-    assert events[0] == (9, SpeechEnd(0.1, "early"))
+def early_taker(score: float) -> TurnTaker:
+    """Node end silence 400 ms, early end 200 ms; every partial scores ``score``."""
+    taker = TurnTaker(TurnSettings(early_end_silence_ms=200), intent_score=lambda text: score)
+    taker.listen(400, 15000, BargeIn())
+    return taker
 
 
-def test_no_early_end_for_a_weak_partial() -> None:
-    taker = TurnTaker(TurnSettings(end_silence_ms=700, early_end_silence_ms=200), intent_score=lambda text: 0.3)
+def end_of(taker: TurnTaker, text: str, partial_at: float = 0.08) -> tuple[int, SpeechEnd]:
+    """Speak 5 frames, get ``text`` as a partial at ``partial_at``, then stay silent: (frame index, SpeechEnd)."""
     feed(taker, "xxxxx")
-    taker.partial("the weather")
-    assert feed(taker, "." * 20, start=0.1) == []
+    taker.partial(text, partial_at, "en", prompt_on=False)
+    ends = [(i, e) for i, e in feed(taker, "." * 60, start=0.1) if isinstance(e, SpeechEnd)]
+    assert len(ends) == 1
+    return ends[0]
+
+
+def test_early_end_when_a_two_word_partial_names_an_intent() -> None:
+    assert end_of(early_taker(0.85), "no thanks") == (9, SpeechEnd(0.1, "early"))  # 10 silent frames = 200 ms
+
+
+def test_one_word_partial_waits_for_the_node_end_silence() -> None:
+    """ "no, ..." is often just the start of "no, you have the wrong number": one word does not end early."""
+    assert end_of(early_taker(1.0), "no") == (19, SpeechEnd(0.1, "silence"))  # the node's 400 ms
+
+
+def test_one_word_partial_ends_early_once_stable() -> None:
+    taker = TurnTaker(TurnSettings(early_end_silence_ms=200, early_end_stable_ms=300), intent_score=lambda text: 1.0)
+    taker.listen(700, 15000, BargeIn())
+    assert end_of(taker, "speaking", partial_at=0.02) == (10, SpeechEnd(0.1, "early"))  # stable 300 ms at 0.32 s
+
+
+def test_long_partial_ends_early_at_a_lower_score() -> None:
+    assert end_of(early_taker(0.72), "i'm busy right now") == (9, SpeechEnd(0.1, "early"))
+    assert end_of(early_taker(0.72), "busy now") == (19, SpeechEnd(0.1, "silence"))  # two words need 0.8
+
+
+def test_weak_partial_keeps_the_node_end_silence() -> None:
+    assert end_of(early_taker(0.3), "the weather today") == (19, SpeechEnd(0.1, "silence"))
+
+
+def test_trailing_conjunction_or_filler_holds_the_turn() -> None:
+    for text in ("i want to talk about", "yes but", "no um"):
+        assert end_of(early_taker(0.9), text) == (34, SpeechEnd(0.1, "held"))  # 400 + 300 ms
+
+
+def test_early_end_state_is_reset_for_the_next_turn() -> None:
+    taker = early_taker(0.9)
+    end_of(taker, "no thanks")
+    feed(taker, "xxxxx", start=2.0)
+    ends = [(i, e) for i, e in feed(taker, "." * 30, start=2.1) if isinstance(e, SpeechEnd)]
+    assert ends == [(19, SpeechEnd(2.1, "silence"))]  # no partial in this turn: the node's end silence
 
 
 def test_barge_in_pauses_bot_after_min_speech() -> None:
@@ -135,6 +174,62 @@ def test_echo_gate_forgets_old_bot_audio() -> None:
     assert gate.passes(-30.0, 0.5)
 
 
+def bot_levels(n: int, seed: int = 1) -> list[float]:
+    """A talking bot's frame levels (dBFS): syllables, softer sounds and gaps."""
+    rng = random.Random(seed)
+    return [rng.choice((-14.0, -20.0, -26.0, -35.0, -120.0)) for _ in range(n)]
+
+
+def talk_with_echo(taker: TurnTaker, levels: list[float], delay: int, loss_db: float, start: int = 0) -> None:
+    """Tick by tick as the driver does: the caller frame (the bot's echo only), then the bot's frame."""
+    for i in range(start, len(levels)):
+        echo = levels[i - delay] - loss_db if i >= delay else -120.0
+        taker.caller_frame(1.0 if echo > -60 else 0.0, echo, i * F, F)
+        taker.bot_frame(levels[i], i * F)
+
+
+def test_echo_gate_learns_the_echo_delay_and_gain() -> None:
+    taker = TurnTaker()
+    taker.bot_started(0.0)
+    talk_with_echo(taker, bot_levels(100), delay=3, loss_db=15.0)  # 60 ms later, 15 dB down
+    assert taker.echo.delay_ms == 60
+    assert abs(10 * math.log10(taker.echo.gain) + 15.0) < 0.1
+    assert not taker.endpointer.in_speech and taker.echo_rejected > 0  # the echo never became a turn
+
+
+def test_a_quiet_caller_passes_once_the_gate_has_learned_the_line_has_no_echo() -> None:
+    """The bot talks at up to -14 dBFS; a caller at -38 dBFS is 24 dB softer, under the 12 dB fallback rule."""
+    taker = TurnTaker()
+    taker.listen(400, 15000, BargeIn())
+    taker.bot_started(0.0)
+    levels = bot_levels(60)
+    talk_with_echo(taker, levels[:3], delay=100, loss_db=0.0)  # 60 ms of bot: nothing learned yet
+    early = [e for _, e in feed(taker, "xxx", start=3 * F, level=-38.0)]
+    assert early == [] and taker.echo_rejected == 3  # the fallback rule: bot level - 12 dB
+    taker = TurnTaker()
+    taker.listen(400, 15000, BargeIn())
+    taker.bot_started(0.0)
+    talk_with_echo(taker, levels[:40], delay=100, loss_db=0.0)  # 800 ms of bot, a silent line
+    assert taker.echo.gain == 0.0
+    for i in range(8):
+        taker.bot_frame(levels[40 + i], (40 + i) * F)
+    events = [e for _, e in feed(taker, "x" * 8, start=40 * F, level=-38.0)]
+    assert events[:2] == [SpeechStart(0.8), PauseBot(0.9)] and taker.echo_rejected == 0
+
+
+def test_speech_over_the_learned_echo_passes_and_echo_frames_are_marked() -> None:
+    taker = TurnTaker()
+    taker.listen(400, 15000, BargeIn())
+    taker.bot_started(0.0)
+    levels = [-14.0 if i % 3 else -30.0 for i in range(80)]
+    talk_with_echo(taker, levels, delay=2, loss_db=15.0)
+    assert taker.echo_only(79 * F) and not taker.endpointer.in_speech
+    for i in range(80, 90):
+        taker.bot_frame(-14.0, i * F)
+    events = [e for _, e in feed(taker, "x" * 10, start=80 * F, level=-16.0)]  # the caller, 15 dB over the echo
+    assert isinstance(events[0], SpeechStart) and not taker.echo_only(85 * F)
+
+
 def test_quiet_line_noise_is_not_speech() -> None:
     assert feed(TurnTaker(), "x" * 30, level=-60.0) == []
 
@@ -151,3 +246,55 @@ def test_content_words_drop_backchannels() -> None:
     assert content_words("mm hmm, wait a second", "en") == ["wait", "a", "second"]
     assert content_words("嗯嗯，对对", "zh") == []
     assert content_words("嗯，不需要", "zh") == ["不", "需", "要"]
+    assert content_words("[unk] yeah <unk>", "en") == []  # words the recogniser could not make out count as none
+
+
+def over_prompt(score: float = 0.0, policy: BargeIn | None = None) -> TurnTaker:
+    """A turn that started at 1.0 s over a playing prompt; every text scores ``score`` as an intent."""
+    taker = TurnTaker(intent_score=lambda text: score)
+    taker.listen(400, 15000, policy or BargeIn())
+    taker.bot_started(0.0)
+    assert not taker.speech_started(1.0, prompt_on=True)  # held: the machine does not hear of it yet
+    return taker
+
+
+def test_a_partial_over_a_prompt_confirms_with_two_key_words() -> None:
+    taker = over_prompt()
+    assert taker.partial("in the", 1.2, "en", prompt_on=True) == (None, False)  # "mm-hmm" misheard: function words
+    assert taker.partial("uh huh yeah", 1.3, "en", prompt_on=True) == (None, False)  # backchannels
+    assert taker.partial("[unk] number", 1.4, "en", prompt_on=True) == (None, False)  # one key word
+    assert taker.partial("stop calling", 1.5, "en", prompt_on=True) == (1.0, True)  # the held onset is released
+    assert taker.partial("stop calling me", 1.6, "en", prompt_on=True) == (None, True)
+
+
+def test_a_final_over_a_prompt_confirms_if_it_is_a_request() -> None:
+    cases = {"number": None, "uh-huh": None, "mhm okay": None, "[unk] not": None, "no": 1.0, "stop": 1.0,
+             "wait": 1.0, "wrong number": 1.0, "in the [unk] at": 1.0}
+    for text, onset in cases.items():
+        taker = over_prompt()
+        assert taker.confirm.final(text, "en") == onset, text
+        assert taker.confirm.held is None  # either way the turn is no longer held
+    assert over_prompt(score=0.9).confirm.final("whatsapp", "en") == 1.0  # one word that names an intent
+
+
+def test_a_prompt_that_ends_releases_the_held_onset() -> None:
+    taker = over_prompt()
+    assert taker.partial("in", 1.2, "en", prompt_on=False) == (1.0, True)
+
+
+def test_no_hold_without_a_prompt_or_when_speech_alone_interrupts() -> None:
+    taker = TurnTaker()
+    assert taker.speech_started(1.0, prompt_on=False)
+    taker.listen(400, 15000, BargeIn(BargeInMode.ON, min_speech_ms=0, min_words=0))
+    assert taker.speech_started(2.0, prompt_on=True)
+    assert taker.partial("in", 2.1, "en", prompt_on=True) == (None, True)
+
+
+def test_key_words_interruptions_and_trailing_words() -> None:
+    assert key_words("in the [unk] at", "en") == [] and content_words("in the [unk] at", "en") == ["in", "the", "at"]
+    assert key_words("i'm not interested", "en") == ["not", "interested"]
+    assert key_words("嗯，我不需要了", "zh") == ["不", "需", "要"]
+    assert interrupts(["stop"], "en") and not interrupts(["number"], "en") and interrupts(["等"], "zh")
+    assert ends_open("i want to talk about", "en") and ends_open("yes but", "en") and ends_open("我想问一下然后", "zh")
+    assert not ends_open("can you repeat that", "en") and not ends_open("", "en")
+    assert word_count("okay go ahead [unk]", "en") == 3 and word_count("不需要", "zh") == 2

@@ -133,9 +133,11 @@ class CallSession:
 
     def _on_speech_start(self, event: SpeechStart) -> None:
         self.timeline.add(event.at, "speech_start")
+        tell = self.turns.speech_started(event.at, self.player.play_id is not None)  # over a prompt: held until words
         for frame in self._preroll:
             self._recognise(frame)
-        self._handle(ev.SpeechStarted(event.at), event.at)
+        if tell:
+            self._handle(ev.SpeechStarted(event.at), event.at)
 
     def _on_pause(self, event: PauseBot) -> None:
         if self.player.talking:
@@ -144,18 +146,31 @@ class CallSession:
             self.timeline.add(event.at, "pause", play_id=self.player.play_id)
 
     def _recognise(self, frame: AudioFrame) -> None:
+        at = frame.captured_at + frame.duration_s
+        if self.turns.confirm.held is not None and self.player.play_id is None:  # the prompt ended: no barge-in left
+            self._handle(ev.SpeechStarted(self.turns.confirm.held), at)
+            self.turns.confirm.release()
+        if self.turns.echo_only(frame.captured_at):  # only the bot's own echo: the recogniser hears it 30 dB down
+            frame = AudioFrame.from_array(frame.to_array() // 32, frame.rate, frame.seq, frame.captured_at)
         result = self.asr.accept(frame)
         if result is not None and result.text:
-            self.timeline.add(frame.captured_at + frame.duration_s, "partial", text=result.text)
-            self.turns.partial(result.text)
-            self._handle(ev.Transcript(frame.captured_at + frame.duration_s, result.text, final=False,
-                                       confidence=result.confidence), frame.captured_at + frame.duration_s)
+            self.timeline.add(at, "partial", text=result.text)
+            onset, forward = self.turns.partial(result.text, at, self.machine.flow.language, self.player.play_id is not None)
+            if onset is not None:  # enough words over the prompt: now the machine may stop it
+                self._handle(ev.SpeechStarted(onset), at)
+            if forward:
+                self._handle(ev.Transcript(at, result.text, final=False, confidence=result.confidence), at)
 
     def _on_speech_end(self, event: SpeechEnd, now: float) -> None:
         self.timeline.add(event.at, "speech_end", reason=event.reason)
         final, spent = _timed(self.asr.finish)
         at = now + (spent if self.settings.charge_compute else 0.0)
-        self.timeline.add(at, "final", text=final.text, confidence=round(final.confidence, 3), compute_ms=round(spent * 1000))
+        extra = {"fit": round(final.fit, 1)} if final.fit is not None else {}
+        self.timeline.add(at, "final", text=final.text, confidence=round(final.confidence, 3), compute_ms=round(spent * 1000),
+                          **extra)
+        onset = self.turns.confirm.final(final.text, self.machine.flow.language)
+        if onset is not None:  # a request over the prompt ("no", "stop", two key words): the machine may stop it
+            self._handle(ev.SpeechStarted(onset), at)
         self._handle(ev.Transcript(at, final.text, final=True, confidence=final.confidence), at)
         if self.player.paused:  # the machine did not take the interruption: carry on talking
             self.player.resume()

@@ -15,6 +15,8 @@ from typing import Protocol
 
 from voicebot.audio.frame import AudioFrame
 
+UNK = "[unk]"  # a word the recogniser could not make out (Vosk's symbol; PocketSphinx's unsure words become it too)
+
 
 class ModelError(Exception):
     """A model is missing or broken; the message names the path and what was expected."""
@@ -64,6 +66,10 @@ class AsrResult:
 
     ``at`` is the ``captured_at`` of the last frame the recogniser had seen when
     it produced this result (monotonic s), so finalisation latency is measurable.
+    ``text`` may hold :data:`UNK` for words the recogniser was unsure of; ``words``
+    keep what it heard. ``fit`` (finals, where the backend measures it): how well
+    the node's hints explain the audio compared with free phones, in 1e-4 log
+    units per frame (PocketSphinx; lower is worse), else None.
     """
 
     text: str
@@ -71,6 +77,7 @@ class AsrResult:
     confidence: float = 0.0
     words: tuple[Word, ...] = ()
     at: float = 0.0
+    fit: float | None = None
 
 
 class AsrStream(Protocol):

@@ -16,7 +16,7 @@ human test speech from Debian's pocketsphinx-testdata, 8 kHz = downsampled):
   hints and from 1.02 to 0.27 with the full LM at 8 kHz (15 other recordings).
 * **Hints: a small trigram LM per hint set**, built on the fly (~5 ms) from the
   hint phrases (weighted), a short background corpus of common caller
-  reactions and ~190 frequent words, decoded with a dictionary of just those
+  reactions, backchannels, call-back times and ~190 frequent words, decoded with a dictionary of just those
   words. In-vocabulary accuracy was 15/15 exact at 8 kHz (full LM: 11/15) at a
   real-time factor ~0.1 (full LM: 0.5..1.2). Speech outside the hints comes out
   as frequent words with low word posteriors, not as a confident hint phrase:
@@ -41,16 +41,53 @@ human test speech from Debian's pocketsphinx-testdata, 8 kHz = downsampled):
   150..430 ms); full-LM calls still stall it ~0.1..0.3 s (``end_utt``).
 * **Confidence** is the mean word posterior (forward-backward over the
   lattice, ``bestpath``), already 0..1.
+* **Every hint word has a pronunciation.** The bundled dictionary lacks some
+  (``wechat``) and gets others wrong (``whatsapp`` ends in AA P, "-sop"):
+  :data:`EXTRA_PRONUNCIATIONS` replaces or adds them; other missing words are
+  spelled as compounds of dictionary words (:func:`spell`: "callback"), and
+  a word that cannot be spelled is dropped and logged (``asr.hint_words_unknown``).
+  A hint phrase that only cuts another hint word in two ("whats app" beside
+  "whatsapp") is dropped: the two split one sound's posterior (0.32 each),
+  and neither would pass the posterior floor below (alone: 0.98).
+* **Backchannels and times are in every hint LM** (the language's
+  backchannels from :mod:`voicebot.dialog.backchannel`, FILLER_REPEAT times,
+  and :data:`TIMES`), so "mm-hmm" over a prompt is heard as "mhm", not as
+  "in the" or the nearest hint, and callers saying when to call back are not
+  bent into hints (the hearing bench's 73 turns decoded again: 66 right without TIMES, 68 with).
+* **Unsure words become [unk]** (with hints): a final's word whose posterior
+  is below ``min_word_posterior`` (0.3) comes out as :data:`~voicebot.asr.base.UNK`
+  (``words`` keep what was heard); a hint phrase of several words is judged
+  by its mean posterior (:func:`sure_text`). Off-script speech decodes to hint words
+  with low posteriors ("another bot" for "ten of clubs": 0.17, 0.08); in-script
+  hint words mostly score 0.5..1.0. Hearing bench, 73 turns at 8 kHz (its
+  what-if table, off-script rejection on): floor 0 -> 0.3 took false accepts
+  from 2 to 1 and correct turns from 68 to 70; 0.4 scored the same.
+* **Long off-script speech is rejected whole.** A phone loop (the model's
+  phone LM, ``allphone`` search) decodes the same frames beside the hint
+  decoder; ``fit`` = (hint path score - phone-loop path score) per frame, in
+  1e-4 log units. The hint LM bends speech it does not expect far from what
+  free phones find (read-aloud Austen: -17..-22; in-script lines: -13..+11,
+  badly decoded ones down to -22). A final with at least
+  :data:`OFFSCRIPT_MIN_SPEECH_S` of words (shorter: silence and a few phones
+  dominate the fit) and ``fit`` below ``offscript_score`` (-16) is all [unk].
+  Hearing bench (posterior floor 0.3): false accepts 3 -> 1, false rejects
+  1 -> 1 (thresholds -17 to -14 alike; -18 and -20 reject less). It costs a
+  second decoder (:class:`PhoneLoop`), started only once an utterance passes
+  PHONE_LOOP_AFTER_S: short answers pay nothing, long turns about twice the
+  decoding CPU (RTF 0.056 -> 0.119 on 25 s of read speech);
+  ``offscript_score=None`` switches it off.
 """
 
 from __future__ import annotations
 
 import _thread
 import io
+import math
 import os
 import re
 import sys
 import tempfile
+from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,14 +95,20 @@ from typing import Any
 import pocketsphinx
 from pocketsphinx.lm import ArpaBoLM
 
-from voicebot.asr.base import AsrResult, ModelError, Word
+from voicebot.asr.base import UNK, AsrResult, ModelError, Word
 from voicebot.audio.frame import AudioFrame
 from voicebot.audio.resample import SUPPORTED_RATES, StreamResampler
+from voicebot.dialog.backchannel import BACKCHANNELS
 from voicebot.logs import get_logger
 
 DECODER_RATE = 16000  # Hz; the acoustic model's rate
 FRAMES_PER_S = 100  # pocketsphinx's feature frame rate (10 ms frames)
 HINT_REPEAT = 3  # each hint phrase counts this many times in the hint LM
+MIN_WORD_POSTERIOR = 0.3  # a final's word below this posterior comes out as [unk] (see the module docstring)
+OFFSCRIPT_SCORE = -16.0  # hint decode vs phone loop, 1e-4 log units per frame: below it a final is off-script
+OFFSCRIPT_MIN_SPEECH_S = 2.0  # ... if it holds this much speech (shorter: silence and a few phones dominate the fit)
+PHONE_LOOP_AFTER_S = 1.0  # the phone loop starts once an utterance is this long (shorter ones cannot be judged)
+PHONE_LOOP_CATCH_UP = 2  # chunks it decodes per chunk fed until it has caught up (the backlog drains by 2 s)
 CMNINIT_8K = "45.94,29.36,-32.25,45.26,-26.78,0.84,8.81,-28.84,21.37,-15.38,3.07,7.35,-15.69"
 CMNINIT_16K = "52.80,6.33,-3.14,20.35,-14.11,3.96,-7.20,-6.62,1.49,-4.19,3.05,-1.81,-2.60"
 HMM_FILES = ("mdef", "means", "variances", "transition_matrices", "noisedict")
@@ -85,6 +128,23 @@ can you call me back|call me back tomorrow|i didn't hear you|can you repeat that
 wait a minute|one second|i need to think about it|let me think|how much does it cost|how did you get my number
 take me off your list|i want to talk to a person|can i speak to someone|that's fine|that's right|that's not right
 thank you|thanks|goodbye|bye|i already have one|i'm not sure|maybe later|not right now|please"""
+# When callers say when to call back (and what off-script speech can decode to instead of a hint).
+TIMES = """tomorrow|today|tonight|this evening|in the morning|in the afternoon|in the evening|next week|this week
+monday|tuesday|wednesday|thursday|friday|saturday|sunday|the weekend|any time after six|around noon|half past
+one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirty|fifteen|o'clock|in an hour|next month
+later today"""  # days and hours without "on"/"at": with them "stop calling me" came out as "stop on me"
+FILLER_REPEAT = 3  # each backchannel/filler counts this many times in the hint LM, so "mm hmm" is not heard as a hint
+
+# Pronunciations the bundled dictionary lacks or gets wrong (CMU phones); they replace its own at load.
+# Other hint words missing from the dictionary are spelled as compounds of its words (:func:`spell`).
+EXTRA_PRONUNCIATIONS: dict[str, tuple[str, ...]] = {
+    "whatsapp": ("W AA T S AE P", "W AH T S AE P"),  # the dictionary's only entry ends in AA P ("whats-op")
+    "wechat": ("W IY CH AE T",),
+    "mhm": ("M HH M", "AH M HH AH M", "M HH AH M", "M M"),  # "mm-hmm": the decoder heard "in the" without these
+    "mm": ("M", "AH M", "M M"),
+    "hmm": ("HH M", "HH AH M", "M HH M"),
+}
+SPELL_MAX_PARTS = 3  # a compound is spelled from at most this many dictionary words
 
 log = get_logger("asr.pocketsphinx")
 
@@ -174,9 +234,54 @@ def load_pronunciations(path: Path) -> dict[str, list[str]]:
     return prons
 
 
+def spell(word: str, prons: Mapping[str, list[str]]) -> list[str]:
+    """Pronunciations of ``word`` as a compound of dictionary words ("whatsapp" = whats + app), or [] when it is none.
+
+    Among splits into the fewest parts (each of two letters or more, at most :data:`SPELL_MAX_PARTS`) the one
+    with the most phones wins; each part contributes its first two pronunciations.
+    """
+    for parts in range(2, SPELL_MAX_PARTS + 1):
+        splits = [s for s in _splits(word, parts) if all(piece in prons for piece in s)]
+        if splits:
+            best = max(splits, key=lambda s: sum(len(prons[piece][0].split()) for piece in s))
+            found = [""]
+            for piece in best:
+                found = [f"{so_far} {phones}".strip() for so_far in found for phones in prons[piece][:2]]
+            return found[:4]
+    return []
+
+
+def _splits(word: str, parts: int) -> list[tuple[str, ...]]:
+    """Every way to cut ``word`` into ``parts`` pieces of two letters or more."""
+    if parts == 1:
+        return [(word,)] if len(word) >= 2 else []
+    return [(word[:i], *rest) for i in range(2, len(word) - 1) for rest in _splits(word[i:], parts - 1)]
+
+
+def sure_text(words: Sequence[Word], hints: Sequence[str], floor: float) -> str:
+    """The words, each below ``floor`` posterior as [unk]; a hint phrase of two words or more found among them is
+    judged as one, by its mean posterior ("please stop calling me": "stop" 0.03 beside "calling" 0.99 is kept)."""
+    texts = [w.text for w in words]
+    sure = [w.confidence >= floor for w in words]
+    for phrase in {h for h in hints if " " in h}:
+        parts = phrase.split()
+        for i in range(len(texts) - len(parts) + 1):
+            span = words[i:i + len(parts)]
+            if texts[i:i + len(parts)] == parts and sum(w.confidence for w in span) / len(span) >= floor:
+                sure[i:i + len(parts)] = [True] * len(parts)
+    return " ".join(t if ok else UNK for t, ok in zip(texts, sure, strict=True))
+
+
+def filler_lines() -> list[str]:
+    """The language's backchannels and fillers as hint-LM lines ("uh-huh" -> "uh huh"), each FILLER_REPEAT times."""
+    fillers = sorted({" ".join(_words(b)) for b in BACKCHANNELS["en"]})
+    return [f for f in fillers if f for _ in range(FILLER_REPEAT)]
+
+
 def hint_lm_text(phrases: Sequence[str]) -> str:
-    """ARPA text of the hint LM: ``phrases`` x HINT_REPEAT + BACKGROUND + COMMON_WORDS as unigrams."""
-    lines = [p for p in phrases for _ in range(HINT_REPEAT)] + BACKGROUND.replace("\n", "|").split("|")
+    """ARPA text of the hint LM: ``phrases`` x HINT_REPEAT, fillers, BACKGROUND, TIMES, COMMON_WORDS as unigrams."""
+    lines = [p for p in phrases for _ in range(HINT_REPEAT)] + filler_lines()
+    lines += (BACKGROUND + "|" + TIMES).replace("\n", "|").split("|")
     lm = ArpaBoLM(text="\n".join(lines), add_start=True, case="lower")
     for word in COMMON_WORDS:
         lm.grams_1.setdefault(word, 1)
@@ -199,10 +304,14 @@ class PocketsphinxModel:
     language = "en"
 
     def __init__(self, model_dir: Path | None = None, *, cmninit: Mapping[int, str] | None = None,
-                 loglevel: str = "ERROR", pool_size: int = 4) -> None:
+                 loglevel: str = "ERROR", pool_size: int = 4, min_word_posterior: float = MIN_WORD_POSTERIOR,
+                 offscript_score: float | None = OFFSCRIPT_SCORE) -> None:
         bundled = model_dir is None
+        self.min_word_posterior = min_word_posterior
         self.model_dir = Path(pocketsphinx.get_model_path("en-us")) if model_dir is None else Path(model_dir)
         self.hmm_dir, self.dict_path, self.lm_path = find_model_files(self.model_dir)
+        self.phone_lm_path = next(iter(sorted(self.model_dir.glob("*phone*.lm*"))), None)
+        self.offscript_score = offscript_score if self.phone_lm_path is not None else None
         check_headers(self.hmm_dir)
         self.cmninit = dict(cmninit) if cmninit is not None else ({8000: CMNINIT_8K, 16000: CMNINIT_16K} if bundled else {})
         self.loglevel = loglevel
@@ -210,12 +319,15 @@ class PocketsphinxModel:
         self.pool_size = pool_size
         self._idle_full: dict[bool, list[Any]] = {}  # 8 kHz input? -> idle full-LM decoders
         self.pronunciations = load_pronunciations(self.dict_path)
+        if bundled:
+            self.pronunciations.update((word, list(phones)) for word, phones in EXTRA_PRONUNCIATIONS.items())
         probe = self.new_decoder(DECODER_RATE, full=False)  # fails fast on a broken acoustic model
         try:
             self.lm = pocketsphinx.NGramModel(probe.config, probe.logmath, str(self.lm_path))
         except (RuntimeError, ValueError) as e:
             raise ModelError(f"cannot load language model {self.lm_path}: {e}") from e
-        self.background_words = sorted({w for w in [*COMMON_WORDS, *_words(BACKGROUND)] if w in self.pronunciations})
+        background = [*COMMON_WORDS, *_words(BACKGROUND), *_words(TIMES), *_words(" ".join(filler_lines()))]
+        self.background_words = sorted({w for w in background if self.pronounce(w)})
 
     def new_decoder(self, input_rate: int, *, full: bool) -> Any:
         """A decoder: ``full`` = whole dictionary + the shared LM, else empty dictionary, no search yet."""
@@ -234,15 +346,49 @@ class PocketsphinxModel:
             decoder.activate_search("free")
         return decoder
 
+    def pronounce(self, word: str) -> bool:
+        """Whether ``word`` can be pronounced: in the dictionary, or spelled as a compound (then added to it)."""
+        if word in self.pronunciations:
+            return True
+        found = spell(word, self.pronunciations)
+        if found:
+            self.pronunciations.setdefault(word, found)
+        return bool(found)
+
+    def offscript(self, fit: float | None, words: Sequence[Word]) -> bool:
+        """True when a final of these words fits the hints this badly: speech the node does not expect."""
+        speech_s = sum(w.end_s - w.start_s for w in words)
+        threshold = self.offscript_score
+        return fit is not None and threshold is not None and speech_s >= OFFSCRIPT_MIN_SPEECH_S and fit < threshold
+
+    def new_phone_decoder(self, input_rate: int) -> Any:
+        """A phone-loop decoder (the model's phone LM): how well free phones explain the audio, the yardstick
+        for off-script rejection."""
+        kwargs: dict[str, Any] = {"hmm": str(self.hmm_dir), "lm": None, "dict": None, "loglevel": self.loglevel,
+                                  "fwdflat": False, "bestpath": False}
+        cmn = self.cmninit.get(8000 if input_rate <= 8000 else 16000)
+        if cmn:
+            kwargs["cmninit"] = cmn
+        decoder = pocketsphinx.Decoder(**kwargs)
+        decoder.add_allphone_file("phones", str(self.phone_lm_path))
+        decoder.activate_search("phones")
+        return decoder
+
     def vocabulary(self, phrases: Sequence[str]) -> tuple[list[str], list[str]]:
-        """(normalized phrases with out-of-dictionary words dropped, the dropped words)."""
+        """(normalized phrases with unpronounceable words dropped, the dropped words).
+
+        A phrase that is only another hint word cut in two ("whats app" beside "whatsapp") is dropped too: both
+        would explain the same sound and split its posterior, so neither would pass ``min_word_posterior``.
+        """
         kept, dropped = [], []
         for phrase in phrases:
             words = _words(phrase)
-            dropped += [w for w in words if w not in self.pronunciations]
+            dropped += [w for w in words if not self.pronounce(w)]
             known = " ".join(w for w in words if w in self.pronunciations)
             if known:
                 kept.append(known)
+        single = {p for p in kept if " " not in p}
+        kept = [p for p in kept if " " not in p or p.replace(" ", "") not in single]
         return list(dict.fromkeys(kept)), sorted(set(dropped))
 
     def take_full_decoder(self, input_rate: int) -> Any:
@@ -263,6 +409,69 @@ class PocketsphinxModel:
         return PocketsphinxStream(self, sample_rate, hints)
 
 
+class PhoneLoop:
+    """The phone-loop decoder beside one utterance, started only once the utterance could be judged off-script.
+
+    Most turns are short ("yes", "no thanks") and never pay for it. Audio before the start is kept and decoded
+    PHONE_LOOP_CATCH_UP chunks per chunk fed, so no single call decodes the whole backlog. An utterance dropped
+    unjudged is ended only when the next one begins (ending costs ~5-20 ms: not at the end of a turn, when the
+    caller waits for the bot). Call under the lock.
+    """
+
+    def __init__(self, model: PocketsphinxModel, input_rate: int) -> None:
+        self.model, self.input_rate = model, input_rate
+        self.decoder: Any = None
+        self.active = self.started = False
+        self._unended = False  # the decoder holds a dropped utterance
+        self._backlog: deque[bytes] = deque()
+        self._fed_s = 0.0
+
+    def begin(self) -> None:
+        """A new utterance."""
+        self.abort()
+        if self._unended:
+            self.decoder.end_utt()
+            self._unended = False
+        self.active, self._fed_s = True, 0.0
+
+    def feed(self, pcm: bytes, last: bool = False) -> None:
+        """16 kHz audio of the utterance (``last``: its end; an utterance too short to judge is dropped at once)."""
+        if not self.active:
+            return
+        self._fed_s += len(pcm) / 2 / DECODER_RATE
+        if last and self._fed_s < OFFSCRIPT_MIN_SPEECH_S:
+            self.abort()  # no decoding at the end of a turn for a result nobody uses
+            return
+        if pcm:
+            self._backlog.append(pcm)
+        if not self.started:
+            if self._fed_s < PHONE_LOOP_AFTER_S:
+                return
+            if self.decoder is None:
+                self.decoder = self.model.new_phone_decoder(self.input_rate)
+            self.decoder.start_utt()
+            self.started = True
+        for _ in range(min(PHONE_LOOP_CATCH_UP, len(self._backlog))):
+            self.decoder.process_raw(self._backlog.popleft(), False, False)
+
+    def end(self) -> Any:
+        """The phone loop's hypothesis of the whole utterance, or None when it was too short to judge."""
+        if not self.started or self._fed_s < OFFSCRIPT_MIN_SPEECH_S:
+            self.abort()
+            return None
+        while self._backlog:
+            self.decoder.process_raw(self._backlog.popleft(), False, False)
+        self.decoder.end_utt()
+        self.active = self.started = False
+        return self.decoder.hyp()
+
+    def abort(self) -> None:
+        """Drop the utterance in progress (ended when the next begins)."""
+        self._unended = self._unended or self.started
+        self.active = self.started = False
+        self._backlog.clear()
+
+
 class PocketsphinxStream:
     """One call's recogniser: a cheap hint decoder and, only when a turn has no hints, a full-LM decoder."""
 
@@ -272,6 +481,7 @@ class PocketsphinxStream:
         self.model, self.sample_rate = model, sample_rate
         self._hint_decoder: Any = None
         self._free_decoder: Any = None
+        self._phones = PhoneLoop(model, sample_rate)  # beside hint decoding, for off-script rejection
         self._known_words: set[str] = set()
         self._hints: list[str] = []
         self._built_hints: list[str] | None = None
@@ -314,6 +524,8 @@ class PocketsphinxStream:
         return decoder
 
     def _start(self) -> Any:
+        if self._hints and self.model.offscript_score is not None:
+            self._phones.begin()
         if self._hints:
             decoder = self._prepare_hint_decoder()
         else:
@@ -324,10 +536,25 @@ class PocketsphinxStream:
         self._active, self._last_text, self._samples = decoder, "", 0
         return decoder
 
-    def _feed(self, pcm: bytes) -> None:
+    def _feed(self, pcm: bytes, last: bool = False) -> None:
         if pcm:
             self._active.process_raw(pcm, False, False)
             self._samples += len(pcm) // 2
+        self._phones.feed(pcm, last)
+
+    def _fit(self) -> float | None:
+        """End the phone loop: how well the hints explain the utterance next to free phones (call under lock).
+
+        Both decoders' path scores are log-likelihoods of the same frames; their difference per frame (in 1e-4
+        log units) measures how far the hint LM had to bend the audio to its words. Speech the node does not
+        expect bends it most.
+        """
+        phones = self._phones.end()
+        hint, frames = self._active.hyp(), int(self._active.n_frames())
+        if hint is None or phones is None or frames <= 0:
+            return None
+        hint_log, phones_log = math.log(max(float(hint.score), 1e-300)), math.log(max(float(phones.score), 1e-300))
+        return (hint_log - phones_log) / frames * 1e4
 
     def accept(self, frame: AudioFrame) -> AsrResult | None:
         """Feed one frame; a partial result when the hypothesis text changed, else None."""
@@ -367,19 +594,25 @@ class PocketsphinxStream:
         if self._resampler is not None:
             tail, self._resampler = self._resampler.flush().tobytes(), self._new_resampler()
         with self.model.lock:
-            self._feed(tail)
+            self._feed(tail, last=True)
             self._active.end_utt()
             words = self._segment_words()
+            fit = self._fit()
+            hinted = self._active is self._hint_decoder
         self._active, self._last_text = None, ""
+        if self.model.offscript(fit, words):  # nothing the node expects: every word unsure
+            return AsrResult(" ".join(UNK for _ in words), True, 0.0, words, self._last_at, fit)
         confidence = sum(w.confidence for w in words) / len(words) if words else 0.0
-        return AsrResult(" ".join(w.text for w in words), final=True, confidence=confidence, words=words, at=self._last_at)
+        floor = self.model.min_word_posterior if hinted else 0.0  # the full LM has no hints to be biased toward
+        return AsrResult(sure_text(words, self._hints, floor), True, confidence, words, self._last_at, fit)
 
     def close(self) -> None:
         """Drop the hint decoder and resampler; the full-LM decoder goes back to the model's pool."""
         with self.model.lock:  # freeing a full decoder releases its hold on the shared LM
             if self._active is not None:
                 self._active.end_utt()
+            self._phones.abort()
             if self._free_decoder is not None:
                 self.model.give_back_full(self.sample_rate, self._free_decoder)
-            self._active = self._hint_decoder = self._free_decoder = self._resampler = None
+            self._active = self._hint_decoder = self._free_decoder = self._phones.decoder = self._resampler = None
         self._closed = True

