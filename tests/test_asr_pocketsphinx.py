@@ -101,6 +101,20 @@ def test_finish_then_a_second_utterance_on_the_same_stream(model: PocketsphinxMo
     assert abs(first.words[0].start_s - second.words[0].start_s) < 0.1  # times restart with each utterance
 
 
+@pytest.mark.parametrize("hints", [[], HINTS])
+@pytest.mark.parametrize("frames", [1, 2])
+def test_a_turn_of_one_or_two_silent_frames_finishes_empty_and_the_stream_goes_on(
+        model: PocketsphinxModel, hints: list[str], frames: int) -> None:
+    stream = model.stream(8000, hints)  # pocketsphinx has no word segmentation for so little audio
+    for seq in range(frames):
+        stream.accept(AudioFrame.silence(8000, 20, seq, seq * 0.02))
+    final = stream.finish()
+    assert (final.final, final.text, final.words) == (True, "", ())
+    stream.accept(AudioFrame.silence(8000, 20, frames, frames * 0.02))  # a new utterance starts cleanly
+    assert stream.finish().final
+    stream.close()
+
+
 @pytest.mark.parametrize(("name", "phrase"), [("cards/001.wav", "ten of clubs"),
                                                ("cards/005.wav", "eight of spades four of clubs seven of hearts")])
 def test_a_hinted_phrase_is_recognised_at_8khz(model: PocketsphinxModel, name: str, phrase: str) -> None:

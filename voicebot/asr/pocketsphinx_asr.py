@@ -578,7 +578,7 @@ class PocketsphinxStream:
     def _segment_words(self) -> tuple[Word, ...]:
         duration = self._samples / DECODER_RATE
         words = []
-        for seg in self._active.seg():
+        for seg in self._active.seg() or ():  # None when the utterance held almost no audio
             if seg.word.startswith(("<", "[", "+")):
                 continue  # <s>, </s>, <sil>, [NOISE], +SPN+ fillers
             start = min(seg.start_frame / FRAMES_PER_S, duration)
@@ -594,12 +594,14 @@ class PocketsphinxStream:
         if self._resampler is not None:
             tail, self._resampler = self._resampler.flush().tobytes(), self._new_resampler()
         with self.model.lock:
-            self._feed(tail, last=True)
-            self._active.end_utt()
-            words = self._segment_words()
-            fit = self._fit()
-            hinted = self._active is self._hint_decoder
-        self._active, self._last_text = None, ""
+            try:
+                self._feed(tail, last=True)
+                self._active.end_utt()
+                words = self._segment_words()
+                fit = self._fit()
+                hinted = self._active is self._hint_decoder
+            finally:  # the utterance is over even when reading it failed: close() must not end it again
+                self._active, self._last_text = None, ""
         if self.model.offscript(fit, words):  # nothing the node expects: every word unsure
             return AsrResult(" ".join(UNK for _ in words), True, 0.0, words, self._last_at, fit)
         confidence = sum(w.confidence for w in words) / len(words) if words else 0.0
