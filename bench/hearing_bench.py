@@ -119,11 +119,14 @@ class CallerAudio:
         self._mem: dict[str, np.ndarray] = {}
         self.synthesized = 0
 
-    def say(self, text: str) -> np.ndarray:
-        if text not in self._mem:
+    def say(self, text: str, take: int = 0) -> np.ndarray:
+        """``text`` said by the caller; ``take`` > 0: another take of it (Piper samples each take), cached apart."""
+        name = text if take == 0 else f"{text}\x00take{take}"
+        if name not in self._mem:
             if self._voice_id is None:
                 self._voice_id = voice_fingerprint(self.cache.pack)
-            key = hashlib.sha256(json.dumps(["caller-v1", self._voice_id, text, RATE]).encode()).hexdigest()
+            identity = ["caller-v1", self._voice_id, text, RATE] + ([take] if take else [])
+            key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
             path = CALLER_CACHE / f"{key}.wav"
             audio = None
             if path.is_file() and not self.fresh:
@@ -137,8 +140,8 @@ class CallerAudio:
                     tmp = path.with_suffix(".tmp")
                     write_wav(tmp, audio, RATE)
                     tmp.replace(path)
-            self._mem[text] = audio
-        return self._mem[text]
+            self._mem[name] = audio
+        return self._mem[name]
 
     @staticmethod
     def recording(path: str) -> np.ndarray:
@@ -418,7 +421,8 @@ def turn_with(turn: TurnSettings, assignments: list[str]) -> TurnSettings:
     return turn
 
 
-def intent_cases(spec: dict[str, Any], audio: CallerAudio, quick: bool) -> list[Case]:
+def intent_cases(spec: dict[str, Any], audio: CallerAudio, quick: bool, takes: int = 1) -> list[Case]:
+    """One case per turn of the set; synthesized lines ``takes`` times (different takes), recordings once."""
     out = []
     for item in spec["turns"]:
         if quick and not item.get("quick"):
@@ -426,7 +430,8 @@ def intent_cases(spec: dict[str, Any], audio: CallerAudio, quick: bool) -> list[
         expect = str(item["expect"])
         if "say" in item:
             text = str(item["say"])
-            out.append(Case("intent", item["node"], audio.say(text), text, expect=expect, source="synth", ref_text=text))
+            out += [Case("intent", item["node"], audio.say(text, take), text, expect=expect, source="synth", ref_text=text,
+                         extra={"take": take}) for take in range(takes)]
         else:
             path = str(item.get("wav") or item.get("raw"))
             out.append(Case("intent", item["node"], audio.recording(path), Path(path).name, expect=expect,
@@ -545,7 +550,7 @@ def analyse_intent(run: Run, reference: DialogMachine) -> dict[str, Any]:
     finals = after(run.entries, "final", run.clip_start or 0.0)
     record: dict[str, Any] = {
         "node": case.node, "source": case.source, "label": case.label, "said": case.ref_text, "expect": case.expect,
-        "got": got, "ok": got == case.expect, "heard": heard[0] if heard else None,
+        "take": case.extra.get("take", 0), "got": got, "ok": got == case.expect, "heard": heard[0] if heard else None,
         "finals": heard, "score": round(turn.score, 3) if turn is not None else None,
         "text_intent": text_intent(reference, case.node, case.ref_text) if case.source == "synth" else "none",
         "onset_s": run.onset, "end_s": run.end, "wall_s": round(run.wall_s, 3),
@@ -633,6 +638,12 @@ def report_intents(records: list[dict[str, Any]]) -> dict[str, Any]:
     print(f"  synthesized lines (Piper default voice): {by_source['synth'][0]}/{by_source['synth'][1]};  "
           f"human clips (pocketsphinx-testdata, off-script, expected 'none': a false accept is a miss): "
           f"{by_source['human'][0]}/{by_source['human'][1]}")
+    takes = sorted({r["take"] for r in records if r["source"] == "synth"})
+    by_take = {t: (sum(r["ok"] for r in records if r["source"] == "synth" and r["take"] == t),
+                   sum(r["source"] == "synth" and r["take"] == t for r in records)) for t in takes}
+    if len(takes) > 1:
+        print(f"  {len(takes)} takes of each synthesized line, correct per take: "
+              + ", ".join(f"{ok_t}/{n_t}" for ok_t, n_t in by_take.values()))
     per_node = Counter(r["node"] for r in records)
     per_node_ok = Counter(r["node"] for r in records if r["ok"])
     print("  per node: " + ", ".join(f"{k} {per_node_ok[k]}/{v}" for k, v in per_node.items()))
@@ -656,8 +667,8 @@ def report_intents(records: list[dict[str, Any]]) -> dict[str, Any]:
         print(f"    [{r['node']}] {r['source']}: said {said!r}  expected {r['expect']}, got {r['got']}; "
               f"ASR heard {r['heard']!r}{more}  -> {cause}" + (f" [{r['label']}]" if r["source"] == "human" else ""))
     gate = report_rejection(records)
-    return {"ok": ok, "n": n, "accuracy": round(acc, 4), "by_source": by_source, "verdict": verdict,
-            "rejection_whatif": gate}
+    return {"ok": ok, "n": n, "accuracy": round(acc, 4), "by_source": by_source, "takes": len(takes),
+            "synth_by_take": list(by_take.values()), "verdict": verdict, "rejection_whatif": gate}
 
 
 def report_rejection(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -807,6 +818,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vad", choices=("webrtc", "silero"), default="webrtc")
     parser.add_argument("--no-hints", action="store_true", help="what-if: decode with the full LM, no node hints")
     parser.add_argument("--extra-hints", default="", help="what-if: comma-separated phrases added to every node's hints")
+    parser.add_argument("--takes", type=int, default=1,
+                        help="takes of each synthesized intent line (default 1; recordings count once): a figure "
+                             "over several takes does not hang on one lucky or unlucky take")
     parser.add_argument("--fresh-takes", action="store_true",
                         help="synthesize new takes of the caller lines (not read from or written to the cache)")
     parser.add_argument("--verbose", action="store_true", help="print every case as it runs")
@@ -840,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cases: list[Case] = []
     if args.only in ("intent", "all"):
-        cases += intent_cases(spec, audio, args.quick)
+        cases += intent_cases(spec, audio, args.quick, args.takes)
     if args.only in ("barge", "all"):
         cases += barge_cases(spec, flow, audio, args.quick) + false_cases(spec, flow, audio, args.quick)
     print(f"{len(cases)} simulated calls ({dict(Counter(c.kind for c in cases))}); caller lines synthesized now: "

@@ -46,7 +46,7 @@ class BargeIn:
 
     mode: BargeInMode = BargeInMode.ON
     protect_ms: int = 0
-    min_speech_ms: int = 100
+    min_speech_ms: int = 80
     min_words: int = 1
     action: BargeInAction = BargeInAction.ANSWER
 
