@@ -268,7 +268,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]
     try:
         with DoubleHost() as fs:
             fsbench.register_pool_backend(args.asr)
-            config = engine_config(fs.inbound_port, tmp, asr_backend=args.asr)
+            config = engine_config(fs.inbound_port, tmp, asr_backend=args.asr,
+                                   asr_offscript_rejection=not args.no_offscript_rejection)
             engine = Engine(config)
             sessions: list[Any] = []
             engine.on_session = sessions.append
@@ -297,7 +298,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]
             raise SystemExit(f"the double saw fatal errors: {fs.fatal_errors}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return steps_done, {"asr": config.asr_backend, "vad": config.vad, "rss_loaded_mb": round(loaded_rss, 1)}
+    asr = config.asr_backend + ("" if config.asr_offscript_rejection else " (no off-script rejection)")
+    return steps_done, {"asr": asr, "vad": config.vad, "rss_loaded_mb": round(loaded_rss, 1)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -311,6 +313,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="steps 2,4 of 12 s calls: the CI smoke run")
     parser.add_argument("--asr", default="pocketsphinx",
                         help="ASR backend: pocketsphinx (in the engine's process) or pocketsphinx-pool (worker processes)")
+    parser.add_argument("--no-offscript-rejection", action="store_true",
+                        help="asr.offscript_rejection false: no phone loop beside the hinted decoder (about half the ASR CPU)")
     parser.add_argument("--what-if", action="append", default=[], choices=sorted(whatif.WHAT_IFS),
                         help="measure a proposed change to code outside bench/ (bench/whatif.py); repeatable")
     parser.add_argument("--json", type=Path, default=RESULTS / "capacity.json", help="results file")

@@ -200,7 +200,7 @@ def merged_series(new: list[str], old: list[str] | None) -> list[str]:
     header = new[:next(i for i, ln in enumerate(new) if ln.startswith("|---")) + 1]  # title, blank, columns, rule
     old_dates = next((ln for ln in old if ln.startswith("*Runs of ")), "").removeprefix("*Runs of ").split(";")[0]
     new_dates = next((ln for ln in new if ln.startswith("*Runs of ")), "").removeprefix("*Runs of ").split(";")[0]
-    dates = ", ".join(d for d in (old_dates, new_dates) if d)
+    dates = ", ".join(dict.fromkeys(d for part in (old_dates, new_dates) for d in part.split(", ") if d))
     return [*header, *rows, "",
             f"*Runs of {dates}; the machine is shared: compare runs made together.*", ""]
 

@@ -14,6 +14,10 @@ harmless).
   frame arrives (at most every 60 ms without one) instead of every 10 ms, and
   its queues are a C ``queue.SimpleQueue`` (inbox) and a lock-free bounded
   deque (outbox) instead of ``queue.Queue``'s Python-level locks.
+- ``switch-1ms`` (now in ``Engine.start``): the engine sets ``sys.setswitchinterval(0.001)``. With a
+  thread per call, the hub gives up the GIL on every socket call and then
+  waits up to the switch interval (5 ms by default) to get it back from the
+  session threads: its frames leave late when many calls are busy.
 - ``receive-callback``: ``drive_call`` spawns ``media.deliver(worker.caller)``
   instead of ``_receive`` (a greenlet iterating ``media.frames()``): caller
   frames are read by an I/O watcher callback on the hub, no greenlet switch
@@ -113,6 +117,12 @@ def _receive_callback(engine: Any) -> None:
     driver._receive = lambda media, worker: media.deliver(worker.caller)
 
 
+def _switch_1ms(engine: Any) -> None:
+    import sys
+
+    sys.setswitchinterval(0.001)  # CPython's default is 5 ms
+
+
 WHAT_IFS: dict[str, tuple[str, Callable[[Any], None]]] = {
     "tts-memo": ("voicebot/tts/render.py: PromptCache.synthesize keeps live-synthesized pieces in a 256-entry LRU",
                  _tts_memo),
@@ -120,6 +130,8 @@ WHAT_IFS: dict[str, tuple[str, Callable[[Any], None]]] = {
                      "SimpleQueue inbox, lock-free outbox", _session_loop),
     "receive-callback": ("voicebot/esl/driver.py: caller frames reach the session through UnicastMedia.deliver "
                          "(an I/O watcher callback) instead of a greenlet iterating frames()", _receive_callback),
+    "switch-1ms": ("voicebot/engine.py: sys.setswitchinterval(0.001) at start: the gevent hub, back from a "
+                   "socket call, waits at most 1 ms (not 5) for the GIL held by busy session threads", _switch_1ms),
 }
 
 

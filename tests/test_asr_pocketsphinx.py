@@ -15,6 +15,7 @@ from voicebot.asr.pocketsphinx_asr import PocketsphinxModel, PocketsphinxStream,
 from voicebot.asr.registry import AsrConfig, load_asr
 from voicebot.audio.frame import AudioFrame
 from voicebot.audio.resample import resample
+from voicebot.config import ConfigError, load_config
 from voicebot.dialog.loader import load_flow
 from voicebot.dialog.machine import build_matcher
 
@@ -173,6 +174,18 @@ def test_registry_loads_pocketsphinx_and_names_known_backends() -> None:
         load_asr(AsrConfig(backend="whisper"))
     with pytest.raises(ModelError, match="English only"):
         load_asr(AsrConfig(language="ko"))
+
+
+def test_offscript_rejection_is_a_setting_of_the_engine_config(tmp_path: Path) -> None:
+    assert load_asr(AsrConfig()).offscript_score is not None  # on by default
+    assert load_asr(AsrConfig(offscript_rejection=False)).offscript_score is None
+    path = tmp_path / "voicebot.yaml"
+    path.write_text("asr:\n  backend: pocketsphinx-pool\n  offscript_rejection: false\n")
+    config = load_config(path)
+    assert (config.asr_backend, config.asr_offscript_rejection) == ("pocketsphinx-pool", False)
+    path.write_text("vad: {name: webrtc}\nasr: {offscript_rejection: sometimes}\n")
+    with pytest.raises(ConfigError, match=r"voicebot.yaml:2: asr.offscript_rejection: expected true or false"):
+        load_config(path)
 
 
 def test_a_closed_stream_hands_its_full_lm_decoder_to_the_next(model: PocketsphinxModel) -> None:

@@ -93,3 +93,5 @@ def test_a_new_labelled_run_replaces_its_row_and_new_labels_are_added() -> None:
     assert "| 12 |" in rows[1]
     footer = merged[-2]
     assert "2026-11-23 18:41 UTC" in footer and "2026-12-07 01:00 UTC" in footer
+    again = report.merged_series(new, merged)  # the same run written twice: each date once
+    assert again[-2].count("2026-12-07 01:00 UTC") == 1 and again == merged

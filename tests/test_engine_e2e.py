@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,6 +88,11 @@ def test_caller_hangs_up_mid_prompt_and_nothing_leaks(fs: FreeSwitchDouble, engi
     assert record.disposition == "caller_hangup" and record.path[0] == "greet"
     gevent.sleep(0.2)
     assert engine.pool.in_use == 0 and threading.active_count() <= threads_before + 1
+
+
+def test_the_engine_runs_with_a_1_ms_gil_switch_interval(engine: Engine) -> None:
+    """So the hub, back from a socket call, gets the GIL from busy session threads within 1 ms (bench/capacity.py)."""
+    assert sys.getswitchinterval() <= 0.001 + 1e-9
 
 
 def _http_get(port: int, path: str) -> str:

@@ -14,7 +14,10 @@ Every key is optional; the defaults run against a FreeSWITCH on the same box::
     flows:
       default: examples/flows/lead_screening_en.yaml
       by_destination: {"7000": examples/flows/lead_screening_en.yaml}
-    asr: {backend: pocketsphinx, model: null}
+    asr: {backend: pocketsphinx, model: null, offscript_rejection: true}
+                               # backend pocketsphinx-pool: decoding in one worker process per core (more calls)
+                               # offscript_rejection false: about half the ASR CPU, more off-script speech forced
+                               # onto an intent (bench/README.md, capacity)
     vad: {name: webrtc, aggressiveness: 2}
     voice_pack: null           # the agent's voice pack directory (default: the default Piper voice)
     cache_dir: .voicebot-cache
@@ -87,6 +90,7 @@ class EngineConfig:
     flows_by_destination: dict[str, Path] = field(default_factory=dict)
     asr_backend: str = "pocketsphinx"
     asr_model: Path | None = None
+    asr_offscript_rejection: bool = True  # pocketsphinx: reject off-script speech with a phone loop (~2x ASR CPU)
     vad: str = "webrtc"
     vad_aggressiveness: int = 2
     voice_pack: Path | None = None
@@ -150,6 +154,14 @@ def _path(base: Path, value: Any) -> Path | None:
     return p if p.is_absolute() else base / p
 
 
+def _flag(section: dict[str, Any], key: str, default: bool) -> bool:
+    """A true/false setting of ``section`` (``key`` is ``section.name``); anything else is a ValueError naming it."""
+    value = section.get(key.split(".")[-1], default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
 def _ports(value: Any) -> tuple[int, int]:
     low, _, high = str(value).partition("-")
     lo, hi = int(low), int(high or low)
@@ -163,7 +175,7 @@ def _build(data: dict[str, Any], base: Path, source: str) -> EngineConfig:
     out = _section(data, "outbound", ("host", "port"))
     media = _section(data, "media", ("ip", "ports"))
     flows = _section(data, "flows", ("default", "by_destination"))
-    asr = _section(data, "asr", ("backend", "model"))
+    asr = _section(data, "asr", ("backend", "model", "offscript_rejection"))
     vad = _section(data, "vad", ("name", "aggressiveness"))
     records = _section(data, "records", ("db", "recordings"))
     limits = _section(data, "limits", ("max_calls", "busy_prompt", "busy_action"))
@@ -179,6 +191,7 @@ def _build(data: dict[str, Any], base: Path, source: str) -> EngineConfig:
         default_flow=_path(base, flows.get("default")),
         flows_by_destination={str(k): _path(base, v) or Path() for k, v in (flows.get("by_destination") or {}).items()},
         asr_backend=str(asr.get("backend", d.asr_backend)), asr_model=_path(base, asr.get("model")),
+        asr_offscript_rejection=_flag(asr, "asr.offscript_rejection", d.asr_offscript_rejection),
         vad=str(vad.get("name", d.vad)), vad_aggressiveness=int(vad.get("aggressiveness", d.vad_aggressiveness)),
         voice_pack=_path(base, data.get("voice_pack")), cache_dir=_path(base, data.get("cache_dir")) or base / d.cache_dir,
         records_db=db if "://" in db else str(_path(base, db)),

