@@ -181,8 +181,12 @@ def previous_subsections(generated: str) -> dict[str, list[str]]:
             current = parts.setdefault(name, [])
         if current is not None:
             current.append(line)
-    return {name: [*lines[:len(lines) - next(i for i, ln in enumerate(reversed(lines)) if ln.strip())], ""]
-            for name, lines in parts.items() if any(ln.strip() for ln in lines)}
+    kept = {}
+    for name, lines in parts.items():
+        while lines and not lines[-1].strip():  # trailing blank lines: each subsection ends with exactly one
+            lines.pop()
+        kept[name] = [*lines, ""]
+    return kept
 
 
 def row_label(line: str) -> str:
@@ -212,10 +216,10 @@ def merged_anchors(new: list[str], old: list[str] | None) -> list[str]:
     keys = ("Response at the caller's ear", "Handoff p95", "concurrent calls on")
     lines = list(new[:2])
     for key in keys:
-        fresh = next((ln for ln in new if key in ln and "not measured yet" not in ln), None)
-        kept = next((ln for ln in old if key in ln), None)
-        if fresh or kept:
-            lines.append(fresh or kept or "")
+        line = next((ln for ln in new if key in ln and "not measured yet" not in ln), None) \
+            or next((ln for ln in old if key in ln), None)
+        if line:
+            lines.append(line)
     return [*lines, ""]
 
 
