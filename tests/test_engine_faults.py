@@ -7,6 +7,7 @@ afterwards, or another call in flight carries on), the affected call ends cleanl
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,15 +141,20 @@ def test_freeswitch_down_at_start_then_back(engine: Engine, tmp_path: Path) -> N
         eng.load()
         eng.start()
         try:
-            gevent_wait(lambda: eng.inbound.state().attempts >= 1, 10, "a first failed connection attempt")
+            gevent_wait(lambda: eng.inbound.state().attempts >= 3, 10, "three failed connection attempts")
             status, body = http_get(eng.http.server_port, "/health")
             assert status == 503 and body.startswith("degraded: freeswitch down"), body
+            # issue 17: it said "reconnects 0" after nine attempts; now it counts them and says what to check
+            tried = re.search(r"attempts (\d+),", body)
+            assert tried and int(tried.group(1)) >= 3 and "connects 0," in body, body
+            assert "hint: check freeswitch.host/port" in body and "event_socket.conf.xml" in body, body
             status, metrics = http_get(eng.http.server_port, "/metrics")
             assert status == 200 and "voicebot_freeswitch_up 0" in metrics.splitlines()
             fs2.restart()
             gevent_wait(lambda: eng.inbound.up, 20, "the inbound connection comes up by itself")
             status, body = http_get(eng.http.server_port, "/health")
-            assert status == 200 and body.startswith("ok: freeswitch up"), body
+            assert status == 200 and body.startswith("ok: freeswitch up (connects 1, reconnects 0,"), body
+            assert "hint" not in body
             assert "voicebot_freeswitch_up 1" in http_get(eng.http.server_port, "/metrics")[1].splitlines()
             record = wrong_person_call(fs2, eng)  # and it takes calls
             assert record.hangup_cause

@@ -227,12 +227,12 @@ def located(haystack: np.ndarray, needle: np.ndarray) -> int:
 # ------------------------------------------------------------------ backoff and the greenswitch rule
 
 
-def test_backoff_doubles_from_half_a_second_to_ten_with_jitter() -> None:
+def test_backoff_doubles_from_a_quarter_second_to_a_cap_of_one_and_a_half_with_jitter() -> None:
     top = [backoff_delay(n, rand=lambda: 1.0) for n in range(1, 8)]
     low = [backoff_delay(n, rand=lambda: 0.0) for n in range(1, 8)]
-    assert top == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    assert top == [0.25, 0.5, 1.0, 1.5, 1.5, 1.5, 1.5]
     assert low == [d / 2 for d in top]
-    assert backoff_delay(10_000) <= 10.0
+    assert backoff_delay(10_000) <= 1.5
 
 
 def test_connection_is_the_only_module_that_may_import_greenswitch() -> None:

@@ -249,7 +249,10 @@ class Engine:
             up = self.inbound.up
             state = self.inbound.state()
             text = (f"{'ok' if up else 'degraded'}: freeswitch {'up' if up else 'down'} "
-                    f"(reconnects {state.reconnects}), active calls {self.metrics.active_calls}\n")
+                    f"(connects {state.connects}, reconnects {state.reconnects}, attempts {state.attempts_total}, "
+                    f"failed since last up {state.attempts}), active calls {self.metrics.active_calls}\n")
+            if not up and state.last_error:
+                text += f"last error: {state.last_error}\nhint: {state.hint}\n"
             text += "".join(f"agent {a['id']}: {a['state']}\n" for a in self.agents.snapshot(time.monotonic()))
             start_response("200 OK" if up else "503 Service Unavailable", [("Content-Type", "text/plain")])
             return [text.encode()]

@@ -20,9 +20,12 @@ Rules
    ends (FreeSWITCH hangs a call up when its socket closes). Nothing reaches
    other calls or the server.
 4. The inbound connection is supervised: connect, auth, subscribe, read; on any
-   failure, reconnect after :func:`backoff_delay` (0.5 s doubling to 10 s,
-   jitter). While FreeSWITCH is down the engine runs on, logs
-   ``esl.inbound_down`` and says so in :meth:`InboundConnection.state`.
+   failure, reconnect after :func:`backoff_delay` (0.25 s doubling to 1.5 s,
+   jitter: calls sent while it waits are lost, so it never waits long). While
+   FreeSWITCH is down the engine runs on; the first failed attempt of an outage
+   logs ``esl.inbound_unreachable`` with a hint of what to check (host/port,
+   password, ACL), later ones ``esl.inbound_down``; :meth:`InboundConnection.state`
+   counts every attempt and every successful connect.
 5. Events: each ``on_event`` subscriber has its own queue and greenlet, so it sees
    events in order and a slow one delays nobody else (a greenlet per event would
    lose the order). Waiters (``expect_event``) are registered before the command

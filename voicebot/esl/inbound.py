@@ -43,11 +43,16 @@ DEFAULT_EVENTS = (
 # Added to `myevents` on an outbound socket: it lacks PLAYBACK_* (DESIGN.md section 2); the rest is explicit.
 _REQUIRED_EVENTS = ("BACKGROUND_JOB", "CHANNEL_PARK")  # bgapi results and uuid_transfer_park need them
 _MAX_JOBS = 10_000
+# Reconnect backoff (s): calls FreeSWITCH sends while the engine waits to reconnect are lost, so the wait stays
+# short; a refused loopback connect costs well under a millisecond. The engine passes no other values.
+BACKOFF_INITIAL_S = 0.25
+BACKOFF_MAX_S = 1.5
 
 
-def backoff_delay(attempt: int, *, initial_s: float = 0.5, max_s: float = 10.0,
+def backoff_delay(attempt: int, *, initial_s: float = BACKOFF_INITIAL_S, max_s: float = BACKOFF_MAX_S,
                   rand: Callable[[], float] = random.random) -> float:
-    """Seconds before reconnect attempt ``attempt`` (1, 2, ...): initial·2^(n-1) capped, jittered into [d/2, d]."""
+    """Seconds before reconnect attempt ``attempt`` (1, 2, ...): initial·2^(n-1) capped at ``max_s``, jittered
+    into [d/2, d] (defaults: 0.25 s doubling to 1.5 s, so never more than 1.5 s)."""
     delay = min(max_s, initial_s * float(1 << min(max(attempt - 1, 0), 30)))
     return delay / 2 + rand() * delay / 2
 
@@ -96,6 +101,17 @@ def _name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__qualname__", repr(fn))
 
 
+def unreachable_hint(err: BaseException) -> str:
+    """What to check when a connection attempt failed with ``err`` (no secret, no PII)."""
+    text = str(err)
+    if isinstance(err, EslError) and text.startswith("auth refused"):
+        return "check freeswitch.password: it must match the password in FreeSWITCH's event_socket.conf.xml"
+    if isinstance(err, EslError) and "ACL" in text:
+        return "FreeSWITCH refused the engine's address: check apply-inbound-acl in event_socket.conf.xml"
+    return ("check freeswitch.host/port in the engine config, that FreeSWITCH runs, and listen-ip/listen-port "
+            "in its event_socket.conf.xml (mod_event_socket)")
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionState:
     """Health of the inbound connection. Times are monotonic seconds."""
@@ -103,9 +119,12 @@ class ConnectionState:
     connected: bool
     since: float | None  # when it came up (connected) or went down (not connected); None: never tried
     reconnects: int  # times it came back after being up
-    attempts: int  # failed attempts since it was last up
+    attempts: int  # failed attempts since it was last up (or since the start)
     last_error: str
     address: str
+    attempts_total: int = 0  # every connection attempt since the start, failed or not
+    connects: int = 0  # attempts that succeeded (connected, authenticated, subscribed)
+    hint: str = ""  # what to check, while the last attempt failed
 
 
 class InboundConnection:
@@ -116,8 +135,9 @@ class InboundConnection:
     """
 
     def __init__(self, host: str, port: int, password: str, *, events: Sequence[str] = DEFAULT_EVENTS,
-                 command_timeout_s: float = 5.0, connect_timeout_s: float = 3.0, backoff_initial_s: float = 0.5,
-                 backoff_max_s: float = 10.0, event_format: str = "plain", subscriber_queue: int = 10_000) -> None:
+                 command_timeout_s: float = 5.0, connect_timeout_s: float = 3.0,
+                 backoff_initial_s: float = BACKOFF_INITIAL_S, backoff_max_s: float = BACKOFF_MAX_S,
+                 event_format: str = "plain", subscriber_queue: int = 10_000) -> None:
         if event_format not in ("plain", "json"):
             raise ValueError(f"event_format must be 'plain' or 'json', not {event_format!r}")
         if not password or "\n" in password or "\r" in password:
@@ -136,9 +156,9 @@ class InboundConnection:
         self._jobs: OrderedDict[str, Any] = OrderedDict()
         self._up = gevent.event.Event()
         self._since: float | None = None
-        self._reconnects = self._attempts = 0
+        self._reconnects = self._attempts = self._attempts_total = self._connects = 0
         self._ever_up = False
-        self._last_error = ""
+        self._last_error = self._hint = ""
 
     # ------------------------------------------------------------ lifecycle and health
 
@@ -173,18 +193,21 @@ class InboundConnection:
         return bool(self._up.wait(timeout)) and self.up
 
     def state(self) -> ConnectionState:
-        """Health for a status endpoint: connected, since, reconnects, attempts, last error."""
+        """Health for a status endpoint: connected, since, reconnects, attempts (failed since up, and in all),
+        successful connects, last error, and a hint while down."""
         return ConnectionState(self.up, self._since, self._reconnects, self._attempts, self._last_error,
-                               f"{self.host}:{self.port}")
+                               f"{self.host}:{self.port}", self._attempts_total, self._connects,
+                               "" if self.up else self._hint)
 
     # ------------------------------------------------------------ supervisor
 
     def _supervise(self) -> None:
         while not self._stopping:
+            self._attempts_total += 1
             try:
                 wire = self._open()
             except Exception as err:  # refused, timed out, rejected, not ESL...: the supervisor never dies
-                self._failed(f"{type(err).__name__}: {err}")
+                self._failed(err)
                 gevent.sleep(backoff_delay(self._attempts, initial_s=self.backoff_initial_s,
                                            max_s=self.backoff_max_s))
                 continue
@@ -201,8 +224,8 @@ class InboundConnection:
             sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
         greeting = gevent.event.AsyncResult()
         wire = EslWire(sock, label=f"inbound {self.host}:{self.port}", on_event=self._on_event,
-                     on_notice=lambda m: self._on_notice(m, greeting), down=EslDown,
-                     on_close=lambda reason: greeting.ready() or greeting.set_exception(EslDown(reason)))
+                       on_notice=lambda m: self._on_notice(m, greeting), down=EslDown,
+                       on_close=lambda reason: greeting.ready() or greeting.set_exception(EslDown(reason)))
         try:
             self._handshake(wire, greeting)
         except BaseException:
@@ -225,18 +248,27 @@ class InboundConnection:
         if self._ever_up:
             self._reconnects += 1
         self._ever_up, self._attempts, self._wire = True, 0, wire
+        self._connects += 1
+        self._hint = ""
         self._since = time.monotonic()
         self._up.set()
         esl_log().info("esl.inbound_up", address=f"{self.host}:{self.port}", reconnects=self._reconnects)
 
-    def _failed(self, error: str) -> None:
+    def _failed(self, err: Exception) -> None:
+        """A failed attempt: counted; the first of an outage is a warning with a hint (again only if the hint
+        changes: refused, then a wrong password), the rest are info."""
+        error, hint = f"{type(err).__name__}: {err}", unreachable_hint(err)
         self._attempts += 1
         self._last_error = error
         if self._since is None:
             self._since = time.monotonic()
-        level = "warning" if self._attempts == 1 else "info"
-        getattr(esl_log(), level)("esl.inbound_down", address=f"{self.host}:{self.port}", attempt=self._attempts,
-                               error=error)
+        address = f"{self.host}:{self.port}"
+        if hint != self._hint:
+            self._hint = hint
+            esl_log().warning("esl.inbound_unreachable", address=address, attempt=self._attempts, error=error,
+                              hint=hint)
+        else:
+            esl_log().info("esl.inbound_down", address=address, attempt=self._attempts, error=error)
 
     def _went_down(self, reason: str) -> None:
         self._up.clear()
@@ -244,6 +276,7 @@ class InboundConnection:
         self._last_error = reason
         self._since = time.monotonic()
         self._attempts = 0
+        self._hint = ""  # a new outage: its first failed attempt says what to check again
         self._waiters.fail(lambda: EslDown(f"inbound connection lost: {reason}"))
         for result in self._jobs.values():  # failed in place: job_result() still finds them
             if not result.ready():
