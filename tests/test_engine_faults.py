@@ -164,6 +164,34 @@ def test_freeswitch_down_at_start_then_back(engine: Engine, tmp_path: Path) -> N
             eng.shutdown()
 
 
+# ---------------------------------------------------------------- (b2) FreeSWITCH crashes mid-call
+
+
+def test_a_freeswitch_crash_mid_call_is_recorded_as_switch_lost_not_as_the_caller(engine: Engine,
+                                                                                 tmp_path: Path) -> None:
+    """Defect 13: a crash closes every socket at once; it was recorded as the caller hanging up."""
+    with FreeSwitchDouble(password=PASSWORD, port=free_port()) as fs2:
+        eng = Engine(engine_config(fs2.inbound_port, tmp_path, (43300, 43399)))
+        eng.pipelines = engine.pipelines  # the models are loaded once per process in tests too
+        eng.load()
+        eng.start()
+        try:
+            assert eng.inbound.wait_up(10)
+            uuid = call(fs2, eng)
+            fs2.wait_for(lambda: len(fs2.channel(uuid).packets_heard()) > 25, timeout=10, what="the greeting plays")
+            fs2.stop()  # the process dies: every socket closes, no hang-up event, no disconnect notice
+            record = record_of(eng, uuid)
+            assert record.hangup_cause == "switch_lost" and record.disposition == "switch_lost", record
+            assert record.path and record.path[0] == "greet" and record.recording_path
+            released(eng)
+            fs2.start()  # back: the engine takes calls again
+            assert eng.inbound.wait_up(5)
+            wrong_person_call(fs2, eng)
+            released(eng)
+        finally:
+            eng.shutdown()
+
+
 # ---------------------------------------------------------------- (c) garbage on a call's ESL socket
 
 

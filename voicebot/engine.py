@@ -52,6 +52,7 @@ from voicebot.records.model import record_from_call
 from voicebot.records.store import RecordStore, open_store
 
 SWITCH_INTERVAL_S = 0.001  # the GIL switch interval the engine runs with (s): see Engine.start
+SWITCH_PROBE_S = 1.0  # how long `api status` may take when a call's socket closed, before FreeSWITCH is taken for lost
 
 
 @dataclass
@@ -158,7 +159,7 @@ class Engine:
             prefer, voice = self._voice_agent(flow)
             handoff = self._handoff_factory(data.uuid, prefer) if self.config.agents.groups else None
             result = drive_call(call, data, lambda rate: self._session(flow, rate, voice), self.pool,
-                                media_ip=self.config.media_ip, handoff=handoff)
+                                media_ip=self.config.media_ip, handoff=handoff, switch_alive=self._switch_alive)
             if result.worker is not None and result.worker.error is not None:  # the session's thread failed
                 result.error = repr(result.worker.error)
                 self.metrics.errors += 1
@@ -173,6 +174,14 @@ class Engine:
                     self.inbound.uuid_kill(data.uuid, "NORMAL_TEMPORARY_FAILURE", timeout=1.0)
             self.metrics.call_ended()
             self._write_record(flow, result)
+
+    def _switch_alive(self) -> bool:
+        """Is FreeSWITCH there? (``api status`` over the inbound connection; a crash closes that one too)."""
+        try:
+            self.inbound.api("status", timeout=SWITCH_PROBE_S)
+        except EslFailure:
+            return False
+        return True
 
     def _voice_agent(self, flow: Flow) -> tuple[str, Path | None]:
         """The agent this call will most likely reach, and their voice: the bot speaks as they do."""

@@ -13,6 +13,12 @@ Rules:
 3. Any failure ends this call only: it is logged with the call id, the call is
    hung up, and its record is still written.
 4. A hang-up at any moment releases the UDP ports, the thread and the streams.
+5. The hang-up cause says who ended the call: the channel's Hangup-Cause, or
+   ``bot_hangup``; a socket that closes without a hang-up is ``switch_lost``
+   when FreeSWITCH itself is gone (``switch_alive()`` says no: a crash closes
+   every socket) and ``esl_socket_closed`` when only this call's socket went.
+   A lost switch is the call's disposition too, so it never counts as the
+   caller hanging up.
 """
 
 from __future__ import annotations
@@ -190,8 +196,12 @@ HandoffFactory = Callable[[OutboundCall, SessionThread, str, Callable[[], None]]
 
 def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[int], CallSession], pool: PortPool, *,
                media_ip: str = "127.0.0.1", max_call_s: float = 3600.0,
-               handoff: HandoffFactory | None = None) -> CallResult:
-    """Answer, arm unicast, run the session until either side hangs up; always release everything."""
+               handoff: HandoffFactory | None = None, switch_alive: Callable[[], bool] | None = None) -> CallResult:
+    """Answer, arm unicast, run the session until either side hangs up; always release everything.
+
+    ``switch_alive()``: is FreeSWITCH still there (e.g. an ``api status`` over the inbound connection)? Asked
+    only when the call's socket closes without a hang-up (rule 5); None: take it as there.
+    """
     result = CallResult(data, None, time.time(), None)
     log = get_logger("esl.call").bind(call=data.uuid)
     call.answer()
@@ -222,7 +232,7 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
         greenlets += [gevent.spawn(media.deliver, worker.caller), gevent.spawn(media.send_loop, worker.next_bot_frame),
                       gevent.spawn(watch_stall, media, lambda: call.rearm_unicast(media_ip, ports.local, media_ip, ports.remote),
                                    live=lambda: call.unicast_expected)]
-        result.hangup_cause = _converse(call, worker, max_call_s, controller)
+        result.hangup_cause = _converse(call, worker, max_call_s, controller, switch_alive)
         log.info("call.ended", disposition=worker.session.disposition or result.hangup_cause)
     finally:
         if controller is not None:
@@ -246,8 +256,9 @@ def _connect_handoff(worker: SessionThread, controller: CallHandoff) -> None:
     session.handoff = forward
 
 
-def _converse(call: OutboundCall, worker: SessionThread, max_call_s: float, controller: CallHandoff | None) -> str:
-    """Pass events to the session until the call is over; return the hang-up cause."""
+def _converse(call: OutboundCall, worker: SessionThread, max_call_s: float, controller: CallHandoff | None,
+              switch_alive: Callable[[], bool] | None = None) -> str:
+    """Pass events to the session until the call is over; return the hang-up cause (rule 5)."""
     deadline = time.monotonic() + max_call_s
     while time.monotonic() < deadline:
         if worker.done:
@@ -256,8 +267,9 @@ def _converse(call: OutboundCall, worker: SessionThread, max_call_s: float, cont
         event = _next_event(call, timeout=0.05)
         if event is None:
             if call.closed or call.hung_up:
-                worker.hang_up("caller_hangup")
-                return "caller_hangup" if call.hung_up else "esl_socket_closed"  # the socket went, not the caller
+                cause = _gone_cause(call, switch_alive)
+                worker.hang_up("switch_lost" if cause == "switch_lost" else "caller_hangup")
+                return cause
             continue
         if event.name == "DTMF":
             worker.dtmf(event.get("DTMF-Digit") or "")
@@ -268,6 +280,16 @@ def _converse(call: OutboundCall, worker: SessionThread, max_call_s: float, cont
             controller.on_caller_event(event)
     call.hangup_quietly("ALLOTTED_TIMEOUT")
     return "max_call_duration"
+
+
+def _gone_cause(call: OutboundCall, switch_alive: Callable[[], bool] | None) -> str:
+    """Why the call's socket is gone without a hang-up event: the caller, the socket, or FreeSWITCH itself."""
+    if call.hung_up:
+        return "caller_hangup"
+    if switch_alive is not None and not switch_alive():
+        get_logger("esl.call").bind(call=call.uuid).warning("call.switch_lost", reason=call.close_reason)
+        return "switch_lost"
+    return "esl_socket_closed"  # the socket went, not the caller
 
 
 def _next_event(call: OutboundCall, timeout: float) -> EslEvent | None:
