@@ -17,11 +17,13 @@ import gevent
 import gevent.socket
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from tests.engine_support import PASSWORD, engine_config, free_port, running_engine, steady_speech
 from voicebot.call import CallSession
 from voicebot.engine import Engine
 from voicebot.esl.double import ArrayAudio, FreeSwitchDouble, MediaFaults
+from voicebot.esl.stall import REARM_MAX_FAILED
 from voicebot.records.model import CallRecord
 
 
@@ -190,6 +192,30 @@ def test_a_freeswitch_crash_mid_call_is_recorded_as_switch_lost_not_as_the_calle
             released(eng)
         finally:
             eng.shutdown()
+
+
+# ---------------------------------------------------------------- (b3) the caller's stream never comes back
+
+
+def test_a_stream_that_never_comes_back_is_given_up_as_media_lost_naming_the_ptime_trap(fs: FreeSwitchDouble,
+                                                                                       engine: Engine) -> None:
+    """Defect 6: re-arms were unbounded (46 in 6.6 s with the caller's stream cut, the call never ended)."""
+    uuid = call(fs, engine)
+    fs.wait_for(lambda: len(fs.channel(uuid).packets_heard()) > 25, timeout=10, what="the greeting plays")
+    with capture_logs() as logs:
+        fs.change_ptime(uuid, 30)  # the ptime trap kills unicast...
+        fs.cut_media(uuid)  # ...and here no re-arm brings it back
+        record = record_of(engine, uuid, timeout=20)
+    assert record.hangup_cause == "media_lost" and record.disposition == "media_lost", record
+    assert record.path and record.path[0] == "greet" and not record.extras.get("error")
+    rearms = [c for c in fs.commands if c == f"api uuid_transfer {uuid} park inline"]
+    assert len(rearms) == REARM_MAX_FAILED, rearms
+    [lost] = [e for e in logs if e["event"] == "unicast.media_lost"]
+    assert lost["trap"] == "ptime_change" and "Adv=20;Sent=30" in lost["why"] and "a=ptime" in lost["why"], lost
+    fs.wait_for(lambda: fs.channel(uuid).hung_up, timeout=5, what="the engine hangs the call up")
+    assert fs.channel(uuid).cause == "MEDIA_TIMEOUT"
+    released(engine)
+    fs.assert_no_crash()
 
 
 # ---------------------------------------------------------------- (c) garbage on a call's ESL socket

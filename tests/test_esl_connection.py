@@ -49,7 +49,8 @@ from voicebot.esl.protocol import (
     format_reply,
     media_format,
 )
-from voicebot.esl.unicast import PortPool, UnicastMedia, watch_stall
+from voicebot.esl.stall import watch_stall
+from voicebot.esl.unicast import PortPool, UnicastMedia
 from voicebot.logs import get_logger
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,7 +27,8 @@ from voicebot.esl.connection import OutboundServer
 from voicebot.esl.double import ArrayAudio, FreeSwitchDouble, MediaFaults
 from voicebot.esl.protocol import media_format
 from voicebot.esl.sendclock import SEND_LATENESS, SendClock, SendLateness
-from voicebot.esl.unicast import PortPair, PortPool, PortsExhausted, UnicastMedia, watch_stall
+from voicebot.esl.stall import watch_stall
+from voicebot.esl.unicast import PortPair, PortPool, PortsExhausted, UnicastMedia
 from voicebot.logs import get_logger
 
 PEER = ("127.0.0.1", 9)

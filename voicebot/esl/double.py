@@ -25,7 +25,7 @@ Public API
     ``set_caller_audio(uuid, audio)``, ``set_agent_audio(uuid, audio)``; ``change_ptime(uuid, ptime)``;
     dialplan and agents: ``route(extension, app, arg)``, ``set_endpoint(pattern, ring_s, result, agent_audio)``;
     ears: ``ear_timeline(uuid)``, ``first_heard(uuid, source, after, min_dbfs)``;
-    faults: ``drop_connection(uuid)``, ``send_garbage(uuid, data)``, ``send_udp(uuid, data)``,
+    faults: ``cut_media(uuid)``, ``drop_connection(uuid)``, ``send_garbage(uuid, data)``, ``send_udp(uuid, data)``,
     ``set_media_faults(uuid, faults)``; checks: ``fatal_errors``, ``assert_no_crash()``, ``commands``.
     :class:`Channel`: ``state``, ``answered``, ``codec``, ``rate``, ``ptime_ms``,
     ``unicast_active``, ``media``, ``packets_heard()``, ``heard_audio()``, ``ear_timeline()``,
@@ -232,6 +232,14 @@ class FreeSwitchDouble(EslMixin, AgentsMixin, CallsMixin, EarMixin):
             ch.variables["rtp_h_X-Broken-PTIME"] = f"Adv={old};Sent={ptime}"
             ch.set_media_variables()
             self._stop_unicast(ch, f"ptime change {old}->{ptime} ms")
+
+    def cut_media(self, uuid: str) -> None:
+        """The caller's stream stops for good: unicast is torn down now, and every later ``unicast`` on the
+        channel replies +OK and does nothing, so no re-arm brings it back (a trap the engine cannot undo)."""
+        with self._lock:
+            ch = self._require_live(uuid)
+            ch.media_cut = True
+            self._stop_unicast(ch, "media cut")
 
     def drop_connection(self, uuid: str) -> None:
         """FreeSWITCH closes the channel's outbound socket mid-call (no notice; the call stays up)."""

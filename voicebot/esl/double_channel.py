@@ -111,6 +111,7 @@ class Channel:
         self.caller: CallerAudio = Silence()
         self.faults = MediaFaults()
         self.unicast: Unicast | None = None
+        self.media_cut = False  # set by cut_media(): unicast never runs again on this channel
         self.packets_sent = 0
         self.unicast_log: list[str] = []  # "started 320 B/20 ms", "ignored: bridged", "stopped: playback", ...
         self.dtmf: list[str] = []

@@ -77,6 +77,8 @@ class EarMixin(DoubleCore):
             return f"transport {cmd.get('transport')} (only udp works)"
         if ch.bridged_to:
             return "bridged"
+        if ch.media_cut:
+            return "media cut for good (cut_media)"
         if ch.stuck or not ch.parked or ch.running is not None or ch.app not in ("park", "socket"):
             return "not in a fresh park (after a media app, re-arm with uuid_transfer <uuid> park inline)"
         ports = (cmd.get("local-port"), cmd.get("remote-port"))

@@ -13,12 +13,13 @@ Rules:
 3. Any failure ends this call only: it is logged with the call id, the call is
    hung up, and its record is still written.
 4. A hang-up at any moment releases the UDP ports, the thread and the streams.
-5. The hang-up cause says who ended the call: the channel's Hangup-Cause, or
-   ``bot_hangup``; a socket that closes without a hang-up is ``switch_lost``
-   when FreeSWITCH itself is gone (``switch_alive()`` says no: a crash closes
-   every socket) and ``esl_socket_closed`` when only this call's socket went.
-   A lost switch is the call's disposition too, so it never counts as the
-   caller hanging up.
+5. The hang-up cause says who ended the call: the channel's Hangup-Cause,
+   ``bot_hangup``, or ``media_lost`` when re-arms could not bring the caller's
+   stream back (:mod:`voicebot.esl.stall`). A socket that closes without a
+   hang-up is ``switch_lost`` when FreeSWITCH itself is gone (``switch_alive()``
+   says no: a crash closes every socket) and ``esl_socket_closed`` when only
+   this call's socket went. ``switch_lost`` and ``media_lost`` are the call's
+   disposition too, so they never count as the caller hanging up.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from voicebot.audio.frame import AudioFrame
 from voicebot.call import CallSession
 from voicebot.esl.connection import ChannelData, OutboundCall
 from voicebot.esl.protocol import EslEvent
-from voicebot.esl.unicast import PortPool, UnicastMedia, watch_stall
+from voicebot.esl.stall import stall_evidence, watch_stall
+from voicebot.esl.unicast import PortPool, UnicastMedia
 from voicebot.logs import get_logger
 
 if TYPE_CHECKING:
@@ -229,10 +231,12 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
             _connect_handoff(worker, controller)
             greenlets.append(gevent.spawn(controller.run))
         worker.start()
+        lost: list[str] = []
         greenlets += [gevent.spawn(media.deliver, worker.caller), gevent.spawn(media.send_loop, worker.next_bot_frame),
-                      gevent.spawn(watch_stall, media, lambda: call.rearm_unicast(media_ip, ports.local, media_ip, ports.remote),
-                                   live=lambda: call.unicast_expected)]
+                      _watch_media(call, media, worker, media_ip, lost)]
         result.hangup_cause = _converse(call, worker, max_call_s, controller, switch_alive)
+        if lost:  # the stream could not be brought back: the engine hung up, not the caller
+            result.hangup_cause = "media_lost"
         log.info("call.ended", disposition=worker.session.disposition or result.hangup_cause)
     finally:
         if controller is not None:
@@ -243,6 +247,21 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
         if result.worker is not None and not result.worker.stop(1.0):
             log.error("call.thread_stuck")
     return result
+
+
+def _watch_media(call: OutboundCall, media: UnicastMedia, worker: SessionThread, media_ip: str,
+                 lost: list[str]) -> gevent.Greenlet:
+    """The stall watch: re-arm with backoff and a cap; when it gives up, end the call as ``media_lost``."""
+    assert media.ports is not None
+    ports = media.ports
+
+    def give_up(reason: str) -> None:
+        lost.append(reason)
+        worker.hang_up("media_lost")  # the record's disposition: the caller did not hang up
+        call.hangup_quietly("MEDIA_TIMEOUT")
+
+    return gevent.spawn(watch_stall, media, lambda: call.rearm_unicast(media_ip, ports.local, media_ip, ports.remote),
+                        live=lambda: call.unicast_expected, give_up=give_up, diagnose=lambda: stall_evidence(call, media))
 
 
 def _connect_handoff(worker: SessionThread, controller: CallHandoff) -> None:

@@ -4,6 +4,7 @@ of :mod:`voicebot.esl.connection`)."""
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from voicebot.esl.protocol import (
     format_unicast,
     parse_event,
 )
+from voicebot.esl.stall import MEDIA_APPS
 
 CALL_EVENTS = (
     "PLAYBACK_START", "PLAYBACK_STOP", "DTMF", "CHANNEL_ANSWER", "CHANNEL_PARK", "CHANNEL_UNPARK", "CHANNEL_BRIDGE",
@@ -89,8 +91,9 @@ class OutboundCall:
     """One call on FreeSWITCH's outbound socket (``socket ... async full``). Every command has a timeout.
 
     State from events about this channel: ``answered``, ``hung_up``, ``parked``,
-    ``bridged``, ``media`` (refreshed from codec headers); :attr:`can_unicast`
-    (rule 7) and :attr:`unicast_expected` (for the stall watch). ``closed`` once the
+    ``bridged``, ``media`` (refreshed from codec headers), ``last_media_app``
+    (for a stall's diagnosis); :attr:`can_unicast` (rule 7) and
+    :attr:`unicast_expected` (for the stall watch). ``closed`` once the
     socket is gone (hang-up, protocol error, or :meth:`close`).
     """
 
@@ -101,6 +104,7 @@ class OutboundCall:
         self.media: ChannelMedia | None = None
         self.answered = self.hung_up = self.parked = self.bridged = self.lingering = False
         self.dropped_events = 0
+        self.last_media_app: tuple[str, float] | None = None  # (application, monotonic s): it tears unicast down
         self._answering: set[str] = set()  # Application-UUIDs of our `answer` apps not complete yet
         self._waiters = Waiters()
         self._events: Any = gevent.queue.Queue(max_events)
@@ -156,6 +160,8 @@ class OutboundCall:
             self.hung_up = True
         if name == "CHANNEL_EXECUTE_COMPLETE":
             self._answering.discard(event.get("Application-UUID") or "")
+        if name == "CHANNEL_EXECUTE" and (event.get("Application") or "").lower() in MEDIA_APPS:
+            self.last_media_app = ((event.get("Application") or "").lower(), time.monotonic())
         if name in ("CHANNEL_PARK", "CHANNEL_UNPARK"):
             self.parked = name == "CHANNEL_PARK"
         bridging = name == "CHANNEL_EXECUTE" and event.get("Application") in ("bridge", "uuid_bridge")

@@ -34,9 +34,11 @@ Rules
    wake per tick for all calls); :data:`SEND_LATENESS` counts how late each
    frame left, over the process.
 5. Stalls: unicast dies silently (a ptime change, a media app). :meth:`stalled`
-   is true when nothing arrived for ``threshold`` s since the last packet or
-   the last (re-)arm; :func:`watch_stall` re-arms (``uuid_transfer <uuid> park
-   inline``, CHANNEL_PARK, unicast again) through a callback.
+   is true when nothing *arrived* for ``threshold`` s since the last packet or
+   the last (re-)arm: arrival times are the kernel's, and a datagram waiting
+   unread in the socket (:meth:`waiting`) means the engine is behind, not the
+   stream, so a busy engine never takes itself for a stalled FreeSWITCH.
+   :func:`voicebot.esl.stall.watch_stall` re-arms with backoff and a cap.
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ class UnicastMedia:
         self._last_payload = b""
         self._last_at = -1.0
         self._candidate = (0, 0)  # (size, datagrams in a row) of a plausible size other than the expected one
+        self.odd_frame: tuple[int, int] | None = None  # (bytes, ptime ms) of the last such datagram, until adopted
         self._jitter: deque[float] = deque(maxlen=_JITTER_WINDOW)
         self._max_jitter = 0.0
         self._counts = dict.fromkeys(("packets_in", "frames_in", "garbage", "foreign", "mismatched", "duplicates",
@@ -191,10 +194,25 @@ class UnicastMedia:
         self.armed_at = time.monotonic() if now is None else now
 
     def stalled(self, now: float | None = None, threshold: float = 0.2) -> bool:
-        """True if nothing arrived for ``threshold`` s since the last frame or the last arm (rule 5)."""
+        """True if nothing arrived for ``threshold`` s since the last frame or the last arm, and nothing waits
+        unread in the socket (rule 5)."""
         now = time.monotonic() if now is None else now
         since = max(self.armed_at, self.last_packet_at or 0.0)
-        return not self.closed and now - since > threshold
+        return not self.closed and now - since > threshold and not self.waiting()
+
+    def waiting(self) -> bool:
+        """True if a datagram has arrived and waits unread in the socket (a peek: nothing is consumed)."""
+        if self.closed:
+            return False
+        try:
+            self._sock._sock.recv(1, socket.MSG_PEEK)
+        except OSError:  # empty (EAGAIN), or an ICMP error reported (and cleared): nothing is known to wait
+            return False
+        return True
+
+    def count_stall(self) -> None:
+        """One more stall (for :meth:`stats`)."""
+        self._counts["stalls"] += 1
 
     def close(self) -> None:
         """Close the socket (ends :meth:`frames`, :meth:`deliver` and :meth:`send_loop`) and release the port pair."""
@@ -333,6 +351,7 @@ class UnicastMedia:
             self._counts["garbage"] += 1
             return False
         self._counts["mismatched"] += 1
+        self.odd_frame = (size, ptime)
         seen = self._candidate[1] + 1 if self._candidate[0] == size else 1
         self._candidate = (size, seen)
         if seen < ADOPT_AFTER:
@@ -343,7 +362,7 @@ class UnicastMedia:
     def _adopt(self, size: int, ptime: int) -> None:
         old = self.media
         self.media = media_format(old.codec, old.rate, ptime, native=old.native)
-        self._candidate = (0, 0)
+        self._candidate, self.odd_frame = (0, 0), None
         _log().warning("unicast.frame_size_mismatch", stream=self.label, expected=old.frame_bytes, seen=size,
                        ptime_ms=ptime, adapted=True)
 
@@ -445,32 +464,3 @@ def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
             sec, nsec = struct.unpack("qq", data[:16])
             return min(mono, mono - (real - (float(sec) + float(nsec) / 1e9)))
     return mono
-
-
-# ---------------------------------------------------------------- stall watch
-
-
-def watch_stall(media: UnicastMedia, rearm: Callable[[], None], *, threshold_s: float = 0.2,
-                poll_s: float = 0.05, live: Callable[[], bool] = lambda: True) -> None:
-    """Until ``media`` closes: when the stream stalls while ``live()``, call ``rearm()`` (rule 5).
-
-    ``live`` must be false while no stream is expected (bridged, hung up):
-    re-arming would transfer the call out of its bridge. The watch pauses
-    meanwhile and re-arms as soon as the stream is expected again (after the
-    bridge, the caller is parked: unicast must be sent again). A failed re-arm
-    is logged and tried again after another ``threshold_s``.
-    """
-    while not media.closed:
-        gevent.sleep(poll_s)
-        if media.closed or not live() or not media.stalled(threshold=threshold_s):
-            continue
-        media._counts["stalls"] += 1
-        silent_ms = round((time.monotonic() - max(media.armed_at, media.last_packet_at or 0.0)) * 1000)
-        _log().warning("unicast.stalled", stream=media.label, silent_ms=silent_ms)
-        try:
-            rearm()
-        except Exception as err:
-            _log().warning("unicast.rearm_failed", stream=media.label, error=repr(err))
-        else:
-            _log().info("unicast.rearmed", stream=media.label)
-        media.armed()
