@@ -107,6 +107,30 @@ def test_a_busy_consumer_is_not_a_stall_and_a_silent_stream_is(switch: Switch) -
     delivering.join(1)
 
 
+def test_an_engine_short_of_cpu_does_not_take_itself_for_a_stalled_freeswitch(switch: Switch) -> None:
+    """The hub held up past the threshold (as by session threads hogging the GIL): when it runs again, the
+    stall watch may wake before the socket's reader; the packets that arrived meanwhile still count."""
+    media = UnicastMedia(PCM_20MS, 0, switch.port)
+    rearms: list[float] = []
+    frames: list[object] = []
+    try:
+        media.armed()
+        switch.start(media.bound_port)
+        delivering = gevent.spawn(media.deliver, frames.append)
+        watcher = gevent.spawn(watch_stall, media, lambda: rearms.append(time.monotonic()), threshold_s=0.1,
+                               poll_s=0.01)
+        wait(lambda: len(frames) >= 5, what="the stream flows")
+        for _ in range(3):
+            time.sleep(0.3)  # blocks the hub: nothing of the engine runs, FreeSWITCH goes on sending
+            sent = switch.sent
+            wait(lambda: len(frames) >= sent - 2, what="the reader catches up")  # noqa: B023
+        assert rearms == [] and media.stats().stalls == 0, "a busy engine is not a stalled FreeSWITCH"
+    finally:
+        media.close()
+    watcher.join(1)
+    delivering.join(1)
+
+
 # ------------------------------------------------------------------ defect 6: backoff and a cap
 
 
