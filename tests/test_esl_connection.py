@@ -719,7 +719,7 @@ def test_a_call_answered_before_it_reached_us_may_unicast_at_once(fs: FreeSwitch
         for _ in call.events():
             pass
     server = serve(handler)
-    inbound.originate("loopback/7000/voicebot", f"&socket(127.0.0.1:{server.port} async full)", uuid="bot-leg",
+    inbound.originate("loopback/7000/voicebot", f"&socket('127.0.0.1:{server.port} async full')", uuid="bot-leg",
                       timeout=2)
     fs.wait_for(lambda: "ok" in got, timeout=3, what="unicast")
     assert got["data"].answered and fs.channel("bot-leg").unicast_active

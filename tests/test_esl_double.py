@@ -543,7 +543,7 @@ def test_originate_socket_connects_out_to_the_engine(fs: FreeSwitchDouble, engin
     esl = inbound(fs)
     port = engine.getsockname()[1]
     reply = esl.command(f"api originate {{origination_uuid=bot-call}}loopback/7000/voicebot "
-                        f"&socket(127.0.0.1:{port} async full)\n\n")
+                        f"&socket('127.0.0.1:{port} async full')\n\n")
     assert reply.body == b"+OK bot-call\n"
     call = accept(engine)
     data = call.command("connect\n\n")

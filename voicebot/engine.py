@@ -41,6 +41,7 @@ from voicebot.esl.busy import BusyPrompt, play_busy
 from voicebot.esl.connection import ChannelData, EslFailure, InboundConnection, OutboundCall, OutboundServer
 from voicebot.esl.driver import CallResult, HandoffFactory, SessionThread, drive_call
 from voicebot.esl.handoff import CallHandoff, HandoffContext
+from voicebot.esl.socketapp import originate_socket_app, socket_mode_problem
 from voicebot.esl.unicast import PortPool
 from voicebot.handoff.agents import AgentPool
 from voicebot.handoff.setup import agent_voices, handoff_group, make_screenpop
@@ -143,6 +144,10 @@ class Engine:
     def handle_call(self, call: OutboundCall) -> None:
         """One FreeSWITCH call (runs in its own greenlet)."""
         data = call.connect()
+        if (problem := socket_mode_problem(data.headers)) is not None:  # `event`/`linger` would fail obscurely
+            self.log.error("call.socket_mode", call=data.uuid, problem=problem)
+            call.hangup_quietly()
+            return
         call.subscribe()
         call.linger(5)
         if data.headers.get("variable_vb_role") == "agent":  # an agent's leg we originated for a handoff
@@ -316,7 +321,7 @@ def place_test_call(config: EngineConfig, destination: str, variables: dict[str,
             return 1, f"FreeSWITCH is not reachable at {config.esl_host}:{config.esl_port}: {engine.inbound.state().last_error}"
         call_vars = ",".join([f"origination_uuid={uuidlib.uuid4()}", *(f"vb_var_{k}={v}" for k, v in variables.items())])
         engine.inbound.originate(f"{{{call_vars}}}{destination}",
-                                 f"&socket({config.outbound_host}:{engine.server.port} async full)")
+                                 originate_socket_app(f"{config.outbound_host}:{engine.server.port}"))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and (engine.metrics.calls_total == 0 or engine.metrics.active_calls):
             gevent.sleep(0.1)

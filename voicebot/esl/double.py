@@ -97,6 +97,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from voicebot.esl.double_agents import AgentsMixin
+from voicebot.esl.double_args import SocketTarget
 from voicebot.esl.double_audio import (
     ArrayAudio,
     CallbackAudio,
@@ -158,7 +159,7 @@ class FreeSwitchDouble(EslMixin, AgentsMixin, CallsMixin, EarMixin):
             if engine_port is None:
                 self._start_park(ch)
                 return ch.uuid
-            self._start_socket_app(ch, host, engine_port)
+            self._start_socket_app(ch, SocketTarget(host, engine_port, asynchronous=True, full=True))
             return ch.uuid
 
     def press(self, uuid: str, digits: str, gap_s: float = 0.1) -> None:

@@ -8,7 +8,8 @@
   :class:`~voicebot.esl.double_config.Endpoint` says: at once, or ringing ``ring_s`` (CHANNEL_PROGRESS), then
   answering (``+OK <uuid>``) or failing (``-ERR USER_BUSY``...). ``error/<cause>`` fails at once, as
   FreeSWITCH's error endpoint does.
-- the app: ``&park()``, ``&socket(host:port async full)``, ``&eavesdrop(uuid)``, any other ``&app(arg)``,
+- the app: ``&park()``, ``&socket('host:port async full')`` (unquoted, split as FreeSWITCH does:
+  voicebot.esl.double_args), ``&eavesdrop(uuid)``, any other ``&app(arg)``,
   an extension, or an inline dialplan ``'playback:/x.wav,eavesdrop:UUID' inline`` (apps in order, then the
   leg hangs up).
 """
@@ -18,20 +19,16 @@ from __future__ import annotations
 import functools
 import socket
 
+from voicebot.esl.double_args import SocketTarget, parse_originate, parse_socket_arg
 from voicebot.esl.double_audio import CallerAudio, Tone
 from voicebot.esl.double_channel import Channel
 from voicebot.esl.double_config import (
     ANSWER,
-    APP_SPEC_RE,
     CODEC_SPEC_RE,
-    INLINE_RE,
-    ORIGINATE_RE,
     ORIGINATE_USAGE,
     Endpoint,
     match_endpoint,
     parse_inline_dialplan,
-    parse_socket_arg,
-    require_loopback,
     split_var,
 )
 from voicebot.esl.double_core import DoubleCore, new_uuid
@@ -39,17 +36,6 @@ from voicebot.esl.double_wire import ApiResult, Conn, Outcome
 from voicebot.esl.protocol import ChannelMedia, media_format
 
 DEFAULT_ORIGINATE_TIMEOUT_S = 60.0  # FreeSWITCH's originate_timeout default
-
-
-def _originate_app(spec: str) -> tuple[str, str]:
-    """What the originated leg runs: ``&app(arg)``, ``'a:b,c:d' inline`` → ("inline", "a:b,c:d"), or an extension."""
-    app = APP_SPEC_RE.match(spec)
-    if app is not None:
-        return app["name"], app["arg"] or ""
-    inline = INLINE_RE.match(spec)
-    if inline is not None:
-        return "inline", inline["quoted"] if inline["quoted"] is not None else inline["bare"]
-    return "transfer", spec.split()[0]
 
 
 def _agent_voice(spec: Endpoint, agent: bool) -> CallerAudio | None:
@@ -63,15 +49,24 @@ def _agent_voice(spec: Endpoint, agent: bool) -> CallerAudio | None:
     return Tone() if agent else None
 
 
+def _split_aleg(aleg: str) -> tuple[str, str]:
+    """``{a=1,b=2}ENDPOINT`` → ("a=1,b=2", "ENDPOINT")."""
+    if aleg.startswith("{") and "}" in aleg:
+        variables, _, endpoint = aleg[1:].partition("}")
+        return variables, endpoint
+    return "", aleg
+
+
 class AgentsMixin(DoubleCore):
     """``originate``: loopback pairs, dialplan routes, agent endpoints that ring, answer or fail."""
 
     def _api_originate(self, args: str) -> str | ApiResult:
-        m = ORIGINATE_RE.match(args.strip())
-        if m is None:
+        parsed = parse_originate(args)  # split on spaces as FreeSWITCH does: quote the socket app's argument
+        if parsed is None:
             return ORIGINATE_USAGE
-        variables = dict(split_var(v) for v in (m["vars"] or "").split(",") if "=" in v)
-        app = _originate_app(m["app"].strip())
+        vars_text, endpoint = _split_aleg(parsed.aleg)
+        variables = dict(split_var(v) for v in vars_text.split(",") if "=" in v)
+        app = (parsed.app, parsed.arg)
         try:
             if app[0] == "socket":
                 parse_socket_arg(app[1])
@@ -82,7 +77,7 @@ class AgentsMixin(DoubleCore):
         uuid = variables.get("origination_uuid") or new_uuid()
         if uuid in self._channels:
             return "-ERR INVALID_UUID\n"
-        return self._originate_to(m["endpoint"], uuid, variables, app)
+        return self._originate_to(endpoint, uuid, variables, app)
 
     def _originate_to(self, endpoint: str, uuid: str, variables: dict[str, str], app: tuple[str, str]) -> str | ApiResult:
         parts = endpoint.split("/")
@@ -193,8 +188,7 @@ class AgentsMixin(DoubleCore):
         """The extension's apps in order: answer/set run and go on; socket/park hold the channel; then hang up."""
         for app, arg in apps:
             if app == "socket":
-                host, port = parse_socket_arg(arg)
-                self._start_socket_app(ch, host, port)
+                self._start_socket_app(ch, parse_socket_arg(arg))
                 return
             if app == "park":
                 self._start_park(ch)
@@ -236,9 +230,8 @@ class AgentsMixin(DoubleCore):
         if app == "park":
             self._start_park(a)
         elif app == "socket":
-            host, port = parse_socket_arg(arg)
             a.variables.update({"current_application_data": arg, "current_application": "socket"})
-            self._start_socket_app(a, host, port)
+            self._start_socket_app(a, parse_socket_arg(arg))
         elif app == "eavesdrop":
             self._start_eavesdrop(a, arg)
         else:
@@ -246,14 +239,15 @@ class AgentsMixin(DoubleCore):
             for name, value in parse_inline_dialplan(arg) if app == "inline" else [(app, arg)]:
                 self._execute(a, name, value, "")
 
-    def _start_socket_app(self, ch: Channel, host: str, port: int) -> None:
-        """``socket host:port async full``: the channel parks and FreeSWITCH connects out to the engine."""
-        require_loopback(host)
-        ch.app, ch.app_uuid, ch.parked = "socket", new_uuid(), True
-        ch.variables.update({"current_application_data": f"{host}:{port} async full",
+    def _start_socket_app(self, ch: Channel, target: SocketTarget) -> None:
+        """``socket host:port [async] [full]``: FreeSWITCH connects out to the engine; with ``async`` the channel
+        parks; without ``full`` the socket serves only a few commands (voicebot.esl.double_args)."""
+        host, port = target.host, target.port
+        ch.app, ch.app_uuid, ch.parked = "socket", new_uuid(), target.asynchronous
+        ch.variables.update({"current_application_data": target.data,
                              "current_application": "socket", "socket_host": host})
         if ch.direction == "outbound":
-            self._emit(ch, "CHANNEL_EXECUTE", self._app_pairs("socket", f"{host}:{port} async full", ch.app_uuid))
+            self._emit(ch, "CHANNEL_EXECUTE", self._app_pairs("socket", target.data, ch.app_uuid))
         try:
             sock = socket.create_connection((host, port), timeout=2.0)
         except OSError:
@@ -265,6 +259,7 @@ class AgentsMixin(DoubleCore):
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ch.conn = Conn(sock, self._on_command, self._on_gone, session=ch.uuid, authed=True)
+        ch.conn.socket_mode, ch.conn.control = target.socket_mode, target.control
         self._conns.append(ch.conn)
         ch.conn.start()
         if ch.flavour == "sofia":  # parked at once, before the engine can subscribe (check5, check6b)

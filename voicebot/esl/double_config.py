@@ -102,16 +102,6 @@ def require_loopback(host: str) -> None:
         raise ValueError(f"the FreeSWITCH double only talks to 127.0.0.1, not {host!r}")
 
 
-def parse_socket_arg(arg: str) -> tuple[str, int]:
-    """``127.0.0.1:8084 async full`` → (host, port); ValueError unless the host is loopback."""
-    address = arg.split()[0] if arg.split() else ""
-    host, _, port = address.rpartition(":")
-    if not port.isdigit():
-        raise ValueError(f"bad socket address {arg!r}")
-    require_loopback(host)
-    return host, int(port)
-
-
 def split_var(item: str) -> tuple[str, str]:
     """``name=value`` → (name, value), stripped."""
     name, _, value = item.partition("=")
@@ -171,9 +161,6 @@ SHOW_CHANNELS_HEADER = (
     "presence_id,presence_data,accountcode,callstate,callee_name,callee_num,callee_direction,call_uuid,"
     "sent_callee_name,sent_callee_num,initial_cid_name,initial_cid_num,initial_ip_addr,initial_dest,"
     "initial_dialplan,initial_context")
-ORIGINATE_RE = re.compile(r"^(?:\{(?P<vars>[^}]*)\})?(?P<endpoint>\S+)\s+(?P<app>.+)$")
-APP_SPEC_RE = re.compile(r"^&(?P<name>[\w-]+)(?:\((?P<arg>.*)\))?")
-INLINE_RE = re.compile(r"^(?:'(?P<quoted>[^']*)'|(?P<bare>\S+))\s+inline\b")
 CODEC_SPEC_RE = re.compile(r"(?P<codec>[A-Za-z0-9]+)@(?P<rate>\d+)h(?:@(?P<ptime>\d+)i)?")
 TONE_RE = re.compile(r"%\((?P<on>\d+),(?P<off>\d+)")
 ORIGINATE_USAGE = ("-USAGE: <call url> <exten>|&<application_name>(<app_args>) [<dialplan>] [<context>] "

@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
+from voicebot.esl.double_args import NON_FULL_COMMANDS
 from voicebot.esl.double_channel import Channel
 from voicebot.esl.double_config import EVENT_NAMES, LOG_LEVELS, MYEVENTS, SHOW_CHANNELS_HEADER
 from voicebot.esl.double_core import DoubleCore, new_uuid
@@ -69,7 +70,8 @@ class EslMixin(DoubleCore):
             self._auth(conn, cmd.line)
             return None
         handler = self._esl_handlers().get(word)
-        if handler is None or (word in ("connect", "getvar", "resume") and not conn.session):
+        refused = conn.session and conn.control != "full" and word not in NON_FULL_COMMANDS
+        if handler is None or refused or (word in ("connect", "getvar", "resume") and not conn.session):
             conn.send(format_reply("-ERR command not found"))
             return None
         return handler(conn, cmd)
@@ -100,8 +102,8 @@ class EslMixin(DoubleCore):
     def _esl_connect(self, conn: Conn, cmd: Command) -> Delayed:
         ch = self._channels[conn.session]
         pairs = self._core_pairs("CHANNEL_DATA") + ch.profile_pairs("Channel") + self._channel_pairs(ch)
-        conn.send(format_channel_data(pairs))
-        if ch.flavour == "loopback" and not ch.answered and ch.app == "socket":
+        conn.send(format_channel_data(pairs, mode=conn.socket_mode, control=conn.control))
+        if ch.flavour == "loopback" and not ch.answered and ch.app == "socket" and ch.parked:
             self._later(self.timing.park_s, lambda: self._emit(ch, "CHANNEL_PARK"))
         return None
 

@@ -158,6 +158,8 @@ class Conn:
         self.filters: list[tuple[str, str]] = []
         self.resume = False
         self.closed = False
+        self.socket_mode = "async"  # an outbound socket's mode: "async" or "static" (the socket app's data said no async)
+        self.control = "full"  # "full", or "single-channel": only a few commands (double_args.NON_FULL_COMMANDS)
         self._handle, self._gone = handle, gone
         self._out: queue.Queue[object] = queue.Queue()
         self._reader = CommandReader()

@@ -6,7 +6,7 @@ How it goes (DESIGN.md section 2, captures ``check6*`` and ``check8_*``):
    ``prepare_at_level``, or a transfer node): an agent of the group is reserved
    in the :class:`~voicebot.handoff.agents.AgentPool`, a screen-pop is posted,
    and the agent's leg is originated with the socket app back to the engine
-   (``{origination_uuid=A,vb_role=agent,vb_call=C}ENDPOINT &socket(...)``), so
+   (``{origination_uuid=A,vb_role=agent,vb_call=C}ENDPOINT &socket('...')``, quoted), so
    the agent's leg gets its own outbound socket and events.
 2. When the agent answers, their leg connects to the engine: the session hears
    ``AgentReady``, the agent hears the whisper (a spoken summary), then listens
@@ -51,6 +51,7 @@ from voicebot.dialog import events as ev
 from voicebot.esl.connection import EslFailure, InboundConnection, OutboundCall
 from voicebot.esl.hub import HubInbox
 from voicebot.esl.protocol import EslEvent
+from voicebot.esl.socketapp import originate_socket_app
 from voicebot.handoff.agents import Agent, AgentPool
 from voicebot.handoff.screenpop import ScreenPop
 from voicebot.logs import get_logger
@@ -197,7 +198,7 @@ class CallHandoff:
         variables = f"vb_role=agent,vb_call={self.call_id},vb_agent={agent.id},originate_timeout=" \
                     f"{int(self.ctx.config.ring_timeout_s)},origination_caller_id_name=voicebot"
         try:
-            self.ctx.inbound.originate(f"{{{variables}}}{agent.endpoint}", f"&socket({self.ctx.socket_address} async full)",
+            self.ctx.inbound.originate(f"{{{variables}}}{agent.endpoint}", originate_socket_app(self.ctx.socket_address),
                                        uuid=leg, timeout=self.ctx.config.ring_timeout_s + 5)
         except EslFailure as err:
             if self.agent_uuid == leg and self.state == "ringing":
