@@ -1,8 +1,8 @@
 """A FreeSWITCH test double: ESL and unicast media as FreeSWITCH 1.11.1 does them.
 
-Everything it says on the wire follows the captures in ``shared/fixtures/esl``
+Everything it says on the wire follows the captures in ``tests/fixtures/esl``
 (reply strings, event order, header layout, URL encoding) and the timings of
-DESIGN.md section 2 (:class:`Timing` names the capture of every delay). It listens
+docs/freeswitch.md (:class:`Timing` names the capture of every delay). It listens
 and sends on 127.0.0.1 only, on ephemeral ports.
 
     with FreeSwitchDouble(password="ClueCon") as fs:
@@ -65,7 +65,7 @@ The ear (``Channel.packets_heard()``, ``ear_timeline``, ``first_heard``; see ``d
     sends is heard mixed with the agent ("engine+agent"); when the engine sends nothing, nothing is heard.
     An eavesdropping agent hears the caller mixed with the bot ("caller+engine", from 38 ms).
 
-Rules (what the double enforces, DESIGN.md section 2)
+Rules (what the double enforces, docs/freeswitch.md)
 1. ``unicast`` on a channel that is not answered, or has no media yet, crashes
    FreeSWITCH: the double replies ``+OK`` (as captured), records a fatal error,
    and drops every connection and stops listening until ``restart()``.
@@ -226,7 +226,7 @@ class FreeSwitchDouble(EslMixin, AgentsMixin, CallsMixin, EarMixin):
             session.sendto(data)
 
     def change_ptime(self, uuid: str, ptime: int) -> None:
-        """The SIP peer switches packet time (e.g. 20 → 30 ms): unicast dies silently (DESIGN.md section 2)."""
+        """The SIP peer switches packet time (e.g. 20 → 30 ms): unicast dies silently (docs/freeswitch.md)."""
         with self._lock:
             ch = self._require_live(uuid)
             old, ch.ptime_ms = ch.ptime_ms, ptime

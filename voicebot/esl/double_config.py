@@ -1,6 +1,6 @@
 """Configuration of the FreeSWITCH test double: captured timings, agent endpoints, dialplan routes, wire tables.
 
-Every delay in :class:`Timing` was measured in ``shared/fixtures/esl`` (the capture is named beside it).
+Every delay in :class:`Timing` was measured in ``tests/fixtures/esl`` (the capture is named beside it).
 :class:`Endpoint` says how an originated agent leg behaves (ring, answer or fail, what the agent says).
 """
 
@@ -14,9 +14,9 @@ from voicebot.esl.double_audio import CallerAudio
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
-CRASH_UNICAST = "unicast before answer would have crashed FreeSWITCH (DESIGN.md section 2)"
+CRASH_UNICAST = "unicast before answer would have crashed FreeSWITCH (docs/freeswitch.md)"
 STUCK_L16 = ("L16 eavesdrop + unicast teardown left the caller stuck; FreeSWITCH had to be restarted "
-             "(DESIGN.md section 2)")
+             "(docs/freeswitch.md)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ class Timing:
     dtmf_s: float = 0.020  # uuid_recv_dtmf → first DTMF event, and between digits (check7 20.1 ms; check8 20.2-20.8)
     eavesdrop_ear_s: float = 0.038  # eavesdrop starts → first frame the agent hears (check8 listen: 61.4 ms after
     #                                 the originate, whose CHANNEL_EXECUTE eavesdrop came at 23.5 ms)
-    unicast_first_s: float = 0.035  # sendmsg unicast → first UDP packet (DESIGN.md section 2)
+    unicast_first_s: float = 0.035  # sendmsg unicast → first UDP packet (docs/freeswitch.md)
     crash_s: float = 0.020  # unicast before answer: +OK, then the process dies (check4b, check4c)
     linger_extra_s: float = 0.3  # linger N closes N s + part of a second after hangup (check5: 5.07-5.6 s for 5)
     default_playback_s: float = 1.0  # a file whose length the double cannot know
@@ -132,7 +132,7 @@ CALLING: dict[str, tuple[str, str, str]] = {
     "PLAYBACK_STOP": ("switch_ivr_play_say.c", "switch_ivr_play_file", "2023"),
 }
 
-# What `myevents` subscribes to (mod_event_socket.c): no PLAYBACK_* or RECORD_* (DESIGN.md section 2).
+# What `myevents` subscribes to (mod_event_socket.c): no PLAYBACK_* or RECORD_* (capture check3 in tests/fixtures/esl).
 MYEVENTS = frozenset({
     "CHANNEL_ANSWER", "CHANNEL_APPLICATION", "CHANNEL_BRIDGE", "CHANNEL_CREATE", "CHANNEL_DATA",
     "CHANNEL_DESTROY", "CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP",

@@ -88,7 +88,7 @@ class EarMixin(DoubleCore):
         return ""
 
     def _stop_unicast(self, ch: Channel, reason: str) -> None:
-        """Tear unicast down; on an eavesdropped L16 channel this wedges the call (DESIGN.md section 2)."""
+        """Tear unicast down; on an eavesdropped L16 channel this wedges the call (docs/freeswitch.md)."""
         session = ch.unicast
         if session is None or not session.active:
             return

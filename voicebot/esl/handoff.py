@@ -1,6 +1,6 @@
 """One call's handoff to a human agent on FreeSWITCH: reserve, ring, whisper, listen, transfer, take over.
 
-How it goes (DESIGN.md section 2, captures ``check6*`` and ``check8_*``):
+How it goes (docs/freeswitch.md; captures ``check6*`` and ``check8_*`` in tests/fixtures/esl):
 
 1. ``PrepareHandoff`` (a node marked ``prepare``, the level reaching the flow's
    ``prepare_at_level``, or a transfer node): an agent of the group is reserved
@@ -254,7 +254,7 @@ class CallHandoff:
                 self._whispering = False
         if self.state != "answered":
             return  # a transfer came first: it bridges
-        if not self.eavesdrop_ok:  # L16 + eavesdrop + unicast leaves the caller stuck (DESIGN.md section 2)
+        if not self.eavesdrop_ok:  # L16 + eavesdrop + unicast leaves the caller stuck (docs/freeswitch.md)
             self.log.warning("handoff.no_eavesdrop_on_l16")
             return
         call.execute_nowait("eavesdrop", self.call_id)
