@@ -28,7 +28,7 @@ Rules
 7. ``unicast`` is refused (:class:`UnicastBeforeAnswer`, nothing is sent) unless
    the channel is answered: CHANNEL_ANSWER seen (or the connect data says
    answered) and no ``answer`` of ours still running (its EXECUTE_COMPLETE not
-   seen yet). Unicast before answer crashes FreeSWITCH (DESIGN.md section 2).
+   seen yet). Unicast before answer crashes FreeSWITCH (docs/freeswitch.md).
    The check runs after the send lock is taken, right before the bytes go out.
 8. Logs name commands by their verb (``api originate``), never their arguments:
    dial strings carry phone numbers.
@@ -93,7 +93,7 @@ DEFAULT_EVENTS = (
     "CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE",
     "CHANNEL_PROGRESS_MEDIA", "PLAYBACK_START", "PLAYBACK_STOP", "DTMF", "BACKGROUND_JOB",
 )
-# Added to `myevents` on an outbound socket: it lacks PLAYBACK_* (DESIGN.md section 2); the rest is explicit.
+# Added to `myevents` on an outbound socket: it lacks PLAYBACK_* (capture check3 in tests/fixtures/esl); the rest is explicit.
 CALL_EVENTS = (
     "PLAYBACK_START", "PLAYBACK_STOP", "DTMF", "CHANNEL_ANSWER", "CHANNEL_PARK", "CHANNEL_UNPARK", "CHANNEL_BRIDGE",
     "CHANNEL_UNBRIDGE", "CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE",
@@ -701,7 +701,7 @@ class InboundConnection:
     def unicast(self, uuid: str, local_ip: str, local_port: int, remote_ip: str, remote_port: int, *,
                 native: bool = False, timeout: float | None = None) -> None:
         """``sendmsg <uuid>`` unicast on any channel (e.g. the far leg of a test call). The caller must know the
-        channel is answered and parked: unicast before the answer crashes FreeSWITCH (DESIGN.md section 2)."""
+        channel is answered and parked: unicast before the answer crashes FreeSWITCH (docs/freeswitch.md)."""
         data = format_unicast(_token(uuid, "uuid"), local_ip=local_ip, local_port=local_port, remote_ip=remote_ip,
                               remote_port=remote_port, native=native)
         _expect_ok("unicast", self._command(data, timeout))
@@ -991,7 +991,7 @@ class OutboundCall:
             _log().error("esl.unicast_refused", call=self.uuid or "-", answered=self.answered,
                          answer_running=bool(self._answering))
             raise UnicastBeforeAnswer(f"call {self.uuid or '-'}: unicast before the answer completed would crash "
-                                      "FreeSWITCH; call answer() first (DESIGN.md section 2)")
+                                      "FreeSWITCH; call answer() first (docs/freeswitch.md)")
 
     def unicast(self, local_ip: str, local_port: int, remote_ip: str, remote_port: int, *, native: bool = False,
                 timeout: float | None = None) -> None:
