@@ -1,4 +1,4 @@
-"""The FreeSWITCH double against a minimal raw-socket ESL client written here (no greenswitch, no voicebot parser).
+"""The FreeSWITCH double against a minimal raw-socket ESL client written here (no voicebot parser).
 
 Synchronisation is by what arrives on the sockets and by ``fs.wait_for``; nothing sleeps to wait.
 """
