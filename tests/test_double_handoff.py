@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from fsdouble.double import STUCK_L16, ChannelState, Endpoint, FreeSwitchDouble, Tone
 from tests.test_esl_double import RawEsl, accept, event_named, inbound, names, outbound_call, receive, unicast
 from voicebot.audio.wav import write_wav
-from voicebot.esl.double import STUCK_L16, ChannelState, Endpoint, FreeSwitchDouble, Tone
 
 RATE = 8000
 FRAME = 160  # samples per 20 ms at 8 kHz

@@ -15,10 +15,10 @@ from urllib.parse import unquote
 import pytest
 from structlog.testing import capture_logs
 
+from fsdouble.args import parse_originate, parse_socket_arg, separate_blank
+from fsdouble.double import FreeSwitchDouble
 from tests.engine_support import PASSWORD, engine_config, running_engine
 from tests.test_esl_double import RawEsl, accept, inbound
-from voicebot.esl.double import FreeSwitchDouble
-from voicebot.esl.double_args import parse_originate, parse_socket_arg, separate_blank
 from voicebot.esl.socketapp import originate_socket_app, socket_mode_problem
 
 

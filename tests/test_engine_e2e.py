@@ -12,9 +12,9 @@ import gevent.socket
 import numpy as np
 import pytest
 
+from fsdouble.double import ArrayAudio, FreeSwitchDouble
 from tests.engine_support import PASSWORD, engine_config, free_port, running_engine, steady_speech
 from voicebot.engine import Engine
-from voicebot.esl.double import ArrayAudio, FreeSwitchDouble
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ import gevent.socket
 import numpy as np
 import pytest
 
+from fsdouble.double import ArrayAudio, FreeSwitchDouble, MediaFaults
 from tests.engine_support import PASSWORD, engine_config, free_port, running_engine, steady_speech
 from voicebot.call import CallSession
 from voicebot.engine import Engine
-from voicebot.esl.double import ArrayAudio, FreeSwitchDouble, MediaFaults
 from voicebot.records.model import CallRecord
 
 

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from numpy.lib.stride_tricks import sliding_window_view
 from structlog.testing import capture_logs
 
+from fsdouble.double import ArrayAudio, ChannelState, FreeSwitchDouble, Timing
 from voicebot.audio.codecs import decode, encode
 from voicebot.audio.frame import AudioFrame
 from voicebot.esl.connection import (
@@ -38,7 +39,6 @@ from voicebot.esl.connection import (
     UnicastBeforeAnswer,
     backoff_delay,
 )
-from voicebot.esl.double import ArrayAudio, ChannelState, FreeSwitchDouble, Timing
 from voicebot.esl.protocol import (
     EslEvent,
     format_api_response,

@@ -18,8 +18,7 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 
-from voicebot.audio.codecs import linear_to_ulaw
-from voicebot.esl.double import (
+from fsdouble.double import (
     CRASH_UNICAST,
     STUCK_L16,
     ArrayAudio,
@@ -28,6 +27,7 @@ from voicebot.esl.double import (
     FreeSwitchDouble,
     MediaFaults,
 )
+from voicebot.audio.codecs import linear_to_ulaw
 
 REPLIES = ("command/reply", "api/response")
 

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from fsdouble.audio import Packet
+from fsdouble.channel import Channel
 from voicebot.audio.codecs import encode
-from voicebot.esl.double_audio import Packet
-from voicebot.esl.double_channel import Channel
 from voicebot.esl.protocol import ChannelMedia
 
 

@@ -159,7 +159,7 @@ class Conn:
         self.resume = False
         self.closed = False
         self.socket_mode = "async"  # an outbound socket's mode: "async" or "static" (the socket app's data said no async)
-        self.control = "full"  # "full", or "single-channel": only a few commands (double_args.NON_FULL_COMMANDS)
+        self.control = "full"  # "full", or "single-channel": only a few commands (fsdouble.args.NON_FULL_COMMANDS)
         self._handle, self._gone = handle, gone
         self._out: queue.Queue[object] = queue.Queue()
         self._reader = CommandReader()

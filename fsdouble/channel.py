@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from voicebot.esl.double_audio import CallerAudio, Packet, Silence, dbfs
+from fsdouble.audio import CallerAudio, Packet, Silence, dbfs
 from voicebot.esl.protocol import ChannelMedia, media_format
 
 if TYPE_CHECKING:
-    from voicebot.esl.double_media import Ticker, Unicast
-    from voicebot.esl.double_wire import Conn, Outcome, Timer
+    from fsdouble.media import Ticker, Unicast
+    from fsdouble.wire import Conn, Outcome, Timer
 
 Pairs = list[tuple[str, str]]
 

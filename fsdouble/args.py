@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from voicebot.esl.double_config import require_loopback
+from fsdouble.config import require_loopback
 
 ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "s": " "}
 ORIGINATE_MAX_ARGS = 7  # <call url> <exten> [<dialplan>] [<context>] [<cid_name>] [<cid_num>] [<timeout_sec>]

@@ -24,13 +24,13 @@ import math
 import socket
 import time
 
+from fsdouble.audio import Packet, mix
+from fsdouble.channel import Channel
+from fsdouble.config import CRASH_UNICAST, LOOPBACK_HOSTS, STUCK_L16
+from fsdouble.core import DoubleCore
+from fsdouble.media import Ticker, Unicast
+from fsdouble.wire import Command
 from voicebot.audio.codecs import encode
-from voicebot.esl.double_audio import Packet, mix
-from voicebot.esl.double_channel import Channel
-from voicebot.esl.double_config import CRASH_UNICAST, LOOPBACK_HOSTS, STUCK_L16
-from voicebot.esl.double_core import DoubleCore
-from voicebot.esl.double_media import Ticker, Unicast
-from voicebot.esl.double_wire import Command
 from voicebot.esl.protocol import media_format
 
 WIRE_FRAMES = 3  # mod_loopback.c FRAME_QUEUE_LEN: frames queued for the other leg; a push when full clears it

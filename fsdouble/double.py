@@ -58,7 +58,7 @@ Agents (handoff)
     the inline form ``originate {...}user/1001 'playback:/x.wav,eavesdrop:CALLER' inline`` runs its apps in
     order, then the leg hangs up.
 
-The ear (``Channel.packets_heard()``, ``ear_timeline``, ``first_heard``; see ``double_ear``)
+The ear (``Channel.packets_heard()``, ``ear_timeline``, ``first_heard``; see ``fsdouble.ear``)
     A caller hears what the engine sends ("engine"). From ``uuid_bridge`` it hears silence frames, then the
     agent from 89 ms on the double's media clock (``Timing.bridge_audio_s``, check8), until the bridge ends.
     In eavesdrop talk mode (the agent's DTMF 2 or 3, ~20 ms after ``uuid_recv_dtmf``) each frame the engine
@@ -87,18 +87,18 @@ whether or not the test process uses gevent or monkey-patches it, and its
 media clock must keep its own pace while the engine's hub is busy, as a real
 FreeSWITCH process does. ``wait_for`` yields to gevent when gevent is loaded, so
 an engine running as greenlets in the test's thread keeps running. The class is
-composed of mixins, one module each: ``double_core`` (state, events),
-``double_esl`` (ESL commands), ``double_agents`` (originate), ``double_calls``
-(apps, DTMF, hangup, bridge), ``double_ear`` (unicast and the ears).
+composed of mixins, one module each: ``fsdouble.core`` (state, events),
+``fsdouble.esl`` (ESL commands), ``fsdouble.agents`` (originate), ``fsdouble.calls``
+(apps, DTMF, hangup, bridge), ``fsdouble.ear`` (unicast and the ears).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from voicebot.esl.double_agents import AgentsMixin
-from voicebot.esl.double_args import SocketTarget
-from voicebot.esl.double_audio import (
+from fsdouble.agents import AgentsMixin
+from fsdouble.args import SocketTarget
+from fsdouble.audio import (
     ArrayAudio,
     CallbackAudio,
     CallerAudio,
@@ -107,9 +107,9 @@ from voicebot.esl.double_audio import (
     Tone,
     as_caller_audio,
 )
-from voicebot.esl.double_calls import CallsMixin
-from voicebot.esl.double_channel import Channel, ChannelState, FatalError, MediaFaults
-from voicebot.esl.double_config import (
+from fsdouble.calls import CallsMixin
+from fsdouble.channel import Channel, ChannelState, FatalError, MediaFaults
+from fsdouble.config import (
     CRASH_UNICAST,
     LOOPBACK_HOSTS,
     STUCK_L16,
@@ -118,10 +118,10 @@ from voicebot.esl.double_config import (
     parse_inline_dialplan,
     require_loopback,
 )
-from voicebot.esl.double_core import new_uuid
-from voicebot.esl.double_ear import EarMixin
-from voicebot.esl.double_esl import EslMixin
-from voicebot.esl.double_wire import ApiResult, Command
+from fsdouble.core import new_uuid
+from fsdouble.ear import EarMixin
+from fsdouble.esl import EslMixin
+from fsdouble.wire import ApiResult, Command
 from voicebot.esl.protocol import media_format
 
 __all__ = ["CRASH_UNICAST", "LOOPBACK_HOSTS", "STUCK_L16", "ArrayAudio", "CallbackAudio", "CallerAudio", "Channel",

@@ -10,7 +10,7 @@ import fnmatch
 import re
 from dataclasses import dataclass
 
-from voicebot.esl.double_audio import CallerAudio
+from fsdouble.audio import CallerAudio
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 

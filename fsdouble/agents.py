@@ -5,11 +5,11 @@
   ~22 ms later. A routed extension (``dialplan=`` / ``route()``) runs its apps; without ``answer`` the
   originate waits for whoever answers B (the engine, over the socket app) and returns 20 ms after (check3).
 - any other dial string (``user/1001``, ``sofia/gateway/...``) is an agent's phone, behaving as its
-  :class:`~voicebot.esl.double_config.Endpoint` says: at once, or ringing ``ring_s`` (CHANNEL_PROGRESS), then
+  :class:`~fsdouble.config.Endpoint` says: at once, or ringing ``ring_s`` (CHANNEL_PROGRESS), then
   answering (``+OK <uuid>``) or failing (``-ERR USER_BUSY``...). ``error/<cause>`` fails at once, as
   FreeSWITCH's error endpoint does.
 - the app: ``&park()``, ``&socket('host:port async full')`` (unquoted, split as FreeSWITCH does:
-  voicebot.esl.double_args), ``&eavesdrop(uuid)``, any other ``&app(arg)``,
+  fsdouble.args), ``&eavesdrop(uuid)``, any other ``&app(arg)``,
   an extension, or an inline dialplan ``'playback:/x.wav,eavesdrop:UUID' inline`` (apps in order, then the
   leg hangs up).
 """
@@ -19,10 +19,10 @@ from __future__ import annotations
 import functools
 import socket
 
-from voicebot.esl.double_args import SocketTarget, parse_originate, parse_socket_arg
-from voicebot.esl.double_audio import CallerAudio, Tone
-from voicebot.esl.double_channel import Channel
-from voicebot.esl.double_config import (
+from fsdouble.args import SocketTarget, parse_originate, parse_socket_arg
+from fsdouble.audio import CallerAudio, Tone
+from fsdouble.channel import Channel
+from fsdouble.config import (
     ANSWER,
     CODEC_SPEC_RE,
     ORIGINATE_USAGE,
@@ -31,8 +31,8 @@ from voicebot.esl.double_config import (
     parse_inline_dialplan,
     split_var,
 )
-from voicebot.esl.double_core import DoubleCore, new_uuid
-from voicebot.esl.double_wire import ApiResult, Conn, Outcome
+from fsdouble.core import DoubleCore, new_uuid
+from fsdouble.wire import ApiResult, Conn, Outcome
 from voicebot.esl.protocol import ChannelMedia, media_format
 
 DEFAULT_ORIGINATE_TIMEOUT_S = 60.0  # FreeSWITCH's originate_timeout default
@@ -241,7 +241,7 @@ class AgentsMixin(DoubleCore):
 
     def _start_socket_app(self, ch: Channel, target: SocketTarget) -> None:
         """``socket host:port [async] [full]``: FreeSWITCH connects out to the engine; with ``async`` the channel
-        parks; without ``full`` the socket serves only a few commands (voicebot.esl.double_args)."""
+        parks; without ``full`` the socket serves only a few commands (fsdouble.args)."""
         host, port = target.host, target.port
         ch.app, ch.app_uuid, ch.parked = "socket", new_uuid(), target.asynchronous
         ch.variables.update({"current_application_data": target.data,

@@ -1,7 +1,7 @@
 """The FreeSWITCH test double's core: its state, lifecycle, channel creation and event emission.
 
-:class:`DoubleCore` is the base of ``FreeSwitchDouble`` (``voicebot/esl/double.py``); the mixins in the
-``double_*`` modules add ESL commands, originate and agent endpoints, applications and calls, and the media
+:class:`DoubleCore` is the base of ``FreeSwitchDouble`` (``fsdouble/double.py``); the mixins in the
+other ``fsdouble`` modules add ESL commands, originate and agent endpoints, applications and calls, and the media
 and ear model. Everything mutable is guarded by one re-entrant lock (``_lock``); timers and the media loop
 take it before they touch a channel. The hooks at the end of the class are implemented by the mixins.
 """
@@ -18,10 +18,10 @@ import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Self
 
-from voicebot.esl.double_channel import Channel, FatalError, Pairs, now_us
-from voicebot.esl.double_config import CALLING, Endpoint, Timing, parse_inline_dialplan
-from voicebot.esl.double_media import MediaLoop
-from voicebot.esl.double_wire import ApiResult, Command, Conn, Outcome, Scheduler, Timer
+from fsdouble.channel import Channel, FatalError, Pairs, now_us
+from fsdouble.config import CALLING, Endpoint, Timing, parse_inline_dialplan
+from fsdouble.media import MediaLoop
+from fsdouble.wire import ApiResult, Command, Conn, Outcome, Scheduler, Timer
 from voicebot.esl.protocol import ChannelMedia, format_event
 
 
@@ -412,43 +412,43 @@ class DoubleCore:
     # ------------------------------------------------------------ hooks (implemented by the mixins)
 
     def _originate_answered(self, a: Channel) -> None:
-        raise NotImplementedError  # double_agents
+        raise NotImplementedError  # fsdouble.agents
 
     def _attach_eavesdrop(self, agent: Channel, target: Channel) -> None:
-        raise NotImplementedError  # double_ear
+        raise NotImplementedError  # fsdouble.ear
 
     def _leave_eavesdrop(self, agent: Channel) -> None:
-        raise NotImplementedError  # double_ear
+        raise NotImplementedError  # fsdouble.ear
 
     def _on_command(self, conn: Conn, cmd: Command) -> None:
-        raise NotImplementedError  # double_esl
+        raise NotImplementedError  # fsdouble.esl
 
     def _on_gone(self, conn: Conn) -> None:
-        raise NotImplementedError  # double_esl
+        raise NotImplementedError  # fsdouble.esl
 
     def _default_playback_seconds(self, path: str) -> float:
-        raise NotImplementedError  # double_calls
+        raise NotImplementedError  # fsdouble.calls
 
     def _hangup_now(self, ch: Channel, cause: str) -> None:
-        raise NotImplementedError  # double_calls
+        raise NotImplementedError  # fsdouble.calls
 
     def _stop_unicast(self, ch: Channel, reason: str) -> None:
-        raise NotImplementedError  # double_ear
+        raise NotImplementedError  # fsdouble.ear
 
     def _api_handlers(self) -> dict[str, Callable[[str], str | ApiResult]]:
         raise NotImplementedError  # double (the composed class)
 
     def _execute(self, ch: Channel, name: str, arg: str, app_uuid: str) -> None:
-        raise NotImplementedError  # double_calls
+        raise NotImplementedError  # fsdouble.calls
 
     def _unicast(self, ch: Channel, cmd: Command) -> None:
-        raise NotImplementedError  # double_ear
+        raise NotImplementedError  # fsdouble.ear
 
     def _eavesdrop_dtmf(self, agent: Channel, digit: str) -> None:
-        raise NotImplementedError  # double_ear
+        raise NotImplementedError  # fsdouble.ear
 
     def _start_bridge_media(self, a: Channel, b: Channel, audio_at: float) -> None:
-        raise NotImplementedError  # double_ear
+        raise NotImplementedError  # fsdouble.ear
 
     def _stop_bridge_media(self, ch: Channel) -> None:
-        raise NotImplementedError  # double_ear
+        raise NotImplementedError  # fsdouble.ear

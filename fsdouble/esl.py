@@ -12,11 +12,11 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from voicebot.esl.double_args import NON_FULL_COMMANDS
-from voicebot.esl.double_channel import Channel
-from voicebot.esl.double_config import EVENT_NAMES, LOG_LEVELS, MYEVENTS, SHOW_CHANNELS_HEADER
-from voicebot.esl.double_core import DoubleCore, new_uuid
-from voicebot.esl.double_wire import ApiResult, Command, Conn, Delayed, Outcome
+from fsdouble.args import NON_FULL_COMMANDS
+from fsdouble.channel import Channel
+from fsdouble.config import EVENT_NAMES, LOG_LEVELS, MYEVENTS, SHOW_CHANNELS_HEADER
+from fsdouble.core import DoubleCore, new_uuid
+from fsdouble.wire import ApiResult, Command, Conn, Delayed, Outcome
 from voicebot.esl.protocol import (
     format_api_response,
     format_channel_data,

@@ -5,7 +5,7 @@ answer, playback (a WAV plays for its length), park, set/export, sleep, eavesdro
 does, until the target leaves, the leg is bridged or transferred; then the socket's park goes on); others
 complete at once. DTMF reaches ESL as events; while eavesdropping, 2/1/3/0 switch eavesdrop's talk mode.
 ``uuid_bridge`` unparks both legs at 20 ms and bridges at 61 ms (check6, check8); the agent's audio reaches
-the caller's ear from 89 ms (double_ear). ``park_after_bridge=true`` parks the survivor ~21 ms after a hangup.
+the caller's ear from 89 ms (fsdouble.ear). ``park_after_bridge=true`` parks the survivor ~21 ms after a hangup.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import wave
 from collections import deque
 from collections.abc import Callable
 
-from voicebot.esl.double_channel import App, Channel, Pairs, now_us
-from voicebot.esl.double_config import TONE_RE
-from voicebot.esl.double_core import DoubleCore, new_uuid
-from voicebot.esl.double_wire import Conn
+from fsdouble.channel import App, Channel, Pairs, now_us
+from fsdouble.config import TONE_RE
+from fsdouble.core import DoubleCore, new_uuid
+from fsdouble.wire import Conn
 from voicebot.esl.protocol import format_disconnect_notice, format_linger_notice
 
 
@@ -301,7 +301,7 @@ class CallsMixin(DoubleCore):
 
     def _bridge_unpark(self, a: Channel, b: Channel, audio_at: float) -> None:
         """Both legs leave what they were doing; unicast stops (check6: CHANNEL_UNPARK ~20 ms); the ears
-        hear silence, then each other from ``audio_at`` (double_ear)."""
+        hear silence, then each other from ``audio_at`` (fsdouble.ear)."""
         for leg in (a, b):  # first, while an eavesdropper is still attached (the L16 trap)
             self._stop_unicast(leg, "bridge")
         for leg, other in ((a, b), (b, a)):
