@@ -44,10 +44,11 @@ from voicebot.esl.handoff import CallHandoff, HandoffContext
 from voicebot.esl.socketapp import originate_socket_app, socket_mode_problem
 from voicebot.esl.unicast import PortPool
 from voicebot.handoff.agents import AgentPool
-from voicebot.handoff.setup import agent_voices, handoff_group, make_screenpop
+from voicebot.handoff.setup import agent_voices, handoff_group
 from voicebot.handoff.whisper import whisper_text, write_whisper
 from voicebot.logs import get_logger
 from voicebot.metrics import Metrics
+from voicebot.notify.screenpop import make_screenpop
 from voicebot.pipeline import Pipeline, PipelineConfig, load_pipeline
 from voicebot.records.model import record_from_call
 from voicebot.records.store import RecordStore, open_store

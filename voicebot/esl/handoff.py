@@ -53,8 +53,8 @@ from voicebot.esl.hub import HubInbox
 from voicebot.esl.protocol import EslEvent
 from voicebot.esl.socketapp import originate_socket_app
 from voicebot.handoff.agents import Agent, AgentPool
-from voicebot.handoff.screenpop import ScreenPop
 from voicebot.logs import get_logger
+from voicebot.notify.screenpop import ScreenPop
 
 RETRY_RESERVE_S = 0.2  # while an agent is wanted and none is free, look again this often (s)
 WHISPER_WAIT_S = 3.0  # how long an answered agent waits for the whisper's synthesis

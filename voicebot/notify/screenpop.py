@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from voicebot import __version__
+from voicebot.config import HandoffConfig
 from voicebot.logs import get_logger
 
 __all__ = ["ScreenPop", "ScreenPopConfig", "sign", "verify"]
@@ -273,3 +274,11 @@ def _safe_str(value: object) -> str:
         return str(value)
     except Exception:
         return f"<{type(value).__name__}>"
+
+
+def make_screenpop(config: HandoffConfig) -> ScreenPop | None:
+    """The screen-pop sender, when a URL is configured."""
+    if not config.screen_pop_url:
+        return None
+    return ScreenPop(ScreenPopConfig(url=config.screen_pop_url, secret=config.screen_pop_secret,
+                                     retries=config.screen_pop_retries))
