@@ -19,7 +19,7 @@ from fsdouble.args import parse_originate, parse_socket_arg, separate_blank
 from fsdouble.double import FreeSwitchDouble
 from tests.engine_support import PASSWORD, engine_config, running_engine
 from tests.test_esl_double import RawEsl, accept, inbound
-from voicebot.esl.socketapp import originate_socket_app, socket_mode_problem
+from voicebot.esl.socketapp import originate_socket_app, originate_vars, socket_mode_problem
 
 
 @pytest.fixture
@@ -139,3 +139,25 @@ def test_the_engine_originates_with_the_socket_argument_quoted() -> None:
         originate_socket_app("127.0.0.1:8084 async")
     assert socket_mode_problem({"Socket-Mode": "async", "Control": "full"}) is None
     assert socket_mode_problem({"Socket-Mode": "async", "Control": "single-channel"}) is not None
+
+
+def test_call_variables_with_spaces_are_quoted_so_the_dial_string_stays_whole() -> None:
+    variables = {"origination_uuid": "u", "vb_var_customer_name": "Dana Smith", "vb_var_plan": "gold"}
+    line = f"{{{originate_vars(variables)}}}loopback/7001/voicebot {originate_socket_app('127.0.0.1:8084')}"
+    parsed = parse_originate(line)
+    assert parsed is not None and parsed.app == "socket"
+    assert parsed.aleg == "{origination_uuid=u,vb_var_customer_name=Dana Smith,vb_var_plan=gold}loopback/7001/voicebot"
+    joined = ",".join(f"{k}={v}" for k, v in variables.items())  # what place_test_call sent before
+    split = parse_originate(f"{{{joined}}}loopback/7001/voicebot {originate_socket_app('127.0.0.1:8084')}")
+    assert split is not None and split.app == "transfer", "unquoted, the space cut the dial string"
+    for bad in ("a,b", "it's", "x}y", "two\nlines"):
+        with pytest.raises(ValueError, match="vb_var_x"):
+            originate_vars({"vb_var_x": bad})
+
+
+def test_voicebot_call_refuses_a_variable_no_originate_can_carry_before_loading_anything(tmp_path: Path) -> None:
+    from voicebot.engine import place_test_call
+
+    config = engine_config(1, tmp_path, (42470, 42479))
+    status, summary = place_test_call(config, "loopback/7001/voicebot", {"plan": "gold,silver"}, lambda entry: None)
+    assert status == 1 and summary == "voicebot call: call variable 'vb_var_plan' holds ',', which an originate cannot carry"

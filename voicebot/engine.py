@@ -41,7 +41,7 @@ from voicebot.esl.busy import BusyPrompt, play_busy
 from voicebot.esl.connection import ChannelData, EslFailure, InboundConnection, OutboundCall, OutboundServer
 from voicebot.esl.driver import CallResult, HandoffFactory, SessionThread, drive_call
 from voicebot.esl.handoff import CallHandoff, HandoffContext
-from voicebot.esl.socketapp import originate_socket_app, socket_mode_problem
+from voicebot.esl.socketapp import originate_socket_app, originate_vars, socket_mode_problem
 from voicebot.esl.unicast import PortPool
 from voicebot.handoff.agents import AgentPool
 from voicebot.handoff.setup import agent_voices, handoff_group
@@ -314,13 +314,17 @@ def place_test_call(config: EngineConfig, destination: str, variables: dict[str,
                     on_entry: Callable[[dict[str, Any]], None], *, timeout_s: float = 600.0) -> tuple[int, str]:
     """``voicebot call``: an engine of our own, an originate over ESL to ``destination`` with the socket app
     pointing back at it; returns (exit status, a one-line summary)."""
+    try:
+        call_vars = originate_vars({"origination_uuid": str(uuidlib.uuid4()),
+                                    **{f"vb_var_{k}": v for k, v in variables.items()}})
+    except ValueError as err:
+        return 1, f"voicebot call: {err}"
     engine = Engine(config, on_session=lambda s: setattr(s.timeline, "listener", on_entry))
     engine.load()
     engine.start()
     try:
         if not engine.inbound.wait_up(10.0):
             return 1, f"FreeSWITCH is not reachable at {config.esl_host}:{config.esl_port}: {engine.inbound.state().last_error}"
-        call_vars = ",".join([f"origination_uuid={uuidlib.uuid4()}", *(f"vb_var_{k}={v}" for k, v in variables.items())])
         engine.inbound.originate(f"{{{call_vars}}}{destination}",
                                  originate_socket_app(f"{config.outbound_host}:{engine.server.port}"))
         deadline = time.monotonic() + timeout_s

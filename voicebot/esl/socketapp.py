@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+UNCARRIED = ("'", ",", "{", "}", "\n", "\r", "\\")  # no quoting carries these through originate's {...}
 QUOTING_TRAP = ("an originate's socket app argument must be single-quoted, "
                 "&socket('HOST:PORT async full'): unquoted, the originate splits it on spaces")
 
@@ -21,6 +22,19 @@ def originate_socket_app(address: str) -> str:
     if "'" in address or " " in address:
         raise ValueError(f"a socket address has no quotes or spaces: {address!r}")
     return f"&socket('{address} async full')"
+
+
+def originate_vars(variables: Mapping[str, str]) -> str:
+    """The inside of an originate's ``{...}``: ``a=1,b='x y'``. A value with a space is single-quoted (the
+    originate splits on spaces outside quotes, which would cut the dial string in two). ValueError, naming the
+    variable, for a value holding a quote, comma, brace, backslash or line break."""
+    parts = []
+    for name, value in variables.items():
+        bad = [c for c in UNCARRIED if c in name + value] + ([" "] if " " in name else [])
+        if bad:
+            raise ValueError(f"call variable {name!r} holds {bad[0]!r}, which an originate cannot carry")
+        parts.append(f"{name}='{value}'" if " " in value else f"{name}={value}")
+    return ",".join(parts)
 
 
 def socket_mode_problem(headers: Mapping[str, str]) -> str | None:
