@@ -2,7 +2,7 @@
 
 Pieces:
 
-- :class:`DoubleHost`: the FreeSWITCH test double (``voicebot.esl.double``) in a
+- :class:`DoubleHost`: the FreeSWITCH test double (``fsdouble.double``) in a
   *separate process* (multiprocessing, spawn), so its media clock and the
   callers' CPU do not share the engine's GIL and the engine's CPU figures are
   its own. Commands go over a pipe; waiting on it yields to gevent, so the
@@ -263,7 +263,7 @@ def gap_stats(gaps: np.ndarray) -> dict[str, Any]:
 
 def _serve_double(conn: Any, password: str) -> None:
     """The double's process: a FreeSwitchDouble and its callers, driven by commands on ``conn``."""
-    from voicebot.esl.double import CallbackAudio, FreeSwitchDouble
+    from fsdouble.double import CallbackAudio, FreeSwitchDouble
 
     callers: dict[str, ScriptedCaller] = {}
     with FreeSwitchDouble(password=password) as fs:

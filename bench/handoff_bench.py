@@ -4,7 +4,7 @@ Run: .venv/bin/python bench/handoff_bench.py [--calls N] [--smoke] [--json PATH]
 
 The whole engine runs as in production (outbound ESL server, inbound ESL, unicast UDP, the call's session
 thread, the handoff controller) with the real models against the FreeSWITCH test double, whose timings are
-the captured ones (``voicebot/esl/double_config.py``: uuid_bridge → CHANNEL_BRIDGE 61 ms, first agent audio
+the captured ones (``fsdouble/config.py``: uuid_bridge → CHANNEL_BRIDGE 61 ms, first agent audio
 89 ms; eavesdrop's talk key → DTMF event 20 ms). The flow is ``tests/flows/handoff/handoff.yaml``: it
 prepares an agent when the call starts and transfers when the caller presses 1. The agent's phone is a
 double endpoint that rings ``--ring-s`` and then says a 1 kHz tone, so the caller's ear timeline (what the
@@ -44,9 +44,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fsdouble.double import FreeSwitchDouble  # noqa: E402
 from voicebot.config import EngineConfig, HandoffConfig  # noqa: E402
 from voicebot.engine import Engine  # noqa: E402
-from voicebot.esl.double import FreeSwitchDouble  # noqa: E402
 from voicebot.esl.handoff import CallHandoff  # noqa: E402
 from voicebot.handoff.agents import parse_agents  # noqa: E402
 

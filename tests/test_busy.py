@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fsdouble.double import FreeSwitchDouble, Silence
 from tests.engine_support import PASSWORD, engine_config, running_engine
 from voicebot.call import CallSession
 from voicebot.config import ConfigError, EngineConfig, load_config
 from voicebot.engine import Engine
 from voicebot.esl.busy import MAX_PROMPT_S, BusyPrompt
-from voicebot.esl.double import FreeSwitchDouble, Silence
 from voicebot.esl.protocol import media_format
 
 SPEECH_DBFS = -45.0  # a 20 ms frame louder than this is speech, not line silence

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from fsdouble.double import STUCK_L16, ChannelState, Endpoint, FreeSwitchDouble, Tone
 from tests.test_esl_double import RawEsl, accept, event_named, inbound, names, outbound_call, receive, unicast
 from voicebot.audio.wav import write_wav
-from voicebot.esl.double import STUCK_L16, ChannelState, Endpoint, FreeSwitchDouble, Tone
 
 RATE = 8000
 FRAME = 160  # samples per 20 ms at 8 kHz
@@ -368,7 +368,7 @@ def test_socket_agent_plays_a_whisper_then_eavesdrops_and_takes_over_with_2(fs: 
                                                                              engine: socket.socket, tmp_path) -> None:
     whisper = wav(tmp_path / "whisper.wav", 0.3)
     inbound(fs).command(f"api originate {{origination_uuid=agent}}user/1001 "
-                        f"&socket(127.0.0.1:{engine.getsockname()[1]} async full)\n\n")
+                        f"&socket('127.0.0.1:{engine.getsockname()[1]} async full')\n\n")
     agent = accept(engine)
     assert agent.command("connect\n\n").headers["Unique-ID"] == "agent"
     agent.command("myevents\n\n")

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
+from fsdouble.double import ArrayAudio, FreeSwitchDouble, MediaFaults
 from tests.engine_support import PASSWORD, engine_config, free_port, running_engine, steady_speech
 from voicebot.call import CallSession
 from voicebot.engine import Engine
-from voicebot.esl.double import ArrayAudio, FreeSwitchDouble, MediaFaults
 from voicebot.esl.stall import REARM_MAX_FAILED
 from voicebot.records.model import CallRecord
 

@@ -18,9 +18,9 @@ import gevent
 import numpy as np
 import pytest
 
+from fsdouble.double import ArrayAudio, FreeSwitchDouble
 from tests.engine_support import PASSWORD, engine_config, running_engine
 from voicebot.engine import Engine
-from voicebot.esl.double import ArrayAudio, FreeSwitchDouble
 
 CALLS = 50
 

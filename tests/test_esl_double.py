@@ -1,4 +1,4 @@
-"""The FreeSWITCH double against a minimal raw-socket ESL client written here (no greenswitch, no voicebot parser).
+"""The FreeSWITCH double against a minimal raw-socket ESL client written here (no voicebot parser).
 
 Synchronisation is by what arrives on the sockets and by ``fs.wait_for``; nothing sleeps to wait.
 """
@@ -18,8 +18,7 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 
-from voicebot.audio.codecs import linear_to_ulaw
-from voicebot.esl.double import (
+from fsdouble.double import (
     CRASH_UNICAST,
     STUCK_L16,
     ArrayAudio,
@@ -28,6 +27,7 @@ from voicebot.esl.double import (
     FreeSwitchDouble,
     MediaFaults,
 )
+from voicebot.audio.codecs import linear_to_ulaw
 
 REPLIES = ("command/reply", "api/response")
 
@@ -543,7 +543,7 @@ def test_originate_socket_connects_out_to_the_engine(fs: FreeSwitchDouble, engin
     esl = inbound(fs)
     port = engine.getsockname()[1]
     reply = esl.command(f"api originate {{origination_uuid=bot-call}}loopback/7000/voicebot "
-                        f"&socket(127.0.0.1:{port} async full)\n\n")
+                        f"&socket('127.0.0.1:{port} async full')\n\n")
     assert reply.body == b"+OK bot-call\n"
     call = accept(engine)
     data = call.command("connect\n\n")

@@ -1,4 +1,4 @@
-"""ESL parsing and formatting, byte for byte against the FreeSWITCH 1.11.1 captures (shared/fixtures/esl)."""
+"""ESL parsing and formatting, byte for byte against the FreeSWITCH 1.11.1 captures (tests/fixtures/esl)."""
 
 from __future__ import annotations
 
@@ -35,12 +35,18 @@ from voicebot.esl.protocol import (
     url_encode,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "esl"
-if not FIXTURES.is_dir():  # the checkout may sit elsewhere: fall back to the shared tree
-    FIXTURES = Path("/work/shared/fixtures/esl")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "esl"  # described in its README.txt
 RECV = sorted(FIXTURES.glob("*.recv.raw.txt"))
 SENT = sorted(FIXTURES.glob("*.sent.raw.txt"))
-pytestmark = pytest.mark.skipif(not RECV, reason=f"ESL captures not found under {FIXTURES}")
+CAPTURES = 46  # ESL captures (each a .recv, .sent and .transcript file) checked in under tests/fixtures/esl
+
+
+def test_the_captures_are_in_the_repository() -> None:
+    """Missing captures fail here (the parametrized tests below would otherwise run on nothing)."""
+    assert (FIXTURES / "README.txt").is_file(), f"the ESL captures are missing: {FIXTURES}"
+    assert len(RECV) == len(SENT) == CAPTURES, (len(RECV), len(SENT))
+    assert len(sorted(FIXTURES.glob("*.transcript.txt"))) == CAPTURES
+    assert len(sorted(FIXTURES.glob("*_udp_packets.txt"))) == 5
 
 
 def recv(name: str) -> bytes:

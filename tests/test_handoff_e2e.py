@@ -19,12 +19,12 @@ from typing import Any, ClassVar
 import gevent
 import pytest
 
+from fsdouble.double import Channel, FreeSwitchDouble
 from tests.engine_support import PASSWORD, ROOT, engine_config, running_engine
 from voicebot.config import HandoffConfig
 from voicebot.engine import Engine
-from voicebot.esl.double import Channel, FreeSwitchDouble
 from voicebot.handoff.agents import AgentState, parse_agents
-from voicebot.handoff.screenpop import verify
+from voicebot.notify.screenpop import verify
 from voicebot.records.model import CallRecord
 
 FLOW = ROOT / "tests" / "flows" / "handoff" / "handoff.yaml"

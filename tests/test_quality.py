@@ -15,10 +15,10 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_finds_nothing() -> None:
-    result = _run(str(BIN / "ruff"), "check", "voicebot", "tests", "bench")
+    result = _run(str(BIN / "ruff"), "check", "voicebot", "fsdouble", "tests", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_strict_on_the_package() -> None:
-    result = _run(str(BIN / "mypy"), "voicebot")
+    result = _run(str(BIN / "mypy"), "voicebot", "fsdouble")
     assert result.returncode == 0, result.stdout + result.stderr

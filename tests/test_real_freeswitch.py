@@ -14,7 +14,7 @@ What the FreeSWITCH needs (see freeswitch_conf/README.md):
   after copying.
 - FreeSWITCH on this machine: the test runs the engine here, and FreeSWITCH must
   reach the engine's outbound socket on 127.0.0.1 (a free port the test picks,
-  passed in the originate's ``&socket(127.0.0.1:PORT async full)``), and the
+  passed in the originate's ``&socket('127.0.0.1:PORT async full')``), and the
   unicast media on 127.0.0.1 UDP ports 43600-43699 (free on this machine).
 - Nothing else on the box using loopback extension 7001 while the test runs.
 

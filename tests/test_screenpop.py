@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from voicebot.handoff.screenpop import ScreenPop, ScreenPopConfig, sign, verify
 from voicebot.logs import get_logger
+from voicebot.notify.screenpop import ScreenPop, ScreenPopConfig, sign, verify
 
 get_logger("tests")  # configure logging now, so capture_logs() is not undone by a first-use configure()
 

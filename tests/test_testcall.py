@@ -11,11 +11,11 @@ import gevent.subprocess
 import numpy as np
 import pytest
 
+from fsdouble.double import FreeSwitchDouble, Silence
 from tests.engine_support import PASSWORD, engine_config, free_port, running_engine
 from voicebot.audio.wav import write_wav
 from voicebot.engine import Engine
 from voicebot.esl.connection import UnicastBeforeAnswer
-from voicebot.esl.double import FreeSwitchDouble, Silence
 from voicebot.esl.protocol import EslEvent
 from voicebot.esl.testcall import (
     EXIT_NO_AUDIO,

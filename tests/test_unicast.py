@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
+from fsdouble.double import ArrayAudio, FreeSwitchDouble, MediaFaults
 from tests.test_esl_connection import MediaBot, free_pool, located, noise, wait
 from voicebot.esl.connection import OutboundServer
-from voicebot.esl.double import ArrayAudio, FreeSwitchDouble, MediaFaults
 from voicebot.esl.protocol import media_format
 from voicebot.esl.sendclock import SEND_LATENESS, SendClock, SendLateness
 from voicebot.esl.stall import watch_stall

@@ -41,12 +41,14 @@ from voicebot.esl.busy import BusyPrompt, play_busy
 from voicebot.esl.connection import ChannelData, EslFailure, InboundConnection, OutboundCall, OutboundServer
 from voicebot.esl.driver import CallResult, HandoffFactory, SessionThread, drive_call
 from voicebot.esl.handoff import CallHandoff, HandoffContext
+from voicebot.esl.socketapp import originate_socket_app, originate_vars, socket_mode_problem
 from voicebot.esl.unicast import PortPool
 from voicebot.handoff.agents import AgentPool
-from voicebot.handoff.setup import agent_voices, handoff_group, make_screenpop
+from voicebot.handoff.setup import agent_voices, handoff_group
 from voicebot.handoff.whisper import whisper_text, write_whisper
 from voicebot.logs import get_logger
 from voicebot.metrics import Metrics
+from voicebot.notify.screenpop import make_screenpop
 from voicebot.pipeline import Pipeline, PipelineConfig, load_pipeline
 from voicebot.records.model import record_from_call
 from voicebot.records.store import RecordStore, open_store
@@ -144,6 +146,10 @@ class Engine:
     def handle_call(self, call: OutboundCall) -> None:
         """One FreeSWITCH call (runs in its own greenlet)."""
         data = call.connect()
+        if (problem := socket_mode_problem(data.headers)) is not None:  # `event`/`linger` would fail obscurely
+            self.log.error("call.socket_mode", call=data.uuid, problem=problem)
+            call.hangup_quietly()
+            return
         call.subscribe()
         call.linger(5)
         if data.headers.get("variable_vb_role") == "agent":  # an agent's leg we originated for a handoff
@@ -320,15 +326,19 @@ def place_test_call(config: EngineConfig, destination: str, variables: dict[str,
                     on_entry: Callable[[dict[str, Any]], None], *, timeout_s: float = 600.0) -> tuple[int, str]:
     """``voicebot call``: an engine of our own, an originate over ESL to ``destination`` with the socket app
     pointing back at it; returns (exit status, a one-line summary)."""
+    try:
+        call_vars = originate_vars({"origination_uuid": str(uuidlib.uuid4()),
+                                    **{f"vb_var_{k}": v for k, v in variables.items()}})
+    except ValueError as err:
+        return 1, f"voicebot call: {err}"
     engine = Engine(config, on_session=lambda s: setattr(s.timeline, "listener", on_entry))
     engine.load()
     engine.start()
     try:
         if not engine.inbound.wait_up(10.0):
             return 1, f"FreeSWITCH is not reachable at {config.esl_host}:{config.esl_port}: {engine.inbound.state().last_error}"
-        call_vars = ",".join([f"origination_uuid={uuidlib.uuid4()}", *(f"vb_var_{k}={v}" for k, v in variables.items())])
         engine.inbound.originate(f"{{{call_vars}}}{destination}",
-                                 f"&socket({config.outbound_host}:{engine.server.port} async full)")
+                                 originate_socket_app(f"{config.outbound_host}:{engine.server.port}"))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and (engine.metrics.calls_total == 0 or engine.metrics.active_calls):
             gevent.sleep(0.1)

@@ -1,1 +1,1 @@
-"""FreeSWITCH edge: ESL (the only importer of greenswitch), unicast media, outbound socket server."""
+"""FreeSWITCH edge: ESL (inbound connection, outbound socket server), unicast media."""

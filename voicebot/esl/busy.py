@@ -6,7 +6,7 @@ Rules:
    the default flow's voice and prompt cache), and cut to :data:`MAX_PROMPT_S`
    with a fade-out: a busy call never lasts more than a few seconds.
 2. Per call: answer, then arm unicast (never before the answer has completed:
-   :class:`~voicebot.esl.connection.OutboundCall` refuses, DESIGN.md section 2),
+   :class:`~voicebot.esl.connection.OutboundCall` refuses, docs/freeswitch.md),
    send the prompt's frames on the media clock, hang up with ``USER_BUSY``.
    No VAD, no ASR, no session thread: the caller's frames are never read, and
    the only CPU spent is one resampling when the channel's rate differs from the

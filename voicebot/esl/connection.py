@@ -36,30 +36,15 @@ Rules
 7. ``unicast`` is refused (:class:`UnicastBeforeAnswer`, nothing is sent) unless
    the channel is answered: CHANNEL_ANSWER seen (or the connect data says
    answered) and no ``answer`` of ours still running (its EXECUTE_COMPLETE not
-   seen yet). Unicast before answer crashes FreeSWITCH (DESIGN.md section 2).
+   seen yet). Unicast before answer crashes FreeSWITCH (docs/freeswitch.md).
    The check runs after the send lock is taken, right before the bytes go out.
 8. Logs name commands by their verb (``api originate``), never their arguments:
    dial strings carry phone numbers.
 
-greenswitch (0.0.19) is a dependency, yet nothing of it runs here: this module
-is the one place allowed to import it (a test keeps every other module off it),
-and it does not, because each part fails a requirement above:
-- ``send()`` waits for its reply without bound. Wrapping it in ``gevent.Timeout``
-  leaves the abandoned reply slot out of its FIFO, so the late reply answers the
-  next command (rule 2).
-- A byte that is not UTF-8 kills its reader greenlet (UnicodeDecodeError) while
-  pending commands wait forever: tried, ``api status`` after ``\\xff`` garbage
-  hung until our 2 s timeout (rule 3).
-- ``InboundESL.connect()`` waits for ``auth/request`` without bound: a listener
-  that accepts and stays silent hung it despite ``timeout=1``.
-- It puts a BACKGROUND_JOB's result inside its ``Content-Length`` header (tried
-  against the double: ``'7\n\n+OK x1'``), does not read the body of
-  ``text/disconnect-notice`` (the next message is parsed from the middle of it),
-  and URL-decodes a block before splitting its lines.
-- Its event handlers run one at a time in one greenlet (rule 5); its outbound
-  accept loop polls every 100 ms (rule 6).
-So both ends use :mod:`voicebot.esl.protocol` (bounded, byte-exact against the
-captures) over gevent sockets, with FreeSWITCH's own command names.
+greenswitch is not used (docs/decisions.md, entry 1: an unbounded ``send()``, a reader that dies on
+non-UTF-8 bytes, serialized handlers, a polling accept loop). Both ends use :mod:`voicebot.esl.protocol`
+(bounded, byte-exact against the captures in tests/fixtures/esl) over gevent sockets, with FreeSWITCH's own
+command names.
 """
 
 from __future__ import annotations

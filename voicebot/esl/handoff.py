@@ -1,12 +1,12 @@
 """One call's handoff to a human agent on FreeSWITCH: reserve, ring, whisper, listen, transfer, take over.
 
-How it goes (DESIGN.md section 2, captures ``check6*`` and ``check8_*``):
+How it goes (docs/freeswitch.md; captures ``check6*`` and ``check8_*`` in tests/fixtures/esl):
 
 1. ``PrepareHandoff`` (a node marked ``prepare``, the level reaching the flow's
    ``prepare_at_level``, or a transfer node): an agent of the group is reserved
    in the :class:`~voicebot.handoff.agents.AgentPool`, a screen-pop is posted,
    and the agent's leg is originated with the socket app back to the engine
-   (``{origination_uuid=A,vb_role=agent,vb_call=C}ENDPOINT &socket(...)``), so
+   (``{origination_uuid=A,vb_role=agent,vb_call=C}ENDPOINT &socket('...')``, quoted), so
    the agent's leg gets its own outbound socket and events.
 2. When the agent answers, their leg connects to the engine: the session hears
    ``AgentReady``, the agent hears the whisper (a spoken summary), then listens
@@ -51,9 +51,10 @@ from voicebot.dialog import events as ev
 from voicebot.esl.connection import EslFailure, InboundConnection, OutboundCall
 from voicebot.esl.hub import HubInbox
 from voicebot.esl.protocol import EslEvent
+from voicebot.esl.socketapp import originate_socket_app
 from voicebot.handoff.agents import Agent, AgentPool
-from voicebot.handoff.screenpop import ScreenPop
 from voicebot.logs import get_logger
+from voicebot.notify.screenpop import ScreenPop
 
 RETRY_RESERVE_S = 0.2  # while an agent is wanted and none is free, look again this often (s)
 WHISPER_WAIT_S = 3.0  # how long an answered agent waits for the whisper's synthesis
@@ -197,7 +198,7 @@ class CallHandoff:
         variables = f"vb_role=agent,vb_call={self.call_id},vb_agent={agent.id},originate_timeout=" \
                     f"{int(self.ctx.config.ring_timeout_s)},origination_caller_id_name=voicebot"
         try:
-            self.ctx.inbound.originate(f"{{{variables}}}{agent.endpoint}", f"&socket({self.ctx.socket_address} async full)",
+            self.ctx.inbound.originate(f"{{{variables}}}{agent.endpoint}", originate_socket_app(self.ctx.socket_address),
                                        uuid=leg, timeout=self.ctx.config.ring_timeout_s + 5)
         except EslFailure as err:
             if self.agent_uuid == leg and self.state == "ringing":
@@ -253,7 +254,7 @@ class CallHandoff:
                 self._whispering = False
         if self.state != "answered":
             return  # a transfer came first: it bridges
-        if not self.eavesdrop_ok:  # L16 + eavesdrop + unicast leaves the caller stuck (DESIGN.md section 2)
+        if not self.eavesdrop_ok:  # L16 + eavesdrop + unicast leaves the caller stuck (docs/freeswitch.md)
             self.log.warning("handoff.no_eavesdrop_on_l16")
             return
         call.execute_nowait("eavesdrop", self.call_id)

@@ -40,7 +40,7 @@ DEFAULT_EVENTS = (
     "CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE",
     "CHANNEL_PROGRESS_MEDIA", "PLAYBACK_START", "PLAYBACK_STOP", "DTMF", "BACKGROUND_JOB",
 )
-# Added to `myevents` on an outbound socket: it lacks PLAYBACK_* (DESIGN.md section 2); the rest is explicit.
+# Added to `myevents` on an outbound socket: it lacks PLAYBACK_* (capture check3 in tests/fixtures/esl); the rest is explicit.
 _REQUIRED_EVENTS = ("BACKGROUND_JOB", "CHANNEL_PARK")  # bgapi results and uuid_transfer_park need them
 _MAX_JOBS = 10_000
 # Reconnect backoff (s): calls FreeSWITCH sends while the engine waits to reconnect are lost, so the wait stays
@@ -394,7 +394,7 @@ class InboundConnection:
     def unicast(self, uuid: str, local_ip: str, local_port: int, remote_ip: str, remote_port: int, *,
                 native: bool = False, timeout: float | None = None) -> None:
         """``sendmsg <uuid>`` unicast on any channel (e.g. the far leg of a test call). The caller must know the
-        channel is answered and parked: unicast before the answer crashes FreeSWITCH (DESIGN.md section 2)."""
+        channel is answered and parked: unicast before the answer crashes FreeSWITCH (docs/freeswitch.md)."""
         data = format_unicast(token(uuid, "uuid"), local_ip=local_ip, local_port=local_port, remote_ip=remote_ip,
                               remote_port=remote_port, native=native)
         expect_ok("unicast", self._command(data, timeout))

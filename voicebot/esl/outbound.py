@@ -315,7 +315,7 @@ class OutboundCall:
             esl_log().error("esl.unicast_refused", call=self.uuid or "-", answered=self.answered,
                          answer_running=bool(self._answering))
             raise UnicastBeforeAnswer(f"call {self.uuid or '-'}: unicast before the answer completed would crash "
-                                      "FreeSWITCH; call answer() first (DESIGN.md section 2)")
+                                      "FreeSWITCH; call answer() first (docs/freeswitch.md)")
 
     def unicast(self, local_ip: str, local_port: int, remote_ip: str, remote_port: int, *, native: bool = False,
                 timeout: float | None = None) -> None:

@@ -1,6 +1,6 @@
 """The ESL wire format, sans-I/O: parsing what FreeSWITCH sends, formatting what we send.
 
-Rules (verified byte for byte against ``shared/fixtures/esl``, FreeSWITCH 1.11.1):
+Rules (verified byte for byte against ``tests/fixtures/esl``, FreeSWITCH 1.11.1):
 
 1. A message is a header block, lines ``Name: value`` ended by ``\\n``, closed by a
    blank line; then, only if the block has ``Content-Length``, exactly that many
@@ -376,7 +376,7 @@ def format_execute(uuid: str | None, app: str, arg: str | None = None, *, event_
 
 def format_unicast(uuid: str | None, *, local_ip: str, local_port: int, remote_ip: str, remote_port: int,
                    transport: str = "udp", native: bool = False) -> bytes:
-    """``sendmsg`` unicast; ``local-*`` is FreeSWITCH's side, ``remote-*`` ours (DESIGN.md section 2)."""
+    """``sendmsg`` unicast; ``local-*`` is FreeSWITCH's side, ``remote-*`` ours (docs/freeswitch.md)."""
     headers = {"local-ip": local_ip, "local-port": str(local_port), "remote-ip": remote_ip,
                "remote-port": str(remote_port), "transport": transport}
     if native:

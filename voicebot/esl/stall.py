@@ -17,8 +17,8 @@ Rules
    engine can see (:func:`likely_trap`): a media application run on the
    channel (CHANNEL_EXECUTE of playback...), a codec change (the channel's
    codec headers), a ptime change (FreeSWITCH's ``rtp_h_X-Broken-PTIME``, or
-   datagrams of another plausible frame size before the stall). DESIGN.md
-   section 2 tells the traps.
+   datagrams of another plausible frame size before the stall). docs/freeswitch.md
+   tells the traps.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ REARM_BACKOFF_MAX_S = 2.0  # ...up to this
 REARM_MAX_FAILED = 5  # re-arms in a row with no packet after them before the call is given up (~4 s of silence)
 REARM_MAX_PER_WINDOW = 10  # re-arms within REARM_WINDOW_S before giving up, even if each briefly worked
 REARM_WINDOW_S = 60.0
-# Applications that tear unicast down when they run on the channel (DESIGN.md section 2)
+# Applications that tear unicast down when they run on the channel (docs/freeswitch.md)
 MEDIA_APPS = frozenset({"playback", "speak", "say", "record", "record_session", "displace_session", "gentones",
                         "play_and_get_digits", "playback_and_detect_speech", "endless_playback", "broadcast"})
 _PTIME_VARIABLE = "rtp_h_X-Broken-PTIME"  # FreeSWITCH sets it when the peer sends another ptime than advertised
@@ -124,7 +124,7 @@ def likely_trap(seen: StallEvidence) -> tuple[str, str]:
         sent = seen.broken_ptime or (f"{seen.odd_frame[1]} ms frames arrived" if seen.odd_frame else
                                      f"the channel now runs at {channel.ptime_ms if channel else '?'} ms")
         return "ptime_change", (f"the SIP peer changed ptime from {stream.ptime_ms} ms ({sent}): set a=ptime on "
-                                "the trunk (DESIGN.md section 2)")
+                                "the trunk (docs/freeswitch.md)")
     return "unknown", "no media application, codec or ptime change seen: check FreeSWITCH's log for the channel"
 
 

@@ -7,7 +7,7 @@ engine); leg A is the simulated caller's phone, parked here. What A hears is the
 Rules:
 
 1. Unicast on A only once A is answered (CHANNEL_ANSWER seen) and parked, never
-   before: unicast on an unanswered channel crashes FreeSWITCH (DESIGN.md section 2).
+   before: unicast on an unanswered channel crashes FreeSWITCH (docs/freeswitch.md).
    :class:`LegState` refuses otherwise (:class:`UnicastBeforeAnswer`).
 2. The caller side is sans-I/O (:class:`CallerSide`, time injected): a WAV is played
    as it is (resampled to the channel's rate); a caller script (the audio format of

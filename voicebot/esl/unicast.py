@@ -29,7 +29,7 @@ Rules
    (barge-in) the caller stops hearing it within a frame. Late by more than a
    frame, it skips the missed slots (``late_frames``). ``None`` sends silence:
    FreeSWITCH expects a steady stream, and an eavesdropping agent is heard only
-   while the bot keeps sending (DESIGN.md section 2). Every stream of a gevent
+   while the bot keeps sending (docs/freeswitch.md). Every stream of a gevent
    hub is paced by one :class:`SendClock` greenlet on a shared 20 ms grid (one
    wake per tick for all calls); :data:`SEND_LATENESS` counts how late each
    frame left, over the process.

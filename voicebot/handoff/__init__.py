@@ -1,1 +1,2 @@
-"""Hand-off to human agents: the agent directory and live state, and the CRM screen-pop webhook."""
+"""Hand-off to human agents: the agent directory and live state, the whisper, and the choices the engine makes about
+handoffs (the CRM screen-pop webhook is voicebot.notify.screenpop)."""

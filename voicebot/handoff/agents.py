@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from voicebot.dialog.loader import _did_you_mean
+from voicebot.suggest import did_you_mean
 
 __all__ = ["STRATEGIES", "Agent", "AgentDirectory", "AgentError", "AgentPool", "AgentState", "Group", "LocatedDict",
            "LocatedList", "located", "parse_agents"]
@@ -197,7 +197,7 @@ class _Parser:
 
 def _choices(word: str, known: tuple[str, ...]) -> str:
     """``did you mean 'x'? known: a, b`` (the hint only when something is close)."""
-    hint = _did_you_mean(word, known)
+    hint = did_you_mean(word, known)
     return f"{hint + ' ' if hint else ''}known: {', '.join(known)}"
 
 
@@ -307,7 +307,7 @@ def _group_members(p: _Parser, spec: Mapping[Any, Any], path: str, agents: Mappi
     where = spec["agents"]
     for i, member in enumerate(members):
         if member not in agents:
-            hint = _did_you_mean(member, agents)
+            hint = did_you_mean(member, agents)
             raise p.error(where, i, f"{path}.agents[{i}]", f"unknown agent '{member}'" + (f"; {hint}" if hint else "")
                           + f" (agents: {', '.join(agents) or 'none'})")
         if member in members[:i]:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from voicebot.config import HandoffConfig
 from voicebot.dialog.flow import Flow
 from voicebot.handoff.agents import AgentDirectory
-from voicebot.handoff.screenpop import ScreenPop, ScreenPopConfig
 
 
 def handoff_group(flow: Flow) -> str:
@@ -28,11 +26,3 @@ def agent_voices(directory: AgentDirectory, flow: Flow) -> list[Path]:
         return []
     voices = (directory.agents[a].voice for a in group.agents if a in directory.agents)
     return [Path(v) for v in dict.fromkeys(v for v in voices if v)]
-
-
-def make_screenpop(config: HandoffConfig) -> ScreenPop | None:
-    """The screen-pop sender, when a URL is configured."""
-    if not config.screen_pop_url:
-        return None
-    return ScreenPop(ScreenPopConfig(url=config.screen_pop_url, secret=config.screen_pop_secret,
-                                     retries=config.screen_pop_retries))

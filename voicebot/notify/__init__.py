@@ -1,0 +1,1 @@
+"""Notifications to systems outside the call: the agent screen-pop over HTTP."""
