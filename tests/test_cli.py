@@ -177,3 +177,25 @@ def test_call_with_a_caller_refuses_a_flow_and_a_bad_caller_file(tmp_path: Path,
     assert "dtmf must be one key" in capsys.readouterr().err
     assert main(["call", "7000", "--caller", caller, "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml: no such config file" in capsys.readouterr().err
+
+
+def test_voice_say_without_a_pack_uses_the_default_voice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "hello.wav"
+    assert main(["voice", "say", "hello {{name}}", "--var", "name=Ann", "-o", str(out)]) == 0
+    from voicebot.audio.wav import read_wav
+
+    samples, rate = read_wav(out)
+    assert rate == 8000 and len(samples) > 0.3 * rate and f"wrote {out}" in capsys.readouterr().out
+
+
+def test_a_float_or_g711_caller_recording_is_read_before_the_call(tmp_path: Path) -> None:
+    import struct
+
+    from voicebot.sim.caller import load_caller
+
+    data = struct.pack("<800f", *([0.25, -0.25] * 400))
+    fmt = struct.pack("<HHIIHH", 3, 1, 8000, 32000, 4, 32)  # WAVE_FORMAT_IEEE_FLOAT, as Audacity exports
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    (tmp_path / "float.wav").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    script = load_caller(tmp_path / "float.wav")
+    assert script.free_running and script.turns[0].path.endswith("float.wav")

@@ -197,3 +197,16 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypat
     for argv in (["--debug", "validate", str(FLOW)], ["validate", str(FLOW), "--debug"]):
         with pytest.raises(RuntimeError, match="boom"):
             main(argv)
+
+
+def test_the_engine_turns_a_taken_port_into_port_in_use(listening: int) -> None:
+    """What `serve` checks first can still race: the engine's own bind names the config key too."""
+    import gevent.server
+
+    from voicebot.cli_errors import PortInUse
+    from voicebot.engine import _bind
+
+    server = gevent.server.StreamServer(("127.0.0.1", listening), lambda sock, addr: None)
+    with pytest.raises(PortInUse, match=rf"127.0.0.1:{listening} \(outbound.port\) is already in use"):
+        _bind(server.start, "outbound.port", "127.0.0.1", listening)
+    server.close()

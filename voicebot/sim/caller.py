@@ -1,6 +1,7 @@
-"""A simulated caller that talks, listens and reacts to the bot in time.
+"""A simulated caller that talks, listens and reacts to the bot in time, and the one loader of caller files.
 
-An audio caller script (YAML)::
+:func:`load_caller` reads every caller format (docs/callers.md): a recording, a list of actions
+(voicebot.sim.script, the format of ``chat``) or an audio caller script (YAML)::
 
     voice: default          # the Piper voice that speaks text lines (default: the default voice)
     gap_ms: 400             # how long after the bot stops the caller answers
