@@ -48,6 +48,9 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "notes.txt").write_text("some notes\n")
     (d / "untested.yaml").write_text(FLOW.read_text(encoding="utf-8"), encoding="utf-8")
     (d / "mapping.yaml").write_text("say: hello\n")  # neither a list of actions nor `turns:`
+    from voicebot.records.store import open_store
+
+    open_store(str(d / "calls.sqlite")).close()  # a records database with no calls in it
     return d
 
 
@@ -121,6 +124,8 @@ CASES = [
     ("calls --db {bad}/missing.sqlite", USAGE, "no records database there"),
     ("calls --db {bad}/adir", USAGE, "a directory, not a records database"),
     ("calls --db {bad}/binary.yaml", USAGE, "binary.yaml"),
+    ("calls --db {bad}/calls.sqlite --since yesterday", USAGE, "yesterday"),
+    ("calls --db {bad}/calls.sqlite show 1234abcd", USAGE, "no call '1234abcd'; list the calls with `voicebot calls`"),
     ("voice script {bad}/missing.yaml", USAGE, "missing.yaml"),
     ("voice script {bad}/binary.yaml", USAGE, "binary.yaml"),
     ("voice import {bad}/adir {bad}/missing", USAGE, "voice pack directory not found"),

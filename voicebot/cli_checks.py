@@ -28,12 +28,19 @@ def check_text_file(path: Path, what: str, fix: str) -> None:
     raw = path.read_bytes()
     if not raw.strip():
         raise UsageError(f"{path}: the {what} is empty; {fix}")
+    if is_binary(raw):
+        raise UsageError(f"{path}: a binary file, not a {what} (YAML text, UTF-8); {fix}")
+
+
+def is_binary(raw: bytes) -> bool:
+    """True for bytes that are not UTF-8 text (a NUL byte, or not UTF-8 at all)."""
+    if b"\x00" in raw:
+        return True
     try:
-        if b"\x00" in raw:
-            raise UnicodeDecodeError("utf-8", raw, raw.index(b"\x00"), raw.index(b"\x00") + 1, "NUL byte")
         raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise UsageError(f"{path}: a binary file, not a {what} (YAML text, UTF-8); {fix}") from None
+        return True
+    return False
 
 
 def parse_variables(pairs: list[str], known: Iterable[str] | None, where: str = "") -> dict[str, str]:

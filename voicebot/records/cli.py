@@ -58,7 +58,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         try:
             records = store.list(limit=args.limit, since=args.since, disposition=args.disposition, tag=args.tag)
         except (StoreError, ValueError) as exc:
-            print(f"voicebot calls: {exc}; check --db and the filters", file=sys.stderr)
+            print(f"voicebot calls: {redact_url(_location(args))}: {exc}; check --db and the filters", file=sys.stderr)
             return EXIT_USAGE
         _note_pending(store)
     if not records:
@@ -82,7 +82,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"voicebot calls show: {exc}; list the calls with `voicebot calls`", file=sys.stderr)
             return EXIT_USAGE
         except StoreError as exc:
-            print(f"voicebot calls show: {exc}; check --db", file=sys.stderr)
+            print(f"voicebot calls show: {redact_url(_location(args))}: {exc}; check --db", file=sys.stderr)
             return EXIT_USAGE
     show_pii = bool(getattr(args, "show_pii", False))
     if args.json:
@@ -92,8 +92,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _location(args: argparse.Namespace) -> str:
+    return str(getattr(args, "db", None) or os.environ.get(DB_ENV) or DEFAULT_DB)
+
+
 def _open(args: argparse.Namespace) -> SpooledStore | None:
-    location = getattr(args, "db", None) or os.environ.get(DB_ENV) or DEFAULT_DB
+    location = _location(args)
     path = sqlite_path(location)
     if path is not None and (not path.exists() or path.is_dir()):
         what = "a directory, not a records database" if path.is_dir() else "no records database there"

@@ -134,11 +134,11 @@ def read_caller_yaml(path: Path) -> Any:
         raise CallerScriptError(f"{path}: the file is empty; write the caller's turns in it ({FORMATS_HINT})")
     try:
         text = raw.decode("utf-8")
-        if "\x00" in text:
-            raise UnicodeDecodeError("utf-8", raw, 0, 1, "NUL byte")
     except UnicodeDecodeError:
+        text = "\x00"
+    if "\x00" in text:
         raise CallerScriptError(f"{path}: a binary file, not a YAML caller script (a recording must end in .wav "
-                                f"or .raw); {FORMATS_HINT}") from None
+                                f"or .raw); {FORMATS_HINT}")
     try:
         data = yamlutil.load(text)
     except yaml.YAMLError as exc:
