@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
                                      "unreachable, 4 the call failed, 5 no audio, 6 a port is taken, 70 internal error "
                                      "(docs/cli.md).")
     parser.add_argument("--version", action="version", version=f"voicebot {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of any error (for bug reports)")
     sub = parser.add_subparsers(metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check flow files (and flow test files); every problem with file:line:col")
