@@ -128,4 +128,4 @@ def test_voicebot_call_says_clearly_when_freeswitch_is_down(tmp_path: Path) -> N
     config = engine_config(free_port(), tmp_path, (42300, 42399), http_port=0, esl_password="ClueCon",
                            shutdown_deadline_s=1)
     status, summary = place_test_call(config, "user/1001", {}, lambda entry: None)
-    assert status == 1 and "FreeSWITCH is not reachable at 127.0.0.1:" in summary
+    assert status == 3 and "FreeSWITCH is not reachable at 127.0.0.1:" in summary  # exit 3, as `voicebot call` documents

@@ -680,9 +680,9 @@ def test_cli_show_json(cli_db: tuple[str, CallRecord], capsys: pytest.CaptureFix
 def test_cli_errors(cli_db: tuple[str, CallRecord], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db, _ = cli_db
     code, _, err = run_cli(["calls", "--db", str(tmp_path / "none.sqlite")], capsys)
-    assert code == 1 and "no records database" in err and not (tmp_path / "none.sqlite").exists()
+    assert code == 2 and "no records database" in err and not (tmp_path / "none.sqlite").exists()
     code, _, err = run_cli(["calls", "show", "ffffffff", "--db", db], capsys)
-    assert code == 1 and "no call" in err
+    assert code == 2 and "no call" in err
     code, _, err = run_cli(["calls", "show", "0000", "--db", db], capsys)
     assert code == 0, err
 

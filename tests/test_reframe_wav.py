@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from voicebot.audio.codecs import alaw_to_linear, ulaw_to_linear
 from voicebot.audio.frame import AudioFrame
 from voicebot.audio.reframe import Reframer
 from voicebot.audio.resample import resample
-from voicebot.audio.wav import frames_from_array, read_wav, read_wav_at, write_stereo_wav, write_wav
+from voicebot.audio.wav import WavFormatError, frames_from_array, read_wav, read_wav_at, write_stereo_wav, write_wav
 
 SPEECH = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav"
 
@@ -183,22 +184,54 @@ def test_24_bit_stereo_mix(tmp_path):
     np.testing.assert_array_equal(read_wav(tmp_path / "24s.wav")[0], [0x2000, -1])
 
 
-def _float_wav(path: Path) -> None:
-    data = struct.pack("<4f", 0.0, 0.5, -0.5, 0.25)
-    fmt = struct.pack("<HHIIHH", 3, 1, 8000, 32000, 4, 32)  # WAVE_FORMAT_IEEE_FLOAT
+def _wav_bytes(tag: int, data: bytes, width: int, channels: int = 1, rate: int = 8000, extensible: bool = False) -> bytes:
+    """A RIFF/WAVE file by hand: the stdlib's wave module writes integer PCM only."""
+    bits, align = 8 * width, width * channels
+    if extensible:  # WAVE_FORMAT_EXTENSIBLE: the real format tag opens the SubFormat GUID
+        fmt = struct.pack("<HHIIHHHHI", 0xFFFE, channels, rate, rate * align, align, bits, 22, bits, 0)
+        fmt += struct.pack("<H", tag) + bytes.fromhex("000000001000800000aa00389b71")
+    else:
+        fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * align, align, bits)
     body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
-    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
-def test_unsupported_files_are_rejected_naming_the_file(tmp_path):
-    _float_wav(tmp_path / "float.wav")
+def test_float_wavs_are_scaled_and_clipped(tmp_path):
+    (tmp_path / "f32.wav").write_bytes(_wav_bytes(3, struct.pack("<4f", 0.0, 0.5, -0.5, 1.5), 4))
+    np.testing.assert_array_equal(read_wav(tmp_path / "f32.wav")[0], [0, 16384, -16384, 32767])
+    (tmp_path / "f64.wav").write_bytes(_wav_bytes(3, struct.pack("<4d", 0.25, -1.0, 0.25, -1.0), 8, channels=2))
+    np.testing.assert_array_equal(read_wav(tmp_path / "f64.wav")[0], [-12288, -12288])
+
+
+def test_g711_wavs_are_decoded(tmp_path):
+    ulaw, alaw = bytes([0xFF, 0x00, 0x80]), bytes([0xD5, 0x2A, 0xAA])
+    (tmp_path / "u.wav").write_bytes(_wav_bytes(7, ulaw, 1))
+    (tmp_path / "a.wav").write_bytes(_wav_bytes(6, alaw, 1, extensible=True))
+    np.testing.assert_array_equal(read_wav(tmp_path / "u.wav")[0], np.frombuffer(ulaw_to_linear(ulaw), "<i2"))
+    np.testing.assert_array_equal(read_wav(tmp_path / "a.wav")[0], np.frombuffer(alaw_to_linear(alaw), "<i2"))
+    assert read_wav(tmp_path / "u.wav")[0][2] == 32124
+
+
+def test_24_bit_extensible_is_read(tmp_path):
+    raw = b"".join(struct.pack("<i", v)[:3] for v in (0x7FFFFF, -0x800000, 0x000180))
+    (tmp_path / "ext24.wav").write_bytes(_wav_bytes(1, raw, 3, rate=48000, extensible=True))
+    samples, rate = read_wav(tmp_path / "ext24.wav")
+    assert rate == 48000
+    np.testing.assert_array_equal(samples, [32767, -32768, 2])
+
+
+def test_unsupported_files_are_rejected_naming_the_file_and_what_is_read(tmp_path):
     _write_raw_wav(tmp_path / "three.wav", bytes(12), 2, channels=3)
     (tmp_path / "junk.wav").write_bytes(b"this is not a wav file at all")
-    for name in ("float.wav", "three.wav", "junk.wav"):
-        with pytest.raises(ValueError, match=rf"{name}.*expected integer PCM, 8/16/24/32-bit, mono or stereo"):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "adpcm.wav").write_bytes(_wav_bytes(2, bytes(16), 1))
+    (tmp_path / "cut.wav").write_bytes(_wav_bytes(1, bytes(16), 2)[:30])
+    causes = {"three.wav": "3 channel", "junk.wav": "not a WAV file", "empty.wav": "empty file",
+              "adpcm.wav": "MS ADPCM", "cut.wav": "fmt"}
+    for name, cause in causes.items():
+        with pytest.raises(WavFormatError, match=rf"{name}: .*{cause}.*expected a WAV of integer PCM \(8/16/24/32-bit\), "
+                           r"32/64-bit float, or G.711"):
             read_wav(tmp_path / name)
-    with pytest.raises(ValueError, match="3 channel"):
-        read_wav(tmp_path / "three.wav")
 
 
 def test_missing_file_is_a_file_not_found_error(tmp_path):

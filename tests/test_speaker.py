@@ -166,4 +166,4 @@ def test_voice_check_cli(agent_pack, capsys):
     assert "recorded prompts: similarity 0.8" in out and "same speaker: a handoff would not be noticed" in out
     assert "synthesized voice: not checked" in out
     args = parser.parse_args(["voice", "check", str(agent_pack.root / "nope")])
-    assert args.run(args) == 1 and "voice pack directory not found" in capsys.readouterr().err
+    assert args.run(args) == 2 and "voice pack directory not found" in capsys.readouterr().err

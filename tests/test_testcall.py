@@ -71,6 +71,7 @@ def test_caller_files_chat_script_audio_script_and_recording(tmp_path: Path) -> 
     assert chat.turns[0].text == "yes, speaking" and chat.turns[1].at_ms == 1500 and not chat.free_running
     audio = load_caller(CALLERS / "demo_en_audio.yaml")
     assert audio.turns[0].kind == "wav" and audio.turns[5].nth == 2 and audio.gap_ms == 400
+    write_wav(tmp_path / "caller.wav", np.full(800, 1000, dtype=np.int16), 8000)
     wav = load_caller(tmp_path / "caller.wav")
     assert wav.free_running and wav.turns[0].path.endswith("caller.wav")
     (tmp_path / "waits.yaml").write_text("- {wait: 1500}\n- silence\n- {dtmf: 2}\n- hangup\n")

@@ -115,7 +115,7 @@ def test_missing_directory_and_broken_recordings_are_errors(tmp_path):
     root = make_pack(tmp_path / "p")
     (root / "prompts").mkdir()
     (root / "prompts" / "a.wav").write_bytes(b"RIFF....garbage")
-    with pytest.raises(VoiceError, match=r"prompts/a\.wav: .*not a readable PCM WAV"):
+    with pytest.raises(VoiceError, match=r"prompts/a\.wav: not a WAV file \(no RIFF/WAVE header\); expected a WAV of"):
         load_pack(root)
     write_wav(root / "prompts" / "a.wav", np.zeros(0, dtype=np.int16), 16000)
     with pytest.raises(VoiceError, match=r"prompts/a\.wav: the recording is empty"):

@@ -9,17 +9,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-import yaml
-
-from voicebot import __version__, yamlutil
-from voicebot.asr.base import ModelError
+from voicebot import __version__, cli_errors
+from voicebot.cli_checks import check_port_free, check_switch_reachable, check_text_file, flow_variable_names, parse_variables
+from voicebot.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, UsageError
 from voicebot.config import ConfigError, EngineConfig, load_config
-from voicebot.dialog.loader import FlowError, load_flow, validate_file
-from voicebot.sim.caller import CallerScriptError
+from voicebot.dialog.flow import Flow
+from voicebot.dialog.loader import load_flow, validate_file
+from voicebot.sim.caller import load_caller_actions
 from voicebot.sim.flowtest import FlowTestError, load_cases, run_file
-from voicebot.sim.script import ScriptError, action_from_command, action_from_item
-from voicebot.sim.text import AgentSim, Entry, TextCall
-from voicebot.tts.base import VoiceError
+from voicebot.sim.script import ScriptError, action_from_command
+from voicebot.sim.text import AgentSim, CallerAction, Entry, TextCall
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_FLOW = REPO_ROOT / "examples" / "flows" / "lead_screening_en.yaml"
@@ -30,25 +29,30 @@ LABELS = {"bot": "BOT", "caller": "YOU", "dtmf": "KEY", "intent": "  ⇒ intent"
           "transfer": "  ☎ transfer", "hangup": "  ✆ hang up", "barge": "  ✂ barge-in:", "ignored": "  (ignored:"}
 
 
+TESTS_FIX = "flow tests are NAME.tests.yaml beside NAME.yaml (see docs/flows.md, 'Flow tests')"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``voicebot`` console script; returns the exit status."""
+    """Entry point of the ``voicebot`` console script; returns the exit status (docs/cli.md)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    end = words.index("--") if "--" in words else len(words)
+    debug = "--debug" in words[:end]  # accepted anywhere before `--`, not only before the command
+    words = [w for i, w in enumerate(words) if i >= end or w != "--debug"]
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     if not hasattr(args, "run"):
         parser.print_help()
-        return 2
-    try:
-        return int(args.run(args))
-    except (FlowError, FlowTestError, ScriptError, ModelError, VoiceError, CallerScriptError, ConfigError) as exc:
-        print(f"voicebot: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        return EXIT_USAGE
+    return cli_errors.run(lambda: args.run(args), debug)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="voicebot", description="On-premises voice-bot engine for FreeSWITCH.")
+    parser = argparse.ArgumentParser(prog="voicebot", description="On-premises voice-bot engine for FreeSWITCH.",
+                                     epilog="Exit status: 0 ok, 1 a check or test failed, 2 bad input, 3 FreeSWITCH "
+                                     "unreachable, 4 the call failed, 5 no audio, 6 a port is taken, 70 internal error "
+                                     "(docs/cli.md).")
     parser.add_argument("--version", action="version", version=f"voicebot {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of any error (for bug reports)")
     sub = parser.add_subparsers(metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check flow files (and flow test files); every problem with file:line:col")
@@ -62,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_chat)
 
     p = sub.add_parser("test-flow", help="run flow tests (NAME.tests.yaml beside a flow)")
-    p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="test files, or flows with a NAME.tests.yaml beside them")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                   help="test files, flows with a NAME.tests.yaml beside them, or folders of test files")
     p.add_argument("-v", "--verbose", action="store_true", help="print each case's simulated call")
     p.set_defaults(run=cmd_test_flow)
 
@@ -79,9 +84,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the voice demo: the English example flow against a simulated caller (no FreeSWITCH)")
     p.add_argument("--flow", type=Path, default=EXAMPLE_FLOW)
-    p.add_argument("--caller", type=Path, default=DEMO_CALLER)
+    p.add_argument("--caller", type=Path, default=None,
+                   help=f"caller script or recording (default {DEMO_CALLER.name}; with --text {DEMO_SCRIPT.name})")
     _media_options(p)
-    p.add_argument("--text", action="store_true", help="the text-only demo (no audio)")
+    p.add_argument("--text", action="store_true", help="the text-only demo (no audio; --caller must be a script)")
     p.set_defaults(run=cmd_demo)
 
     p = sub.add_parser("serve", help="run the engine on FreeSWITCH (outbound socket server, ESL, metrics)")
@@ -132,14 +138,8 @@ def _call_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-agent", action="store_true", help="simulate that no agent ever answers")
 
 
-def _variables(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ScriptError(f"--var expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = value
-    return out
+def _flow_variables(pairs: list[str], flow: Flow) -> dict[str, str]:
+    return parse_variables(pairs, flow_variable_names(flow), f"flow {flow.id}")
 
 
 # ---------------------------------------------------------------- commands
@@ -152,8 +152,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         checked += 1
         if path.name.endswith(".tests.yaml"):
             try:
+                check_text_file(path, "flow test file", TESTS_FIX)
                 load_cases(path)
-            except FlowTestError as exc:
+            except (FlowTestError, UsageError) as exc:
                 print(f"{exc}", file=sys.stderr)
                 errors += 1
             continue
@@ -162,14 +163,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
             errors += problem.severity == "error"
             warnings += problem.severity == "warning"
     print(f"{checked} file(s) checked: {errors} error(s), {warnings} warning(s)")
-    return 1 if errors or not checked else 0
+    return EXIT_FAILED if errors else EXIT_OK
 
 
 def _expand(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder becomes its *.yaml and *.yml files (subfolders too), and must hold some."""
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            out += sorted(p for p in path.rglob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+            found = sorted(p for p in path.rglob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+            if not found:
+                raise UsageError(f"{path}: no flow files found in this folder (looked for *.yaml and *.yml, subfolders "
+                                 "included); give flow files or a folder that holds them")
+            out += found
         else:
             out.append(path)
     return out
@@ -178,23 +184,32 @@ def _expand(paths: list[Path]) -> list[Path]:
 def cmd_chat(args: argparse.Namespace) -> int:
     """Interactive (or scripted) text conversation with a flow."""
     flow = load_flow(args.flow)
+    variables = _flow_variables(args.var, flow)
+    actions = load_caller_actions(args.script) if args.script else None
     agent = AgentSim(None if args.no_agent else args.agent_ready_ms)
-    call = TextCall(flow, _variables(args.var), agent=agent)
+    call = TextCall(flow, variables, agent=agent)
     _print_entries(call.start())
-    if args.script:
-        for action in _load_script(args.script):
-            if call.ended:
-                break
-            _print_entries(call.act(action))
+    if actions is not None:
+        _play(call, actions)
     else:
         _repl(call)
     _print_entries(call.finish())
     _print_outcome(call)
-    return 0
+    return EXIT_OK
 
 
-def _repl(call: TextCall, stream: TextIO = sys.stdin) -> None:
+def _play(call: TextCall, actions: list[CallerAction]) -> None:
+    for action in actions:
+        if call.ended:
+            break
+        _print_entries(call.act(action))
+
+
+def _repl(call: TextCall, stream: TextIO | None = None) -> None:
+    """Read caller lines until the call ends (at once after a hang-up node, with no extra line), EOF or /quit."""
+    stream = stream or sys.stdin
     print("Type what the caller says. Commands: /barge [ms] text, /dtmf KEY, /silence, /wait MS, /hangup, /quit")
+    _print_entries(call.run_unattended())
     while not call.ended:
         print("you> ", end="", flush=True)
         line = stream.readline()
@@ -208,16 +223,7 @@ def _repl(call: TextCall, stream: TextIO = sys.stdin) -> None:
             print(f"  ! {exc}")
             continue
         _print_entries([e for e in call.act(action) if e.kind != "caller"])
-
-
-def _load_script(path: Path) -> list:  # type: ignore[type-arg]
-    try:
-        items = yamlutil.load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ScriptError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(items, list):
-        raise ScriptError(f"{path}: a caller script is a YAML list of actions")
-    return [action_from_item(item, f"{path}: item {i + 1}") for i, item in enumerate(items)]
+        _print_entries(call.run_unattended())
 
 
 def _print_entries(entries: list[Entry]) -> None:
@@ -237,9 +243,9 @@ def _print_outcome(call: TextCall) -> None:
 
 def cmd_test_flow(args: argparse.Namespace) -> int:
     """Run flow test files; 1 when any case fails."""
+    files = [test_file for path in args.files for test_file in _tests_files(path)]
     passed = failed = 0
-    for path in args.files:
-        test_file = path if path.name.endswith(".tests.yaml") else path.with_name(path.stem + ".tests.yaml")
+    for test_file in files:
         for result in run_file(test_file):
             mark = "PASS" if result.passed else "FAIL"
             print(f"{mark} {test_file}:{result.case.line} {result.case.name}")
@@ -250,7 +256,31 @@ def cmd_test_flow(args: argparse.Namespace) -> int:
             passed += result.passed
             failed += not result.passed
     print(f"{passed} passed, {failed} failed")
-    return 1 if failed or not passed else 0
+    return EXIT_FAILED if failed or not passed else EXIT_OK
+
+
+def _tests_files(path: Path) -> list[Path]:
+    """The flow-test files a ``test-flow`` argument means, each checked readable (UsageError otherwise)."""
+    if path.is_dir():
+        found = sorted(path.glob("*.tests.yaml"))
+        if not found:
+            raise UsageError(f"{path}: no flow tests in this folder (looked for *.tests.yaml); {TESTS_FIX}")
+        for test_file in found:
+            check_text_file(test_file, "flow test file", TESTS_FIX)
+        return found
+    if path.name.endswith(".tests.yaml"):
+        test_file = path
+    elif path.suffix in (".yaml", ".yml"):
+        test_file = path.with_name(path.stem + ".tests.yaml")
+        if not path.exists():
+            raise UsageError(f"{path}: no such flow file; check the path")
+        if not test_file.exists():
+            raise UsageError(f"{path}: no flow tests beside it (looked for {test_file}); write {test_file.name} "
+                             "(see docs/flows.md, 'Flow tests') or name a tests file")
+    else:
+        raise UsageError(f"{path}: not a flow test file (the name must end in .tests.yaml) nor a flow (.yaml); {TESTS_FIX}")
+    check_text_file(test_file, "flow test file", TESTS_FIX)
+    return [test_file]
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -260,15 +290,25 @@ def cmd_graph(args: argparse.Namespace) -> int:
     flow = load_flow(args.flow)
     try:
         out = render(flow, args.output)
-    except GraphvizMissing as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    except (GraphvizMissing, ValueError) as exc:
+        print(f"voicebot: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"wrote {out}")
-    return 0
+    return EXIT_OK
+
+
+def _read_config(path: Path) -> EngineConfig:
+    """The engine config at ``path``, the file checked first (ConfigError/UsageError naming it otherwise)."""
+    if not path.exists():
+        raise ConfigError(f"{path}: no such config file; write one (see README.md, 'Running it on FreeSWITCH') "
+                          "or name it with --config")
+    check_text_file(path, "config file", "write the engine's settings in it as YAML (see README.md, "
+                    "'Running it on FreeSWITCH')")
+    return load_config(path)
 
 
 def _engine_config(path: Path | None, flow: Path | None) -> EngineConfig:
-    config = load_config(path) if path is not None else EngineConfig(default_flow=EXAMPLE_FLOW)
+    config = _read_config(path) if path is not None else EngineConfig(default_flow=EXAMPLE_FLOW)
     if flow is not None:
         config = replace(config, default_flow=flow, flows_by_destination={})
     return config
@@ -278,9 +318,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """The engine, until SIGTERM/SIGINT."""
     from voicebot.engine import run_engine
 
-    if not args.config.exists():
-        raise ConfigError(f"{args.config}: no such config file (see freeswitch_conf/README.md and voicebot/config.py)")
-    return run_engine(load_config(args.config))
+    config = _read_config(args.config)
+    if config.default_flow is None:
+        raise UsageError(f"{args.config}: no flow to run; set flows.default in it")
+    _check_ports(config)  # before the models load: a taken port is reported in a second, not after 12
+    return run_engine(config)
+
+
+def _check_ports(config: EngineConfig) -> None:
+    check_port_free(config.outbound_host, config.outbound_port, "outbound.port")
+    check_port_free(config.http_host, config.http_port, "http.port")
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -291,8 +338,16 @@ def cmd_call(args: argparse.Namespace) -> int:
     from voicebot.sim.run import print_live
 
     config = replace(_engine_config(args.config, args.flow), outbound_port=0, http_port=0)
-    status, summary = place_test_call(config, args.destination, _variables(args.var), print_live)
-    print(summary, file=sys.stderr if status else sys.stdout)
+    if config.default_flow is None:
+        raise UsageError(f"{args.config}: no flow to run; set flows.default in it, or give --flow FLOW")
+    variables = _flow_variables(args.var, load_flow(config.default_flow))
+    why = check_switch_reachable(config.esl_host, config.esl_port)  # before the prompts render
+    if why is not None:
+        print(f"voicebot: FreeSWITCH is not reachable at {config.esl_host}:{config.esl_port}: {why}; start it, or set "
+              "freeswitch.host/port in --config (ESL: event_socket.conf.xml)", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    status, summary = place_test_call(config, args.destination, variables, print_live)
+    print(f"voicebot: {summary}" if status else summary, file=sys.stderr if status else sys.stdout)
     return status
 
 
@@ -303,15 +358,12 @@ def _call_with_caller(args: argparse.Namespace) -> int:
     from voicebot.esl.testcall import CallOptions, caller_ports, run_caller_call
 
     if args.flow is not None:
-        print("voicebot: --flow does not apply with --caller: the engine that answers picks the flow "
-              "(flows.by_destination in its config)", file=sys.stderr)
-        return 2
-    if args.config is not None and not args.config.exists():
-        raise ConfigError(f"{args.config}: no such config file (the engine's voicebot.yaml names FreeSWITCH's ESL)")
-    config = load_config(args.config) if args.config is not None else EngineConfig()
+        raise UsageError("--flow does not apply with --caller: the engine that answers picks the flow "
+                         "(flows.by_destination in its config); leave out --flow")
+    config = _read_config(args.config) if args.config is not None else EngineConfig()
     out = args.out or Path("out") / f"call-{time.strftime('%Y%m%d-%H%M%S')}"
     options = CallOptions(args.destination, args.caller, out, esl_host=config.esl_host, esl_port=config.esl_port,
-                          esl_password=config.esl_password, context=args.context, variables=_variables(args.var),
+                          esl_password=config.esl_password, context=args.context, variables=parse_variables(args.var, None),
                           media_ip=config.media_ip, media_ports=caller_ports(config.media_ports),
                           cache_dir=config.cache_dir / "prompts", records_db=config.records_db, max_s=args.max_s)
     report = run_caller_call(options)
@@ -333,12 +385,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate(args)
 
 
+AUDIO_ONLY = {"out": None, "realtime": False, "asr": "pocketsphinx", "asr_model": None, "vad": "webrtc",
+              "voice_pack": None, "rate": 8000}
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default: the English example flow against a simulated caller, with audio."""
     if args.text:
-        print(f"voicebot {__version__} demo: flow {args.flow.name}, caller script {DEMO_SCRIPT.name} (text simulation)")
-        args.var, args.no_agent, args.agent_ready_ms, args.script = ["customer_name=Alex"], False, 1500, DEMO_SCRIPT
+        given = [name for name, default in AUDIO_ONLY.items() if getattr(args, name) != default]
+        if given:
+            raise UsageError(f"demo --text: --{given[0].replace('_', '-')} applies to the voice demo only; "
+                             "leave it out, or drop --text")
+        script = args.caller or DEMO_SCRIPT
+        load_caller_actions(script)  # a bad --caller is reported before anything is printed
+        print(f"voicebot {__version__} demo: flow {args.flow.name}, caller script {script.name} (text simulation)")
+        args.var, args.script = args.var or ["customer_name=Alex"], script
         return cmd_chat(args)
+    args.caller = args.caller or DEMO_CALLER
     args.var = args.var or ["customer_name=Alex"]
     return cmd_simulate(args)
 

@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import errno
 import signal
 import sys
 import time
@@ -33,6 +34,7 @@ import gevent.pywsgi
 from voicebot.asr.registry import AsrConfig
 from voicebot.audio.wav import write_stereo_wav
 from voicebot.call import CallSession
+from voicebot.cli_errors import EXIT_ORIGINATE, EXIT_UNREACHABLE, PortInUse
 from voicebot.config import EngineConfig
 from voicebot.dialog.flow import Flow
 from voicebot.dialog.loader import load_flow
@@ -135,11 +137,16 @@ class Engine:
         self.inbound.start()
         self.server = OutboundServer(cfg.outbound_host, cfg.outbound_port, self.handle_call,
                                      command_timeout_s=cfg.command_timeout_s)
-        self.server.start()
+        self.http = gevent.pywsgi.WSGIServer((cfg.http_host, cfg.http_port), self._http, log=None, error_log=None)
+        try:
+            _bind(self.server.start, "outbound.port", cfg.outbound_host, cfg.outbound_port)
+            _bind(self.http.start, "http.port", cfg.http_host, cfg.http_port)
+        except PortInUse:
+            self.server.stop(timeout=0)
+            self.inbound.stop()
+            raise
         self.handoff = HandoffContext(self.agents, self.inbound, cfg.handoff, f"{cfg.outbound_host}:{self.server.port}",
                                       self.screenpop, whisper=self._whisper)
-        self.http = gevent.pywsgi.WSGIServer((cfg.http_host, cfg.http_port), self._http, log=None, error_log=None)
-        self.http.start()
         self.log.info("engine.started", outbound_port=self.server.port, http_port=self.http.server_port,
                       flows=sorted(f.id for f in self.flows.values()))
 
@@ -299,6 +306,16 @@ class Engine:
         self.shutdown()
 
 
+def _bind(start: Callable[[], None], key: str, host: str, port: int) -> None:
+    """Start a listening server; a taken port becomes :class:`PortInUse` naming the config key."""
+    try:
+        start()
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise PortInUse(key, host, port) from err
+        raise
+
+
 def _extras(result: CallResult) -> dict[str, Any] | None:
     extras: dict[str, Any] = {}
     if result.error:
@@ -325,18 +342,21 @@ def run_engine(config: EngineConfig) -> int:
 def place_test_call(config: EngineConfig, destination: str, variables: dict[str, str],
                     on_entry: Callable[[dict[str, Any]], None], *, timeout_s: float = 600.0) -> tuple[int, str]:
     """``voicebot call``: an engine of our own, an originate over ESL to ``destination`` with the socket app
-    pointing back at it; returns (exit status, a one-line summary)."""
+    pointing back at it; returns (exit status, a one-line summary): 0 the call ran, 2 a variable cannot be
+    dialed, 3 FreeSWITCH unreachable, 4 the call never reached the engine (docs/cli.md)."""
     try:
         call_vars = originate_vars({"origination_uuid": str(uuidlib.uuid4()),
                                     **{f"vb_var_{k}": v for k, v in variables.items()}})
     except ValueError as err:
-        return 1, f"voicebot call: {err}"
+        return 2, f"voicebot call: {err}"
     engine = Engine(config, on_session=lambda s: setattr(s.timeline, "listener", on_entry))
     engine.load()
     engine.start()
     try:
         if not engine.inbound.wait_up(10.0):
-            return 1, f"FreeSWITCH is not reachable at {config.esl_host}:{config.esl_port}: {engine.inbound.state().last_error}"
+            state = engine.inbound.state()
+            return EXIT_UNREACHABLE, (f"FreeSWITCH is not reachable at {config.esl_host}:{config.esl_port}: "
+                                      f"{state.last_error}" + (f"; {state.hint}" if state.hint else ""))
         engine.inbound.originate(f"{{{call_vars}}}{destination}",
                                  originate_socket_app(f"{config.outbound_host}:{engine.server.port}"))
         deadline = time.monotonic() + timeout_s
@@ -344,7 +364,7 @@ def place_test_call(config: EngineConfig, destination: str, variables: dict[str,
             gevent.sleep(0.1)
         record = engine.store.list(limit=1)
         if not record:
-            return 1, "the call never reached the engine"
+            return EXIT_ORIGINATE, "the call never reached the engine"
         r = record[0]
         return 0, f"call {r.call_id}: disposition={r.disposition} level={r.level or '-'} path={' > '.join(r.path)}"
     finally:

@@ -40,7 +40,6 @@ from pathlib import Path
 import gevent
 import numpy as np
 
-from voicebot import yamlutil
 from voicebot.audio.resample import resample
 from voicebot.audio.wav import read_wav, write_stereo_wav
 from voicebot.esl.connection import EslError, EslFailure, InboundConnection, UnicastBeforeAnswer
@@ -48,8 +47,7 @@ from voicebot.esl.protocol import ChannelMedia, EslEvent, channel_media
 from voicebot.esl.unicast import PortPool, PortsExhausted, UnicastMedia
 from voicebot.player import Chunk
 from voicebot.records.model import CallRecord
-from voicebot.sim.caller import CallerScript, CallerTurn, SimCaller, Synth, load_caller_script, raw_or_wav
-from voicebot.sim.script import action_from_item
+from voicebot.sim.caller import CallerScript, SimCaller, Synth, load_caller, raw_or_wav
 
 EXIT_OK, EXIT_UNREACHABLE, EXIT_ORIGINATE, EXIT_NO_AUDIO = 0, 3, 4, 5
 LEG_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_PARK", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_EXECUTE")
@@ -70,28 +68,6 @@ def caller_ports(media_ports: tuple[int, int], pairs: int = 10) -> tuple[int, in
     total = (high - low + 1) // 2
     start = low + 2 * max(0, total - pairs)
     return start, low + 2 * total - 1
-
-
-def load_caller(path: Path) -> CallerScript:
-    """A ``.wav``/``.raw`` recording (played as is), an audio caller script, or a chat caller script (a list)."""
-    if path.suffix.lower() in (".wav", ".raw"):
-        return CallerScript((CallerTurn("wav", path=str(path)),), gap_ms=0, free_running=True)
-    try:
-        data = yamlutil.load(path.read_text(encoding="utf-8"))
-    except Exception:  # unreadable: load_caller_script says why, with the file name
-        return load_caller_script(path)
-    if not isinstance(data, list):
-        return load_caller_script(path)
-    turns = []
-    for i, item in enumerate(data):
-        action = action_from_item(item, f"{path}: item {i + 1}")
-        if action.kind == "wait":
-            turns.append(CallerTurn("silence", ms=action.at_ms))
-        elif action.kind == "silence":
-            turns.append(CallerTurn("silence", ms=7000))
-        else:
-            turns.append(CallerTurn(action.kind, action.text, at_ms=action.at_ms))
-    return CallerScript(tuple(turns))
 
 
 # ---------------------------------------------------------------- sans-I/O: what the caller hears and says

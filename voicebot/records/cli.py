@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any
 
+from voicebot.cli_errors import EXIT_USAGE
 from voicebot.records.model import CallRecord, TranscriptLine
 from voicebot.records.store import SpooledStore, StoreError, open_store, redact_url, sqlite_path
 
@@ -52,13 +53,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     """Print one line per call, newest first."""
     store = _open(args)
     if store is None:
-        return 1
+        return EXIT_USAGE
     with store:
         try:
             records = store.list(limit=args.limit, since=args.since, disposition=args.disposition, tag=args.tag)
         except (StoreError, ValueError) as exc:
-            print(f"voicebot calls: {exc}", file=sys.stderr)
-            return 1
+            print(f"voicebot calls: {redact_url(_location(args))}: {exc}; check --db and the filters", file=sys.stderr)
+            return EXIT_USAGE
         _note_pending(store)
     if not records:
         print("no calls")
@@ -73,13 +74,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     """Print one record in full (or as JSON)."""
     store = _open(args)
     if store is None:
-        return 1
+        return EXIT_USAGE
     with store:
         try:
             record = _find(store, args.call_id)
-        except (StoreError, LookupError) as exc:
-            print(f"voicebot calls show: {exc}", file=sys.stderr)
-            return 1
+        except LookupError as exc:
+            print(f"voicebot calls show: {exc}; list the calls with `voicebot calls`", file=sys.stderr)
+            return EXIT_USAGE
+        except StoreError as exc:
+            print(f"voicebot calls show: {redact_url(_location(args))}: {exc}; check --db", file=sys.stderr)
+            return EXIT_USAGE
     show_pii = bool(getattr(args, "show_pii", False))
     if args.json:
         print(json.dumps(masked(record, show_pii).to_dict(), ensure_ascii=False, indent=2))
@@ -88,16 +92,22 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _location(args: argparse.Namespace) -> str:
+    return str(getattr(args, "db", None) or os.environ.get(DB_ENV) or DEFAULT_DB)
+
+
 def _open(args: argparse.Namespace) -> SpooledStore | None:
-    location = getattr(args, "db", None) or os.environ.get(DB_ENV) or DEFAULT_DB
+    location = _location(args)
     path = sqlite_path(location)
-    if path is not None and not path.exists():
-        print(f"voicebot calls: no records database at {path} (set --db or ${DB_ENV})", file=sys.stderr)
+    if path is not None and (not path.exists() or path.is_dir()):
+        what = "a directory, not a records database" if path.is_dir() else "no records database there"
+        print(f"voicebot calls: {path}: {what}; name the engine's database with --db or ${DB_ENV}", file=sys.stderr)
         return None
     try:
         return open_store(location, recover=False)
-    except (StoreError, ValueError, ImportError) as exc:
-        print(f"voicebot calls: {redact_url(location)}: {exc}", file=sys.stderr)
+    except (StoreError, ValueError, ImportError, OSError) as exc:
+        print(f"voicebot calls: {redact_url(location)}: {exc}; check --db (a records database the engine wrote)",
+              file=sys.stderr)
         return None
 
 

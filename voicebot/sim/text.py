@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from voicebot.dialog import events as ev
-from voicebot.dialog.flow import Flow
+from voicebot.dialog.backchannel import content_words
+from voicebot.dialog.flow import BargeInMode, Flow
 from voicebot.dialog.intents import IntentMatcher
 from voicebot.dialog.machine import DialogMachine, Phase
 
@@ -103,6 +104,14 @@ class TextCall:
         if action.kind not in handlers:
             raise ValueError(f"unknown caller action {action.kind!r}; expected one of {', '.join(ACTION_KINDS)}")
         return self._collect(lambda: handlers[action.kind](action))
+
+    def run_unattended(self) -> list[Entry]:
+        """Let the call run on while the bot needs nothing from the caller (a prompt of a node that does not
+        listen, a hold, a hang-up node): an interactive caller then sees the call end without typing again."""
+        def run() -> None:
+            while not self.ended and self._queue and self.machine.phase is not Phase.LISTENING:
+                self._step()
+        return self._collect(run)
 
     def finish(self) -> list[Entry]:
         """End the call if the bot has not: the caller hangs up once the bot is done talking."""
@@ -219,12 +228,29 @@ class TextCall:
         if isinstance(event, ev.Transcript) and event.final:
             turn = self.machine.outcome.turns[-1] if self.machine.outcome.turns else None
             if turn is not None and turn.ignored and turn.text == event.text:
-                self.entries.append(Entry(self.now, "ignored", "said over a prompt that cannot be interrupted"))
+                self.entries.append(Entry(self.now, "ignored", self._ignored_because(turn.node, event.text)))
             elif turn is not None and turn.text == event.text:
                 label = f"{turn.intent} ({turn.score:.2f})" if turn.intent else "no match"
                 self.entries.append(Entry(self.now, "intent", label))
         elif isinstance(event, ev.Dtmf):
             self.entries.append(Entry(self.now, "dtmf", event.digit))
+
+    def _ignored_because(self, node_id: str, text: str) -> str:
+        """Why the machine ignored ``text`` said over a prompt of ``node_id``: the node's barge-in policy, in words."""
+        node = self.flow.nodes.get(node_id)
+        playing = self._current_play()
+        if node is None or node.listen is None or self.machine.phase is not Phase.LISTENING:
+            return "said while the bot was not listening"
+        policy = node.barge_in
+        if policy.mode is BargeInMode.OFF:
+            return "said over a prompt that cannot be interrupted (barge_in: off)"
+        if policy.mode is BargeInMode.PROTECTED and playing is not None and self.now - playing[0] < policy.protect_ms / 1000:
+            return f"said in the first {policy.protect_ms} ms of the prompt, which are protected from barge-in"
+        words = len(content_words(text, self.flow.language))
+        if words < policy.min_words:
+            what = "a backchannel or filler" if words == 0 else f"{words} word(s)"
+            return f"{what}: too little to interrupt the prompt (barge_in needs {policy.min_words} word(s) that count)"
+        return f"too short to interrupt the prompt (barge_in needs {policy.min_speech_ms} ms of speech)"
 
     def _note_path(self) -> None:
         path = self.machine.outcome.path

@@ -226,8 +226,8 @@ def _read_transcripts(prompts: Path) -> tuple[dict[str, str], list[str]]:
 def _check_wav(path: Path) -> None:
     try:
         samples, _ = read_wav(path)
-    except (OSError, ValueError) as e:
-        raise VoiceError(f"{path}: {e}") from e
+    except (OSError, ValueError) as e:  # a WavFormatError names the file already
+        raise VoiceError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from e
     if len(samples) == 0:
         raise VoiceError(f"{path}: the recording is empty")
 

@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 
 from voicebot.audio.wav import write_wav
+from voicebot.cli_checks import parse_variables
+from voicebot.cli_errors import EXIT_USAGE, UsageError
 from voicebot.dialog.flow import Flow
 from voicebot.dialog.loader import FlowError, load_flow
 from voicebot.tts.base import VoiceError
 from voicebot.tts.pack import ImportResult, VoicePack, import_recording, load_pack, valid_prompt_id
-from voicebot.tts.render import PromptCache, PromptSpec, fragment_prompts, group_by_text, static_prompts
+from voicebot.tts.render import TEMPLATE, PromptCache, PromptSpec, fragment_prompts, group_by_text, static_prompts
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -54,9 +56,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-synth", type=int, default=6, help="prompts the neural voice says for its score (default 6)")
     p.set_defaults(run=cmd_check)
 
-    p = sub.add_parser("say", help="speak text with the pack (recordings where they match, else the neural voice)")
-    p.add_argument("pack", type=Path, metavar="PACK")
-    p.add_argument("text")
+    p = sub.add_parser("say", help="speak text with a pack (recordings where they match, else the neural voice); "
+                       "without PACK, the default voice")
+    p.add_argument("words", nargs="+", metavar="[PACK] TEXT", help="the voice pack directory (optional), then the text")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .wav")
     p.add_argument("--rate", type=int, default=8000, help="sample rate of the output (Hz, default 8000: the phone line)")
     p.add_argument("--var", action="append", default=[], metavar="K=V", help="value for {{K}} in the text (repeatable)")
@@ -70,8 +72,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _fail(exc: Exception) -> int:
-    print(f"error: {exc}", file=sys.stderr)
-    return 1
+    print(f"voicebot: {exc}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 # --------------------------------------------------------------------------- script
@@ -237,12 +239,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_say(args: argparse.Namespace) -> int:
-    """``voice say``: render text (``{{vars}}`` allowed) to a WAV."""
-    values = dict(v.split("=", 1) for v in args.var if "=" in v)
+    """``voice say``: render text (``{{vars}}`` allowed) to a WAV, with a pack or the default voice."""
+    from voicebot.pipeline import default_pack
+
+    if len(args.words) > 2:
+        return _fail(UsageError(f"voice say: {len(args.words)} words where [PACK] TEXT was expected; "
+                                "quote the text: voicebot voice say PACK \"text\" -o out.wav"))
+    pack_dir, text = (Path(args.words[0]), args.words[1]) if len(args.words) == 2 else (None, args.words[0])
     try:
-        pack = load_pack(args.pack)
+        values = parse_variables(args.var, TEMPLATE.findall(text), "the text")
+        pack = load_pack(pack_dir) if pack_dir is not None else default_pack("en")
         cache = PromptCache(pack)
-        audio = np.concatenate(list(cache.render_dynamic(args.text, values, args.rate)))
+        audio = np.concatenate(list(cache.render_dynamic(text, values, args.rate)))
     except (VoiceError, ValueError) as e:
         return _fail(e)
     write_wav(args.output, audio, args.rate)
