@@ -70,22 +70,9 @@ NODE_STYLE = {
     "fontsize": "11",
 }
 EDGE_STYLE = {"fontname": FONT, "fontsize": "10"}
-START_STYLE = {
-    "shape": "circle",
-    "label": "start",
-    "style": "filled",
-    "fillcolor": "black",
-    "fontcolor": "white",
-    "fontsize": "10",
-    "width": "0.6",
-    "fixedsize": "true",
-}
-HANDOFF_STYLE = {
-    "shape": "doubleoctagon",
-    "style": "filled",
-    "fillcolor": "#c8e6c9",
-    "color": HANDOFF_COLOR,
-}
+START_STYLE = {"shape": "circle", "label": "start", "style": "filled", "fillcolor": "black", "fontcolor": "white",
+               "fontsize": "10", "width": "0.6", "fixedsize": "true"}
+HANDOFF_STYLE = {"shape": "doubleoctagon", "style": "filled", "fillcolor": "#c8e6c9", "color": HANDOFF_COLOR}
 GLOBAL_COLOR = "#7b1fa2"
 CLUSTER_STYLE = {"label": "from any node", "style": "dashed,rounded", "color": GLOBAL_COLOR}
 ANY_NODE_STYLE = {"shape": "note", "label": "any node", "fillcolor": "#f3e5f5"}
@@ -158,21 +145,29 @@ def render(flow: Flow, output: Path) -> Path:
 
     Raises :class:`UnsupportedFormat` (a ValueError) for any other suffix,
     naming the ones supported; :class:`GraphvizMissing` when ``dot`` is not
-    installed (a .dot file needs it only to pick the layout: without it, the
-    plain layout is written); :class:`GraphvizError` when ``dot`` fails.
+    installed and :class:`GraphvizError` when it fails (a .dot file needs it
+    only to pick the layout: without it, the plain layout is written).
     """
     output = Path(output)
     fmt = output.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         supported = ", ".join(f".{f}" for f in FORMATS)
         raise UnsupportedFormat(f"cannot draw {output.name!r}: the name must end in one of {supported}")
-    text = flow_to_dot(flow) if fmt == "dot" and shutil.which("dot") is None else best_dot(flow)
+    text = _dot_text(flow) if fmt == "dot" else best_dot(flow)
     output.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "dot":
         output.write_text(text, encoding="utf-8")
     else:
         output.write_bytes(_run_dot(text, fmt))
     return output
+
+
+def _dot_text(flow: Flow) -> str:
+    """The text of a .dot file: the best layout, or the plain one where Graphviz cannot measure it."""
+    try:
+        return best_dot(flow)
+    except GraphvizError:
+        return flow_to_dot(flow)
 
 
 def best_dot(flow: Flow) -> str:
