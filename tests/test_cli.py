@@ -19,7 +19,7 @@ FLOWS = ROOT / "examples" / "flows"
 
 def test_validate_examples_pass(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", *map(str, sorted(FLOWS.iterdir()))]) == 0
-    assert "4 file(s) checked: 0 error(s), 0 warning(s)" in capsys.readouterr().out
+    assert "6 file(s) checked: 0 error(s), 0 warning(s)" in capsys.readouterr().out
 
 
 def test_validate_bad_flow_fails_with_location(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -35,6 +35,12 @@ def test_example_flow_tests_pass(language: str, capsys: pytest.CaptureFixture[st
     assert main(["test-flow", str(FLOWS / f"lead_screening_{language}.yaml")]) == 0
     out = capsys.readouterr().out
     assert " 0 failed" in out and "FAIL" not in out
+
+
+def test_appointment_example_flow_tests_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["test-flow", str(FLOWS / "appointment_reminder_en.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "9 passed, 0 failed" in out and "FAIL" not in out
 
 
 def test_test_flow_reports_a_failing_expectation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

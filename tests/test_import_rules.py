@@ -78,7 +78,6 @@ def edges(*dirs: str) -> list[tuple[str, str, tuple[str, ...]]]:
 # not in the ESL edge; AgentPool is locked because the HTTP endpoint's greenlets and tests share it across threads.
 KNOWN = {
     "voicebot.esl.testcall -> voicebot.sim.caller",
-    "voicebot.esl.testcall -> voicebot.sim.script",
     "voicebot.handoff.agents -> threading",
 }
 

@@ -46,3 +46,32 @@ def test_a_plain_recording_as_the_caller(tmp_path: Path) -> None:
     result = run_call(pipeline.session(charge_compute=True), caller, linger_s=3.0)
     turns = [t for t in result.session.machine.outcome.turns if not t.ignored]
     assert turns == [] or all(t.intent == "" for t in turns)
+
+
+def test_ignored_and_declined_speech_is_marked_like_the_dialog_machine_saw_it(tmp_path: Path) -> None:
+    """A real call: talk over the protected disclosure (ignored), say "mm-hmm" over the pitch later (declined or
+    ignored), then answer. The timeline's marks agree with the dialog machine's ignored turns, none of them gets a
+    response latency, and latency.txt, transcript.txt and timeline.json say so."""
+    pipeline = load_pipeline(load_flow(FLOW), PipelineConfig(rate=8000, cache_dir=CACHE))
+    script = CallerScript((CallerTurn("say", "yes speaking"), CallerTurn("barge", "wait, who is this?", at_ms=1500),
+                           CallerTurn("say", "yes tell me more"), CallerTurn("barge", "mm-hmm", at_ms=2500),
+                           CallerTurn("say", "send me a text message")))
+    caller = SimCaller(script, 8000, synth=pipeline.cache.synthesize, read_audio=raw_or_wav)
+    result = run_call(pipeline.session(charge_compute=True, handoff=AgentModel()), caller)
+    turns = result.session.timeline.turns()
+    machine = result.session.machine.outcome.turns
+    said = [t for t in turns if t["text"].strip()]
+    assert [t["text"] for t in said] == [t.text for t in machine if t.text.strip()], "one timeline turn per dialog turn"
+    assert [t["ignored"] for t in said] == [t.ignored for t in machine if t.text.strip()]
+    ignored = [t for t in said if t["ignored"]]
+    assert ignored and ignored[0]["barge_in"] == "ignored" and ignored[0]["ignored_code"] == "not_interruptible"
+    assert all(t["response_ms"] is None for t in turns if t["ignored"])
+    assert all(t["response_ms"] is not None and t["response_ms"] < 2000 for t in said if not t["ignored"])
+    write_outputs(result, tmp_path)
+    latency = (tmp_path / "latency.txt").read_text(encoding="utf-8")
+    assert "protected for its first 4 s (no response latency)" in latency
+    transcript = (tmp_path / "transcript.txt").read_text(encoding="utf-8")
+    assert "(ignored: said 1.5 s into a prompt of node 'disclosure'" in transcript
+    data = json.loads((tmp_path / "timeline.json").read_text(encoding="utf-8"))
+    assert [t["ignored"] for t in data["turns"]] == [t["ignored"] for t in turns]
+    assert all(row["ear_response_ms"] is None for row in data["latency"] if row["ignored"])

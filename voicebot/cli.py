@@ -71,9 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="print each case's simulated call")
     p.set_defaults(run=cmd_test_flow)
 
-    p = sub.add_parser("graph", help="draw a flow as SVG, PNG or Graphviz DOT")
+    p = sub.add_parser("graph", help="draw a flow as SVG, PNG, PDF or Graphviz DOT")
     p.add_argument("flow", type=Path)
-    p.add_argument("-o", "--output", type=Path, required=True, help="output file: .svg, .png or .dot")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output file: .svg, .png, .pdf or .dot")
     p.set_defaults(run=cmd_graph)
 
     p = sub.add_parser("simulate", help="run a whole call with audio through VAD, ASR, dialog and TTS (no FreeSWITCH)")
@@ -285,14 +285,17 @@ def _tests_files(path: Path) -> list[Path]:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     """Draw a flow diagram."""
-    from voicebot.dialog.graph import GraphvizMissing, render
+    from voicebot.dialog.graph import GraphvizError, UnsupportedFormat, render
 
     flow = load_flow(args.flow)
     try:
         out = render(flow, args.output)
-    except (GraphvizMissing, ValueError) as exc:
+    except UnsupportedFormat as exc:
         print(f"voicebot: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except GraphvizError as exc:
+        print(f"voicebot: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"wrote {out}")
     return EXIT_OK
 

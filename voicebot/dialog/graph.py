@@ -2,7 +2,7 @@
 
 :func:`flow_to_dot` turns a :class:`~voicebot.dialog.flow.Flow` into Graphviz
 DOT text; :func:`render` writes that text to a ``.dot`` file or runs the
-``dot`` program to make an ``.svg`` or ``.png``.
+``dot`` program to make an ``.svg``, ``.png`` or ``.pdf``.
 
 What the diagram shows:
 
@@ -13,12 +13,18 @@ What the diagram shows:
 - solid edges for intents (labelled with the intent), keys ("key 1"), the
   default ("anything else") and ``next`` (unlabelled);
 - dashed edges for no-input / no-match retries ("no input ×3" means the
-  caller said nothing three times: the first prompt and two re-prompts);
+  caller said nothing three times: the first prompt and two re-prompts); a
+  rule that at least SHARED_RETRY_MIN listening nodes share is drawn once,
+  from an "any listening node" note;
 - a green "handoff: GROUP" shape for each transfer, with dashed edges for
   when no agent answers or the transfer fails;
-- a "from any node" cluster with the global intents;
+- a "from any node" cluster with the global intents (and the shared retries);
 - ``repeat`` as a self-loop and ``return`` as a small note;
 - a "limits" note with a dotted edge to ``flow.on_limit``.
+
+Large flows must read on one page: prompt text wraps onto two short lines,
+and :func:`best_dot` picks the layout (plain, or every second edge to a
+hang-up node two ranks long) whose drawing is nearest a square.
 
 Output is deterministic: nodes, routes and keys are drawn in the order the
 flow gives them (its file order), so the same flow always gives the same text.
@@ -26,20 +32,23 @@ flow gives them (its file order), so the same flow always gives the same text.
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from voicebot.dialog.flow import REPEAT, RETURN, Flow, Node, Retry, Say
 
-__all__ = ["GraphvizError", "GraphvizMissing", "flow_to_dot", "render"]
+__all__ = ["GraphvizError", "GraphvizMissing", "UnsupportedFormat", "flow_to_dot", "render"]
 
-TEXT_LIMIT = 50  # columns of prompt text shown in a node box (a Chinese character is 2)
+TEXT_LIMIT = 30  # columns of a line of prompt text in a node box (a Chinese character is 2)
+TEXT_LINES = 2  # lines of prompt text in a node box; longer prompts are cut with an ellipsis
 DETAIL_LIMIT = 60  # columns of a small detail line
 DOT_TIMEOUT_S = 30.0
-FORMATS = ("dot", "svg", "png")
+FORMATS = ("dot", "svg", "png", "pdf")
 FONT = "Helvetica"
 LEVEL_FILL = {"A": "#d8f0d8", "B": "#d8e8f8", "C": "#fff4c8", "D": "#e8e8e8"}
 HANDOFF_COLOR = "#2e7d32"
@@ -61,27 +70,17 @@ NODE_STYLE = {
     "fontsize": "11",
 }
 EDGE_STYLE = {"fontname": FONT, "fontsize": "10"}
-START_STYLE = {
-    "shape": "circle",
-    "label": "start",
-    "style": "filled",
-    "fillcolor": "black",
-    "fontcolor": "white",
-    "fontsize": "10",
-    "width": "0.6",
-    "fixedsize": "true",
-}
-HANDOFF_STYLE = {
-    "shape": "doubleoctagon",
-    "style": "filled",
-    "fillcolor": "#c8e6c9",
-    "color": HANDOFF_COLOR,
-}
+START_STYLE = {"shape": "circle", "label": "start", "style": "filled", "fillcolor": "black", "fontcolor": "white",
+               "fontsize": "10", "width": "0.6", "fixedsize": "true"}
+HANDOFF_STYLE = {"shape": "doubleoctagon", "style": "filled", "fillcolor": "#c8e6c9", "color": HANDOFF_COLOR}
 GLOBAL_COLOR = "#7b1fa2"
 CLUSTER_STYLE = {"label": "from any node", "style": "dashed,rounded", "color": GLOBAL_COLOR}
 ANY_NODE_STYLE = {"shape": "note", "label": "any node", "fillcolor": "#f3e5f5"}
 START = "__start__"
 GLOBALS = "__globals__"
+RETRIES = "__retries__"
+SHARED_RETRY_MIN = 3  # a retry rule (no input/no match, count, target) this many listening nodes share is drawn once
+RETRIES_STYLE = {"shape": "note", "label": "any listening node", "fillcolor": "#f0f0f0"}
 LIMITS = "__limits__"
 
 
@@ -91,6 +90,10 @@ class GraphvizError(RuntimeError):
 
 class GraphvizMissing(GraphvizError):
     """The ``dot`` program is not installed (not on ``PATH``)."""
+
+
+class UnsupportedFormat(ValueError):
+    """The output file's name does not end in a format :func:`render` can write."""
 
 
 class _Html(str):
@@ -104,11 +107,18 @@ class _Graph:
     flow: Flow
     pending: list[str] = field(default_factory=list)  # notes not yet written
     seen: set[str] = field(default_factory=set)  # note ids already made
+    shared: list[tuple[str, int, str]] = field(default_factory=list)  # retry rules drawn once, from RETRIES
+    stagger: bool = False  # every second edge to a hang-up node is made two ranks long
+    leaf_edges: int = 0  # edges to hang-up nodes so far
 
 
-def flow_to_dot(flow: Flow) -> str:
-    """Return Graphviz DOT text that draws ``flow``."""
-    g = _Graph(flow)
+def flow_to_dot(flow: Flow, *, stagger: bool = False) -> str:
+    """Return Graphviz DOT text that draws ``flow``.
+
+    ``stagger`` makes every second edge to a hang-up node two ranks long, which
+    makes a wide drawing narrower and taller (see :func:`best_dot`).
+    """
+    g = _Graph(flow, shared=_shared_retries(flow), stagger=stagger)
     title = f"{flow.id} v{flow.version} ({flow.language})"
     lines = [
         f"digraph {_q(flow.id)} {{",
@@ -124,30 +134,54 @@ def flow_to_dot(flow: Flow) -> str:
         lines += _retry_edges(g, node)
         lines += _transfer_stmts(g, node)
         lines += _flush(g)
-    lines += _globals_cluster(g)
+    lines += _anywhere_cluster(g)
     lines += _limits(g)
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
 def render(flow: Flow, output: Path) -> Path:
-    """Draw ``flow`` into ``output``; its suffix (.dot, .svg, .png) picks the format.
+    """Draw ``flow`` into ``output``; its suffix (.dot, .svg, .png, .pdf) picks the format.
 
-    Raises :class:`GraphvizMissing` when an image is asked for and ``dot`` is
-    not installed, :class:`GraphvizError` when ``dot`` fails, and
-    :class:`ValueError` for any other suffix.
+    Raises :class:`UnsupportedFormat` (a ValueError) for any other suffix,
+    naming the ones supported; :class:`GraphvizMissing` when ``dot`` is not
+    installed and :class:`GraphvizError` when it fails (a .dot file needs it
+    only to pick the layout: without it, the plain layout is written).
     """
     output = Path(output)
     fmt = output.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
-        raise ValueError(f"cannot draw {output.name!r}: the name must end in .svg, .png or .dot")
-    text = flow_to_dot(flow)
+        supported = ", ".join(f".{f}" for f in FORMATS)
+        raise UnsupportedFormat(f"cannot draw {output.name!r}: the name must end in one of {supported}")
+    text = _dot_text(flow) if fmt == "dot" else best_dot(flow)
     output.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "dot":
         output.write_text(text, encoding="utf-8")
     else:
         output.write_bytes(_run_dot(text, fmt))
     return output
+
+
+def _dot_text(flow: Flow) -> str:
+    """The text of a .dot file: the best layout, or the plain one where Graphviz cannot measure it."""
+    try:
+        return best_dot(flow)
+    except GraphvizError:
+        return flow_to_dot(flow)
+
+
+def best_dot(flow: Flow) -> str:
+    """The DOT text whose layout is nearest a square: plain, or with hang-up nodes staggered (needs ``dot``)."""
+    plain, staggered = flow_to_dot(flow), flow_to_dot(flow, stagger=True)
+    if plain == staggered:
+        return plain
+    return min((plain, staggered), key=lambda text: abs(math.log(layout_aspect(text))))
+
+
+def layout_aspect(text: str) -> float:
+    """Width over height of the drawing Graphviz lays out for DOT ``text``."""
+    fields = _run_dot(text, "plain").decode("utf-8", "replace").split("\n", 1)[0].split()
+    return float(fields[2]) / max(float(fields[3]), 1e-6)  # "graph SCALE WIDTH HEIGHT"
 
 
 def _run_dot(text: str, fmt: str) -> bytes:
@@ -193,9 +227,7 @@ def _node_stmt(node: Node) -> str:
 def _node_label(node: Node) -> _Html:
     """An HTML-like label: the id in bold, the prompt, then small detail lines."""
     parts = [f"<B>{_h(node.id)}</B>"]
-    said = _say_text(node.say)
-    if said:
-        parts.append(_h(said))
+    parts += [_h(line) for line in _say_lines(node.say)]
     for line in _details(node):
         small = _h(_truncate(line, DETAIL_LIMIT))
         parts.append(f'<FONT POINT-SIZE="9" COLOR="#555555">{small}</FONT>')
@@ -204,15 +236,46 @@ def _node_label(node: Node) -> _Html:
     return _Html("<BR/>".join(parts))
 
 
-def _say_text(say: Say) -> str:
-    """The first variant of what ``say`` says, quoted and shortened for a box."""
+def _say_lines(say: Say) -> list[str]:
+    """The first variant of what ``say`` says, quoted and wrapped into at most TEXT_LINES lines for a box."""
     if not say.variants:
-        return ""
+        return []
     first = say.variants[0]
     if first.text.strip():
         more = f" (+{len(say.variants) - 1})" if len(say.variants) > 1 else ""
-        return f"“{_truncate(first.text, TEXT_LIMIT)}”{more}"
-    return f"[recording: {_truncate(first.prompt, TEXT_LIMIT)}]" if first.prompt else ""
+        lines = _wrap(f"“{_one_line(first.text)}”", TEXT_LIMIT, TEXT_LINES)
+        if not lines[-1].endswith("”"):
+            lines[-1] += "”"
+        return [*lines[:-1], lines[-1] + more]
+    return [f"[recording: {_truncate(first.prompt, TEXT_LIMIT)}]"] if first.prompt else []
+
+
+def _wrap(text: str, width: int, max_lines: int) -> list[str]:
+    """``text`` in lines of at most ``width`` columns, broken at spaces (anywhere in Chinese); the last cut with "…"."""
+    lines: list[str] = []
+    line = ""
+    for ch in text:
+        if _columns(line + ch) <= width:
+            line += ch
+        elif " " in line and not _wide(ch):
+            head, tail = line.rsplit(" ", 1)
+            lines.append(head)
+            line = (tail + ch).lstrip()
+        else:
+            lines.append(line)
+            line = ch.strip()
+    lines = [ln.strip() for ln in [*lines, line] if ln.strip()]
+    if len(lines) > max_lines:
+        lines = [*lines[:max_lines - 1], _truncate(" ".join(lines[max_lines - 1:]), width)]
+    return lines or [""]
+
+
+def _wide(ch: str) -> bool:
+    return unicodedata.east_asian_width(ch) in "WF"
+
+
+def _columns(text: str) -> int:
+    return sum(2 if _wide(ch) else 1 for ch in text)
 
 
 def _details(node: Node) -> list[str]:
@@ -264,11 +327,21 @@ def _route_edges(g: _Graph, node: Node) -> list[str]:
         labels.setdefault(node.default, []).append("anything else")
     edges = []
     for target, names in labels.items():
-        label = "\n".join(names + (["(say again)"] if target == REPEAT else []))
-        edges.append(_edge(node.id, _target(g, node.id, target), {"label": label}))
+        attrs = {"label": "\n".join(names + (["(say again)"] if target == REPEAT else []))}
+        if _is_leaf(g.flow, target):
+            g.leaf_edges += 1
+            if g.stagger and g.leaf_edges % 2 == 0:
+                attrs["minlen"] = "2"
+        edges.append(_edge(node.id, _target(g, node.id, target), attrs))
     if node.next:
         edges.append(_edge(node.id, _target(g, node.id, node.next), {}))
     return edges
+
+
+def _is_leaf(flow: Flow, node_id: str) -> bool:
+    """Whether ``node_id`` is a node that hangs up without going anywhere else."""
+    node = flow.nodes.get(node_id)
+    return node is not None and bool(node.hangup) and node.transfer is None and not node.next
 
 
 def _retry_edges(g: _Graph, node: Node) -> list[str]:
@@ -277,7 +350,7 @@ def _retry_edges(g: _Graph, node: Node) -> list[str]:
         return []
     edges = []
     for name, retry in _retries(node):
-        if retry.then:
+        if retry.then and (name, retry.retries, retry.then) not in g.shared:
             attrs = {"label": f"{name} ×{retry.retries + 1}", "style": "dashed", "color": "#777777"}
             edges.append(_edge(node.id, _target(g, node.id, retry.then), attrs))
     return edges
@@ -305,19 +378,29 @@ def _transfer_stmts(g: _Graph, node: Node) -> list[str]:
     return lines
 
 
-def _globals_cluster(g: _Graph) -> list[str]:
-    """A "from any node" cluster whose edges are the global intents."""
-    if not g.flow.global_routes:
+def _shared_retries(flow: Flow) -> list[tuple[str, int, str]]:
+    """Retry rules (name, retries, target) that at least SHARED_RETRY_MIN listening nodes share, in flow order."""
+    rules = [(name, r.retries, r.then) for node in flow.nodes.values() if _listens(node) for name, r in _retries(node) if r.then]
+    counts = Counter(rules)
+    return [rule for rule in dict.fromkeys(rules) if counts[rule] >= SHARED_RETRY_MIN]
+
+
+def _anywhere_cluster(g: _Graph) -> list[str]:
+    """A "from any node" cluster: the global intents, and the retry rules most listening nodes share, each drawn once."""
+    if not g.flow.global_routes and not g.shared:
         return []
-    lines = [
-        f"  subgraph {_q('cluster_globals')} {{",
-        f"    graph {_attrs(CLUSTER_STYLE)};",
-        f"    {_q(GLOBALS)} {_attrs(ANY_NODE_STYLE)};",
-    ]
+    lines = [f"  subgraph {_q('cluster_globals')} {{", f"    graph {_attrs(CLUSTER_STYLE)};"]
     edges = []
+    if g.flow.global_routes:
+        lines.append(f"    {_q(GLOBALS)} {_attrs(ANY_NODE_STYLE)};")
     for intent, target in g.flow.global_routes.items():
         attrs = {"label": intent, "color": GLOBAL_COLOR, "fontcolor": GLOBAL_COLOR}
         edges.append(_edge(GLOBALS, _target(g, GLOBALS, target), attrs))
+    if g.shared:
+        lines.append(f"    {_q(RETRIES)} {_attrs(RETRIES_STYLE)};")
+    for name, retries, target in g.shared:
+        attrs = {"label": f"{name} ×{retries + 1}", "style": "dashed", "color": "#777777"}
+        edges.append(_edge(RETRIES, _target(g, RETRIES, target), attrs))
     lines += ["  " + n for n in _flush(g)]
     return [*lines, "  }", *edges]
 
@@ -409,4 +492,4 @@ def _truncate(text: str, limit: int) -> str:
     while used + widths[cut] <= limit:
         used += widths[cut]
         cut += 1
-    return text[:cut].rstrip() + "…"
+    return text[:cut].rstrip(" ,.;:") + "…"

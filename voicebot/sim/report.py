@@ -1,8 +1,9 @@
 """What a simulated call leaves behind: transcript, latency table, stereo WAV, timeline JSON and picture.
 
-The picture is the one an engineer opens when a call went wrong: caller and bot
-waveforms on one time axis, the caller's speech probability, partial and final
-transcripts, the bot's prompts, and barge-in marks.
+The picture (:mod:`voicebot.sim.picture`) is the one an engineer opens when a
+call went wrong. What the caller said over a prompt and the bot did not act on
+is marked ignored or declined, with why, in the transcript, the latency table
+(no response latency for it), ``timeline.json`` (its ``turns``) and the picture.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from typing import Any
 import numpy as np
 
 from voicebot.audio.wav import write_stereo_wav
+from voicebot.dialog.flow import BargeInMode, Flow
 from voicebot.sim.audio import SimResult
+from voicebot.sim.picture import FATE_SHORT, save_timeline, timeline_figure
+from voicebot.timeline import Timeline
 
 OUTPUT_FILES = ("transcript.txt", "latency.txt", "call.wav", "timeline.json", "timeline.png")
 
@@ -23,13 +27,16 @@ def transcript_lines(result: SimResult) -> list[str]:
     """The conversation as text: who said what, when (s), with intents and nodes."""
     lines = []
     timeline = result.session.timeline
+    ignored = {row["final_at"]: row for row in latency_rows(result) if row["ignored"]}
     for e in timeline.entries:
         t = f"[{e['t']:7.2f}s]"
         if e["kind"] == "play":
             note = "" if e.get("cached") else f"   (synthesized, first audio {e['tts_first_ms']} ms)"
             lines.append(f"{t} BOT    {e['text']}{note}")
         elif e["kind"] == "final" and e["text"]:
-            lines.append(f"{t} CALLER {e['text']}")
+            row = ignored.get(e["t"])
+            note = f"   ({row['barge_in'] or 'ignored'}: {row['ignored_why']})" if row else ""
+            lines.append(f"{t} CALLER {e['text']}{note}")
         elif e["kind"] == "pause":
             lines.append(f"{t}   ✂ barge-in: bot paused")
         elif e["kind"] == "stop":
@@ -45,29 +52,113 @@ def transcript_lines(result: SimResult) -> list[str]:
 
 
 def latency_rows(result: SimResult) -> list[dict[str, Any]]:
-    """Per caller turn: ASR finalisation, response latency in the engine and at the caller's ear (ms)."""
-    ear = result.ear_latencies()["response"]
+    """Per caller turn: ASR finalisation, response latency in the engine and at the caller's ear (ms).
+
+    Ignored and declined turns (see :meth:`Timeline.turns`) have no response latency, at the engine or the ear.
+    """
+    ear = _ear_by_turn(result)
+    flow = getattr(getattr(result.session, "machine", None), "flow", None)
     rows = []
-    for i, turn in enumerate(result.session.timeline.turns()):
-        rows.append({**turn, "ear_response_ms": ear[i]["ms"] if i < len(ear) else None})
+    for turn in result.session.timeline.turns():
+        row = {**refine_ignored(turn, result.session.timeline, flow), "ear_response_ms": None}
+        if not row["ignored"]:
+            row["ear_response_ms"] = ear.get(_nearest_spoken(result, turn))
+        rows.append(row)
     return rows
 
 
+def refine_ignored(turn: dict[str, Any], timeline: Timeline, flow: Flow | None) -> dict[str, Any]:
+    """``turn`` with ``ignored_why``/``ignored_short`` naming the node's barge-in policy, where the flow tells it."""
+    code = turn.get("ignored_code", "")
+    out = {**turn, "ignored_short": FATE_SHORT.get(code, "")}
+    if code != "not_interruptible" or flow is None or turn.get("onset") is None:
+        return out
+    play = _play_before(timeline, turn["onset"])
+    node = flow.nodes.get(str(play.get("node", ""))) if play else None
+    if node is None or play is None:
+        return out
+    policy = node.barge_in
+    into_ms = round(1000 * (turn["onset"] - _prompt_start(timeline, play)))
+    if policy.mode is BargeInMode.OFF:
+        out["ignored_short"] = "barge-in off"
+        out["ignored_why"] = f"said over a prompt of node '{node.id}', where barge-in is off"
+    elif policy.mode is BargeInMode.PROTECTED and into_ms < policy.protect_ms:
+        out["ignored_short"] = "protected prompt"
+        out["ignored_why"] = (f"said {into_ms / 1000:.1f} s into a prompt of node '{node.id}', "
+                              f"protected for its first {policy.protect_ms / 1000:g} s")
+    else:
+        out["ignored_short"] = "too short to pause"
+        out["ignored_why"] = f"too little speech ({policy.min_speech_ms} ms needed) to pause the bot"
+    return out
+
+
+def _play_before(timeline: Timeline, t: float) -> dict[str, Any] | None:
+    """The last ``play`` entry at or before ``t``."""
+    plays = [e for e in timeline.of("play") if e["t"] <= t + 1e-9]
+    return plays[-1] if plays else None
+
+
+def _prompt_start(timeline: Timeline, play: dict[str, Any]) -> float:
+    start = next((e["t"] for e in timeline.of("prompt_start") if e.get("play_id") == play.get("play_id")), None)
+    return float(start if start is not None else play["t"])
+
+
+def _ear_by_turn(result: SimResult) -> dict[int, int]:
+    """Index of a spoken turn → the bot's response latency at the caller's ear (ms), where it was heard."""
+    heard = iter(result.ear_latencies()["response"])
+    out: dict[int, int] = {}
+    entry = next(heard, None)
+    for i, spoken in enumerate(result.spoken):
+        if entry is not None and entry["text"] == spoken.text:
+            out[i] = entry["ms"]
+            entry = next(heard, None)
+    return out
+
+
+def _nearest_spoken(result: SimResult, turn: dict[str, Any]) -> int:
+    """Index of the spoken turn whose true end is nearest this turn's detected end (-1: none within 1.5 s)."""
+    best, index = 1.5, -1
+    for i, spoken in enumerate(result.spoken):
+        gap = abs(spoken.end - turn["speech_end"])
+        if gap < best:
+            best, index = gap, i
+    return index
+
+
 def latency_table(result: SimResult) -> str:
-    """The per-turn latency table as aligned text."""
+    """The per-turn latency table as aligned text; ignored turns say so instead of giving a latency."""
     header = f"{'turn':>4}  {'caller said':<42} {'end→final':>9} {'end→bot audio':>13} {'at ear':>7}"
     lines = [header, "-" * len(header)]
+    notes = []
     for i, row in enumerate(latency_rows(result), 1):
-        lines.append(f"{i:>4}  {row['text'][:42]:<42} {_ms(row['asr_final_ms']):>9} {_ms(row['response_ms']):>13} "
-                     f"{_ms(row['ear_response_ms']):>7}")
+        said = _cut(row["text"], 42)
+        if row["ignored"]:
+            lines.append(f"{i:>4}  {said:<42} {_ms(row['asr_final_ms']):>9} {row['barge_in'] or 'ignored':>13} {'-':>7}")
+            notes.append(f"turn {i} {row['barge_in'] or 'ignored'}: {row['ignored_why']} (no response latency)")
+        else:
+            lines.append(f"{i:>4}  {said:<42} {_ms(row['asr_final_ms']):>9} {_ms(row['response_ms']):>13} "
+                         f"{_ms(row['ear_response_ms']):>7}")
+    lines += notes
     for barge in result.session.timeline.barge_ins():
-        lines.append(f"barge-in at {barge['onset']:.2f}s: bot paused {barge['reaction_ms']} ms after speech onset (engine)")
+        then = {"stopped": ", then stopped", "resumed": ", then resumed (not a request)"}.get(barge["result"], "")
+        lines.append(f"barge-in at {barge['onset']:.2f}s: bot paused {barge['reaction_ms']} ms after speech onset (engine){then}")
     for barge in result.ear_latencies()["barge_in"]:
         if barge["interrupted"]:
             lines.append(f"barge-in '{barge['text']}': bot silent at the caller's ear {barge['ms']} ms after true onset")
         else:
             lines.append(f"barge-in '{barge['text']}': the bot did not stop (protected prompt, node not listening, or policy)")
     return "\n".join(lines)
+
+
+def _cut(text: str, width: int) -> str:
+    """``text`` on one line, at most ``width`` characters, ending in "…" when cut."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    if text[width - 1] != " " and " " in cut:  # end on a whole word
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,.;:") + "…"
 
 
 def _ms(value: Any) -> str:
@@ -86,56 +177,17 @@ def write_outputs(result: SimResult, out_dir: Path) -> list[Path]:
     data = result.session.timeline.to_json()
     data["ear"] = result.ear_latencies()
     data["latency"] = latency_rows(result)
+    data["turns"] = [{k: v for k, v in row.items() if k != "ear_response_ms"} for row in data["latency"]]
     (out_dir / "timeline.json").write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
     draw_timeline(result, caller, bot, out_dir / "timeline.png")
     return [out_dir / name for name in OUTPUT_FILES]
 
 
 def draw_timeline(result: SimResult, caller: np.ndarray, bot: np.ndarray, path: Path) -> None:
-    """The call as a picture: waveforms, VAD, transcripts, prompts, barge-ins."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rate = result.session.settings.rate
+    """The call as a picture (see :mod:`voicebot.sim.picture`): lanes of what was said, waveforms, VAD, barge-ins."""
     timeline = result.session.timeline
-    t_audio = np.arange(len(caller)) / rate
-    width = max(12.0, min(60.0, result.duration_s / 3))
-    fig, axes = plt.subplots(3, 1, figsize=(width, 7), sharex=True, gridspec_kw={"height_ratios": [3, 3, 1.2]})
-    axes[0].plot(t_audio, caller / 32768, lw=0.3, color="tab:blue")
-    axes[0].set_ylabel("caller")
-    axes[1].plot(np.arange(len(bot)) / rate, bot / 32768, lw=0.3, color="tab:green")
-    axes[1].set_ylabel("bot")
-    axes[2].plot(timeline.vad_t, timeline.vad_p, lw=0.8, color="tab:purple")
-    axes[2].set_ylabel("VAD p")
-    axes[2].set_xlabel("call time (s)")
-    _annotate(axes, timeline.entries)
-    fig.suptitle(f"simulated call ({result.duration_s:.1f} s); ✂ barge-in, ▼ end of turn, ● final transcript")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def _annotate(axes: Any, entries: list[dict[str, Any]]) -> None:
-    for e in entries:
-        kind, t = e["kind"], e["t"]
-        if kind == "play":
-            axes[1].annotate(e["text"][:48], (t, 0.85), fontsize=7, color="darkgreen", annotation_clip=False)
-        elif kind == "final" and e["text"]:
-            axes[0].annotate("● " + e["text"][:48], (t, 0.85), fontsize=7, color="navy")
-        elif kind == "partial":
-            axes[0].plot([t], [-0.9], marker="|", color="gray", ms=4)
-        elif kind == "speech_end":
-            axes[2].axvline(t, color="black", lw=0.6, ls=":")
-            axes[0].plot([t], [-0.95], marker="v", color="black", ms=5)
-        elif kind in ("pause", "stop"):
-            for ax in axes[:2]:
-                ax.axvline(t, color="red", lw=0.8)
-            axes[1].annotate("✂", (t, -0.9), color="red", fontsize=10)
-        elif kind == "speech_start":
-            axes[2].axvline(t, color="tab:orange", lw=0.6)
-    for ax in axes[:2]:
-        ax.set_ylim(-1, 1)
-    axes[2].set_ylim(-0.05, 1.05)
-    axes[2].set_xlim(left=0)
+    title = (f"simulated call ({result.duration_s:.1f} s): what the bot and the caller said, their audio, "
+             "and the caller's speech probability")
+    fig, _ = timeline_figure(timeline, caller, bot, result.session.settings.rate, result.duration_s,
+                             turns=latency_rows(result), title=title)
+    save_timeline(fig, path)
