@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from voicebot.yamldoc import Doc, KeyPath, did_you_mean
 
-__all__ = ["check_schema", "describe", "plain"]
+__all__ = ["check_schema", "describe", "plain", "prune"]
 
 _YAML11_BOOLS = {"yes": "true", "no": "false", "on": "true", "off": "false", "y": "true", "n": "false"}
 _TYPE_NAMES = {
@@ -134,3 +135,75 @@ def plain(value: Any, quote: bool = False) -> str:
         return str(int(value))
     return str(value) if isinstance(value, int | float) else type(value).__name__
 
+
+
+# --- salvage: the valid part of invalid data ------------------------------------
+
+_GONE = object()
+
+
+def prune(
+    data: Any, validator: Any, fill: Callable[[KeyPath, Any, str], bool], rounds: int = 8
+) -> tuple[Any, list[KeyPath]] | None:
+    """A copy of ``data`` without the parts the schema rejects, and the paths removed (None: nothing left to check).
+
+    Each invalid value (or unknown key) is removed; an object missing a required key is removed as a whole
+    unless ``fill(path, instance, key)`` puts a stand-in there (returning True). Repeats until the copy is valid.
+    """
+    data = copy.deepcopy(data)
+    removed: list[KeyPath] = []
+    for _ in range(rounds):
+        culprits: list[KeyPath] = []
+        for error in validator.iter_errors(data):
+            culprits += _culprits(error, fill)
+        if not culprits:
+            return data, removed
+        if any(not path for path in culprits):
+            return None
+        for path in culprits:
+            _remove(data, path)
+        data = _drop_gone(data)
+        removed += culprits
+    return None
+
+
+def _culprits(error: Any, fill: Callable[[KeyPath, Any, str], bool]) -> list[KeyPath]:
+    """The paths to remove for one schema error (the value itself, unless the error is about its keys)."""
+    path: KeyPath = tuple(error.absolute_path)
+    instance = error.instance
+    if "propertyNames" in error.absolute_schema_path:
+        return [(*path, str(instance))]
+    if error.validator == "additionalProperties":
+        allowed = error.schema.get("properties", {})
+        return [(*path, key) for key in instance if key not in allowed]
+    if error.validator == "dependentRequired":
+        return [(*path, key) for key, needed in error.validator_value.items()
+                if key in instance and any(other not in instance for other in needed)]
+    if error.validator == "required":
+        missing = [key for key in error.validator_value if key not in instance]
+        return [] if all(fill(path, instance, key) for key in missing) else [path]
+    return [path]
+
+
+def _remove(data: Any, path: KeyPath) -> None:
+    """Remove the value at ``path`` (list items become a marker, dropped afterwards); a missing path is ignored."""
+    parent = data
+    for part in path[:-1]:
+        try:
+            parent = parent[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    last = path[-1]
+    if isinstance(parent, dict):
+        parent.pop(last, None)
+    elif isinstance(parent, list) and isinstance(last, int) and 0 <= last < len(parent):
+        parent[last] = _GONE
+
+
+def _drop_gone(data: Any) -> Any:
+    """``data`` without the list items :func:`_remove` marked."""
+    if isinstance(data, dict):
+        return {key: _drop_gone(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_drop_gone(item) for item in data if item is not _GONE]
+    return data

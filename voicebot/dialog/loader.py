@@ -16,6 +16,8 @@ Checks run in three stages and every problem points at a line and column:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import json
 from collections.abc import Iterable
@@ -26,10 +28,10 @@ import jsonschema  # type: ignore[import-untyped, unused-ignore]
 
 from voicebot.dialog.build import build_flow
 from voicebot.dialog.checks import DEFAULT_PROMPTS_DIR, SEMANTIC_CHECKS, check_prompts
-from voicebot.dialog.flow import Flow
+from voicebot.dialog.flow import LANGUAGES, Flow
 from voicebot.logs import get_logger
-from voicebot.schemacheck import check_schema
-from voicebot.yamldoc import Problem, did_you_mean, read_yaml
+from voicebot.schemacheck import check_schema, prune
+from voicebot.yamldoc import Doc, KeyPath, Problem, did_you_mean, dotted, read_yaml
 
 __all__ = ["DEFAULT_PROMPTS_DIR", "SCHEMA_PATH", "FlowError", "Problem", "load_flow", "load_flow_text", "validate_file"]
 
@@ -97,15 +99,94 @@ def _analyze_file(path: Path, check_recordings: bool) -> tuple[Flow | None, list
 def _analyze(text: str, source: str, flow_dir: Path | None) -> tuple[Flow | None, list[Problem]]:
     """Run every stage on ``text``; ``flow_dir`` (or None: skip) is where recordings live."""
     doc = read_yaml(text, source)
-    if doc.parsed:
-        check_schema(doc, _validator())
+    if not doc.parsed:
+        return None, _sorted(doc.problems)
+    check_schema(doc, _validator())
     if doc.problems:
+        _check_what_is_left(doc, source, flow_dir)
         return None, _sorted(doc.problems)
     flow = build_flow(doc, source)
-    for check in SEMANTIC_CHECKS:
-        check(doc, flow)
-    check_prompts(doc, flow, flow_dir)
+    _check_meaning(doc, flow, flow_dir, skip=())
     return flow, _sorted(doc.problems)
+
+
+def _check_meaning(doc: Doc, flow: Flow, flow_dir: Path | None, skip: Iterable[str]) -> None:
+    """Stage 3: every semantic check but those named in ``skip``."""
+    for check in SEMANTIC_CHECKS:
+        if check.__name__ not in skip:
+            check(doc, flow)
+    check_prompts(doc, flow, flow_dir)
+
+
+def _check_what_is_left(doc: Doc, source: str, flow_dir: Path | None) -> None:
+    """Stage 3 on the part of a structurally broken flow the schema accepts, so one pass reports every error.
+
+    Broken values are left out (a broken node, intent or variable stays as an empty stand-in so references to
+    it still resolve); errors at or around a left-out path are not reported twice, checks that the left-out
+    parts could mislead are skipped, and warnings wait for a flow without errors.
+    """
+    removed: list[KeyPath] = []
+    salvaged = prune(doc.data, _validator(), functools.partial(_stand_in, doc.data, removed))
+    if salvaged is None:
+        return
+    data, pruned = salvaged
+    removed += pruned
+    part = dataclasses.replace(doc, data=_stub_out(data, removed), problems=[])
+    _check_meaning(part, build_flow(part, source), flow_dir, _misled_checks(removed))
+    gone = [dotted(path) for path in removed]
+    doc.problems += [p for p in part.problems if p.severity == "error" and not any(_related(p.path, g) for g in gone)]
+
+
+def _stand_in(data: Any, filled: list[KeyPath], path: KeyPath, instance: Any, key: str) -> bool:
+    """Put a stand-in for a missing required key of ``flow`` (the first node for ``start``); False elsewhere."""
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    stand_ins = {"id": "flow", "version": "0", "language": LANGUAGES[0]}
+    if path != ("flow",) or not isinstance(instance, dict):
+        return False
+    if key == "start" and isinstance(nodes, dict) and nodes:
+        instance[key] = next(iter(nodes))
+    elif key in stand_ins:
+        instance[key] = stand_ins[key]
+    else:
+        return False
+    filled.append((*path, key))
+    return True
+
+
+def _stub_out(data: dict[str, Any], removed: list[KeyPath]) -> dict[str, Any]:
+    """``data`` with an empty node, intent or variable where a broken one was left out."""
+    stubs: dict[str, Any] = {"nodes": {}, "intents": {}, "variables": None}
+    for path in removed:
+        if len(path) == 2 and path[0] in stubs and isinstance(data.get(str(path[0])), dict):
+            data[str(path[0])].setdefault(str(path[1]), copy.copy(stubs[str(path[0])]))
+    return data
+
+
+_ROOT_EDGES = (("flow", "start"), ("flow", "on_limit"), ("flow", "handoff"))
+_EDGE_KEYS = frozenset({"next", "default", "on", "dtmf", "no_input", "no_match", "transfer", "capture", "listen"})
+
+
+def _misled_checks(removed: list[KeyPath]) -> set[str]:
+    """The checks that left-out parts could make report false errors."""
+    skip: set[str] = set()
+    for path in removed:
+        head = path[:2]
+        node_edge = path[0] == "nodes" and (len(path) <= 2 or path[2] in _EDGE_KEYS)
+        if node_edge or path[0] in ("global", "defaults") or head in _ROOT_EDGES:
+            skip.add("_check_reachable")
+        if "capture" in path or path == ("variables",):
+            skip.add("_check_templates")
+        if path == ("intents",):
+            skip.add("_check_intents")
+        if head == ("flow", "language"):
+            skip.add("_check_intent_languages")
+    return skip
+
+
+def _related(a: str, b: str) -> bool:
+    """Whether dotted key path ``a`` is ``b``, inside it, or contains it."""
+    inner, outer = (a, b) if len(a) >= len(b) else (b, a)
+    return inner == outer or not outer or inner.startswith((outer + ".", outer + "["))
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:
