@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from voicebot.yamlerrors import explain
+
 __all__ = ["Doc", "KeyPath", "Pos", "Problem", "did_you_mean", "dotted", "mark_pos", "read_yaml"]
 
 KeyPath = tuple[str | int, ...]
@@ -125,38 +127,34 @@ for _tag, _pattern, _first in _YAML12_RESOLVERS:
     _Yaml12Loader.add_implicit_resolver(_tag, re.compile(_pattern), _first)
 
 
-def read_yaml(text: str, source: str) -> Doc:
-    """Compose ``text`` and convert it to plain data, noting positions and problems."""
+def read_yaml(text: str, source: str, empty: str | None = "a flow needs 'flow' and 'nodes'") -> Doc:
+    """Compose ``text`` and convert it to plain data, noting positions and problems.
+
+    An empty document is a problem with hint ``empty``, or (``empty=None``) parsed data ``None``.
+    """
     doc = Doc(source)
     try:
         root = yaml.compose(text, Loader=_Yaml12Loader)
     except yaml.MarkedYAMLError as exc:
-        _syntax_problem(doc, exc)
+        _syntax_problem(doc, exc, text)
         return doc
     except yaml.YAMLError as exc:
         doc.add((1, 1), (), "invalid YAML: " + " ".join(str(exc).split()))
         return doc
     if root is None:
-        doc.add((1, 1), (), "the file is empty", "a flow needs 'flow' and 'nodes'")
+        doc.parsed = empty is None
+        if empty is not None:
+            doc.add((1, 1), (), "the file is empty", empty)
         return doc
     doc.parsed = True
     doc.data = _convert(doc, root, (), frozenset())
     return doc
 
 
-def _syntax_problem(doc: Doc, exc: yaml.MarkedYAMLError) -> None:
-    """Record a YAML syntax error at the parser's position."""
-    mark = exc.problem_mark or exc.context_mark
-    pos = mark_pos(mark) if mark is not None else (1, 1)
-    context, problem = exc.context or "", exc.problem or ""
-    hint = ""
-    if context.startswith("while ") and problem:
-        if exc.context_mark is not None:
-            line, column = mark_pos(exc.context_mark)
-            what = re.sub(r"^while \w+ (a |an )?", "", context)
-            hint = f"look at the {what} that starts at line {line}, column {column}"
-        context = ""
-    doc.add(pos, (), "invalid YAML: " + " ".join(part for part in (context, problem) if part), hint)
+def _syntax_problem(doc: Doc, exc: yaml.MarkedYAMLError, text: str) -> None:
+    """Record a YAML syntax error in plain words, where the fix belongs (:func:`voicebot.yamlerrors.explain`)."""
+    pos, message, hint = explain(exc, text)
+    doc.add(pos, (), "invalid YAML: " + message, hint)
 
 
 def _convert(doc: Doc, node: yaml.Node, path: KeyPath, stack: frozenset[int]) -> Any:
