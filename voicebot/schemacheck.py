@@ -14,7 +14,7 @@ _YAML11_BOOLS = {"yes": "true", "no": "false", "on": "true", "off": "false", "y"
 _TYPE_NAMES = {
     "string": "a string",
     "number": "a number",
-    "integer": "an integer",
+    "integer": "a whole number",
     "boolean": "true or false",
     "object": "a mapping",
     "array": "a list",
