@@ -16,8 +16,9 @@ from voicebot.asr.base import ModelError
 from voicebot.config import ConfigError, EngineConfig, load_config
 from voicebot.dialog.loader import FlowError, load_flow, validate_file
 from voicebot.sim.caller import CallerScriptError
-from voicebot.sim.flowtest import FlowTestError, load_cases, run_file
+from voicebot.sim.flowtest import FlowTestError, run_file
 from voicebot.sim.script import ScriptError, action_from_command, action_from_item
+from voicebot.sim.testcheck import validate_tests
 from voicebot.sim.text import AgentSim, Entry, TextCall
 from voicebot.tts.base import VoiceError
 
@@ -150,14 +151,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     errors = warnings = checked = 0
     for path in _expand(args.files):
         checked += 1
-        if path.name.endswith(".tests.yaml"):
-            try:
-                load_cases(path)
-            except FlowTestError as exc:
-                print(f"{exc}", file=sys.stderr)
-                errors += 1
-            continue
-        for problem in validate_file(path):
+        problems = validate_tests(path)[0].problems if path.name.endswith(".tests.yaml") else validate_file(path)
+        for problem in problems:
             print(problem, file=sys.stderr)
             errors += problem.severity == "error"
             warnings += problem.severity == "warning"
