@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tempfile
 import textwrap
 from pathlib import Path
 
 import jsonschema  # type: ignore[import-untyped, unused-ignore]
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voicebot.config import ConfigError, EngineConfig, HandoffConfig, load_config, main
 from voicebot.configkeys import ASR_BACKENDS, SETTINGS, VAD_NAMES, Setting, json_schema, markdown
@@ -189,3 +192,20 @@ def test_every_example_in_the_reference_is_valid(setting: Setting, tmp_path: Pat
     path = tmp_path / "voicebot.yaml"
     path.write_text(text, encoding="utf-8")
     load_config(path)
+
+
+_CONFIG_LINES = ["freeswitch:", "  host: 127.0.0.1", "  port: 8021", "media: {ports: 40000-40999}", "limits:",
+                 "  max_calls: 5", "handoff: {mode: talk, screen_pop: {url: x, secret: y}}", "agents:", "  list:",
+                 "    - {id: sam, endpoint: user/1001}", "\t", "'", '"', "[", "{", ": x", "- y", "  ", "#"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(_CONFIG_LINES), max_size=12), st.text(max_size=40))
+def test_any_config_text_gives_a_config_or_problems_never_a_traceback(lines: list[str], noise: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "voicebot.yaml"
+        path.write_text("\n".join(lines) + noise, encoding="utf-8")
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            assert exc.problems and all(p.line >= 1 and p.column >= 1 for p in exc.problems)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import jsonschema  # type: ignore[import-untyped, unused-ignore]
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voicebot.cli import main
 from voicebot.sim.flowtest import EXPECT_KEYS, FlowTestError, load_cases
@@ -123,3 +126,21 @@ def test_the_examples_validate_and_the_schema_is_valid() -> None:
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator.check_schema(schema)
     assert tuple(schema["$defs"]["case"]["properties"]["expect"]["properties"]) == EXPECT_KEYS
+
+
+_TEST_LINES = ["flow: lead_screening_en.yaml", "flow: [x]", "tests:", "  - name: a", "    caller: [yes, {dtmf: 1}]",
+               "    caller: {say: x}", "    expect: {path: [greet], level: A}", "    expect: [x]", "    vars: {offer: 1}",
+               "    agent: none", "  - 5", "\t", "'", "[", ": x", "- y", "  "]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(_TEST_LINES), max_size=10), st.text(max_size=30))
+def test_any_test_file_text_gives_cases_or_problems_never_a_traceback(lines: list[str], noise: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        shutil.copy(EXAMPLES / "lead_screening_en.yaml", folder)
+        path = Path(folder) / "x.tests.yaml"
+        path.write_text("\n".join(lines) + noise, encoding="utf-8")
+        try:
+            load_cases(path)
+        except FlowTestError as exc:
+            assert exc.problems and all(p.line >= 1 and p.column >= 1 for p in exc.problems)
