@@ -81,13 +81,26 @@ def _unclosed_quote(problem: str, context: str, at: Pos, opened: Pos, lines: lis
         return opened, f"this quote ({quote}) is never closed", f"end the value with {quote} on this line"
     if "quoted scalar" in context or "'\\t'" in problem:
         return None
-    for number in range(1, at[0]):
+    number = 1
+    while number < at[0]:
         match = _QUOTED_VALUE.match(_line(lines, number))
         if match and not _closes(_line(lines, number)[match.end():], match.group(2)):
             quote = match.group(2)
-            hint = f"YAML read on to line {at[0]} looking for the closing {quote}: end the value with {quote} on this line"
-            return (number, match.end()), f"this quote ({quote}) is not closed on its line", hint
+            closing = _closing_line(lines, number, quote)
+            if closing >= at[0]:  # the quoted text runs into the error: the quote is the cause
+                hint = f"YAML read on to line {at[0]} looking for the closing {quote}: end the value with {quote} on this line"
+                return (number, match.end()), f"this quote ({quote}) is not closed on its line", hint
+            number = closing  # a text over several lines, closed before the error: look on after it
+        number += 1
     return None
+
+
+def _closing_line(lines: list[str], opened: int, quote: str) -> int:
+    """The line after ``opened`` where a quoted text that is not closed on ``opened`` closes (past the end: never)."""
+    for number in range(opened + 1, len(lines) + 1):
+        if _closes(_line(lines, number), quote):
+            return number
+    return len(lines) + 1
 
 
 def _closes(rest: str, quote: str) -> bool:
