@@ -184,7 +184,7 @@ def test_offscript_rejection_is_a_setting_of_the_engine_config(tmp_path: Path) -
     config = load_config(path)
     assert (config.asr_backend, config.asr_offscript_rejection) == ("pocketsphinx-pool", False)
     path.write_text("vad: {name: webrtc}\nasr: {offscript_rejection: sometimes}\n")
-    with pytest.raises(ConfigError, match=r"voicebot.yaml:2: asr.offscript_rejection: expected true or false"):
+    with pytest.raises(ConfigError, match=r"voicebot.yaml:2:28: error: asr.offscript_rejection: expected true or false"):
         load_config(path)
 
 

@@ -110,7 +110,7 @@ def test_busy_action_is_validated(tmp_path: Path) -> None:
     path.write_text("limits: {busy_action: hangup}\n")
     assert load_config(path).busy_action == "hangup"
     path.write_text("flows: {}\nlimits:\n  busy_action: play\n")
-    with pytest.raises(ConfigError, match=r"voicebot.yaml:2: limits.busy_action: expected prompt, hangup or transfer"):
+    with pytest.raises(ConfigError, match=r"voicebot.yaml:3:16: error: limits.busy_action: bad value 'play'"):
         load_config(path)
     path.write_text("limits: {busy_action: 'transfer:'}\n")
     with pytest.raises(ConfigError, match="busy_action"):

@@ -12,9 +12,9 @@ from collections.abc import Callable
 import gevent
 from structlog.testing import capture_logs
 
+from fsdouble.double import FreeSwitchDouble
 from tests.test_esl_connection import free_port
 from voicebot.esl.connection import InboundConnection
-from voicebot.esl.double import FreeSwitchDouble
 from voicebot.esl.inbound import BACKOFF_MAX_S
 from voicebot.logs import get_logger
 

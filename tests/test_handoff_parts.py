@@ -96,7 +96,7 @@ def test_handoff_config_section(tmp_path: Path) -> None:
     assert (handoff.mode, handoff.takeover_digit, handoff.screen_pop_url) == ("bridge", "3", "http://127.0.0.1:9/x")
     assert list(config.agents.groups) == ["sales"]
     path.write_text("\n\nhandoff: {mode: transfer}\n")
-    with pytest.raises(ConfigError, match=r"voicebot.yaml:3: handoff.mode: expected talk or bridge, got 'transfer'"):
+    with pytest.raises(ConfigError, match=r"voicebot.yaml:3:17: error: handoff.mode: must be one of: talk, bridge"):
         load_config(path)
     path.write_text("handoff: {screen_pop: {url: 'http://127.0.0.1:9/x'}}\n")
     with pytest.raises(ConfigError, match="a url needs a secret"):

@@ -350,9 +350,59 @@ def test_structural_errors_are_all_reported_and_sorted() -> None:
     assert caught.value.problems[1].hint == "did you mean 'level'?"
 
 
-def test_meaning_is_checked_only_once_the_structure_is_valid() -> None:
-    text = MINIMAL.replace("hangup: done", "hangup: done\n    next: nowhere\n    colour: red")
-    assert [p.message for p in _problems(text)] == ["unknown key 'colour'"]
+BOTH_KINDS = """\
+flow: {id: t, version: 1, language: en, start: greet}
+intents:
+  yes: {keywords: [yes]}
+nodes:
+  greet:
+    say: Hello {{nmae}}
+    on: {yes: pitch, maybe: pitch}
+    default: bye
+  pitch:
+    say: {text: [1]}
+    levl: A
+    level: Z
+    next: endng
+  bye:
+    say: bye
+    hangup: done
+  ending:
+    say: 42
+    hangup: [done]
+"""
+
+
+def test_one_pass_reports_structural_and_reference_errors_together() -> None:
+    found = [(p.line, p.path, p.message) for p in _problems(BOTH_KINDS)]
+    assert found == [
+        (6, "nodes.greet.say", "undeclared variable 'nmae' in template"),
+        (7, "nodes.greet.on.maybe", "intent 'maybe' is not defined"),
+        (10, "nodes.pitch.say.text", "expected a string, got a list"),
+        (11, "nodes.pitch.levl", "unknown key 'levl'"),
+        (12, "nodes.pitch.level", "must be one of: A, B, C, D (got 'Z')"),
+        (13, "nodes.pitch.next", "unknown node 'endng'"),
+        (18, "nodes.ending.say", "expected a string, a list or a mapping, got number 42"),
+        (19, "nodes.ending.hangup", "expected a string, got a list"),
+    ]
+    assert _problems(BOTH_KINDS)[5].hint == "did you mean 'ending'?"
+
+
+def test_a_broken_node_still_counts_as_a_target_and_is_not_called_a_dead_end() -> None:
+    text = MINIMAL.replace("hangup: done", "next: other\n  other:\n    say: [1]\n    next: nowhere")
+    found = [(p.path, p.message) for p in _problems(text)]
+    assert found == [("nodes.other.say[0]", "expected a string or a mapping, got number 1"),
+                     ("nodes.other.next", "unknown node 'nowhere'")]
+
+
+def test_a_missing_start_does_not_hide_other_errors() -> None:
+    text = MINIMAL.replace(", start: greet", "").replace("hangup: done", "next: nowhere")
+    assert [p.message for p in _problems(text)] == ["missing required key 'start'", "unknown node 'nowhere'"]
+
+
+def test_a_broken_top_level_leaves_nothing_to_check() -> None:
+    text = "flow: {id: t, version: 1, language: en, start: greet}\nnodes: [greet]\n"
+    assert [p.message for p in _problems(text)] == ["expected a mapping, got a list"]
 
 
 def test_missing_required_key_points_at_the_parent_key() -> None:

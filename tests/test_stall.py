@@ -17,9 +17,9 @@ import gevent
 import pytest
 from structlog.testing import capture_logs
 
+from fsdouble.double import FreeSwitchDouble
 from tests.test_esl_connection import MediaBot, free_pool, wait
 from voicebot.esl.connection import OutboundCall, OutboundServer
-from voicebot.esl.double import FreeSwitchDouble
 from voicebot.esl.protocol import media_format
 from voicebot.esl.stall import (
     REARM_MAX_FAILED,

@@ -16,8 +16,9 @@ from voicebot.config import ConfigError, EngineConfig, load_config
 from voicebot.dialog.flow import Flow
 from voicebot.dialog.loader import load_flow, validate_file
 from voicebot.sim.caller import load_caller_actions
-from voicebot.sim.flowtest import FlowTestError, load_cases, run_file
+from voicebot.sim.flowtest import run_file
 from voicebot.sim.script import ScriptError, action_from_command
+from voicebot.sim.testcheck import validate_tests
 from voicebot.sim.text import AgentSim, CallerAction, Entry, TextCall
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -153,12 +154,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if path.name.endswith(".tests.yaml"):
             try:
                 check_text_file(path, "flow test file", TESTS_FIX)
-                load_cases(path)
-            except (FlowTestError, UsageError) as exc:
+            except UsageError as exc:
                 print(f"{exc}", file=sys.stderr)
                 errors += 1
-            continue
-        for problem in validate_file(path):
+                continue
+            problems = validate_tests(path)[0].problems
+        else:
+            problems = validate_file(path)
+        for problem in problems:
             print(problem, file=sys.stderr)
             errors += problem.severity == "error"
             warnings += problem.severity == "warning"

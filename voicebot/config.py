@@ -1,62 +1,39 @@
-"""Engine configuration (``voicebot.yaml``) → frozen dataclasses, with file:line errors.
+"""Engine configuration (``voicebot.yaml``) -> frozen dataclasses; every problem at once with file:line:col.
 
-Every key is optional; the defaults run against a FreeSWITCH on the same box::
-
-    freeswitch:
-      host: 127.0.0.1          # inbound ESL (event_socket.conf.xml)
-      port: 8021
-      password: CHANGE-ME      # the same as in event_socket.conf.xml
-      command_timeout_s: 5
-    outbound: {host: 127.0.0.1, port: 8084}   # the dialplan's `socket 127.0.0.1:8084 async full`
-    media:
-      ip: 127.0.0.1            # where FreeSWITCH and the engine exchange unicast UDP
-      ports: 40000-40999       # two ports per call
-    flows:
-      default: examples/flows/lead_screening_en.yaml
-      by_destination: {"7000": examples/flows/lead_screening_en.yaml}
-    asr: {backend: pocketsphinx, model: null, offscript_rejection: true}
-                               # backend pocketsphinx-pool: decoding in one worker process per core (more calls)
-                               # offscript_rejection false: about half the ASR CPU, more off-script speech forced
-                               # onto an intent (bench/README.md, capacity)
-    vad: {name: webrtc, aggressiveness: 2}
-    voice_pack: null           # the agent's voice pack directory (default: the default Piper voice)
-    cache_dir: .voicebot-cache
-    records: {db: voicebot-calls.sqlite, recordings: recordings}
-    limits: {max_calls: 20, busy_prompt: "All our advisors are busy, we will call you back.", busy_action: prompt}
-                               # busy_action: prompt (say busy_prompt, then USER_BUSY) | hangup (USER_BUSY) | transfer:<ext>
-    http: {host: 127.0.0.1, port: 8090}       # /health and /metrics (Prometheus)
-    agents: {...}              # agents and groups: see voicebot/handoff/agents.py
-    handoff:
-      mode: talk               # talk: eavesdrop's talk mode, gap-free | bridge: uuid_bridge, frees the bot's media
-      takeover_digit: "2"      # the key a listening agent presses to take the call (eavesdrop: 2 talk, 3 three-way)
-      ring_timeout_s: 20       # an agent's phone rings this long before the next agent is tried
-      max_attempts: 3          # agents tried per handoff
-      whisper: true            # play the agent a spoken summary before they listen in
-      whisper_dir: /tmp/voicebot-whisper   # where whisper WAVs go: FreeSWITCH must be able to read them
-      screen_pop: {url: "http://127.0.0.1:9000/lead", secret: CHANGE-ME, retries: 4}
-    shutdown_deadline_s: 30
-
+Every key is optional; the defaults run against a FreeSWITCH on the same box. The keys, their types, defaults
+and meanings are in one table, :data:`voicebot.configkeys.SETTINGS`, which gives both the JSON Schema this
+module validates with and the reference ``docs/configuration.md`` (``python -m voicebot.config --markdown``).
 Relative paths are relative to the config file.
 """
 
 from __future__ import annotations
 
+import functools
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+import jsonschema  # type: ignore[import-untyped, unused-ignore]
 
-from voicebot import yamlutil
-from voicebot.handoff.agents import AgentDirectory, AgentError, located, parse_agents
+from voicebot.configkeys import SETTINGS, json_schema, markdown
+from voicebot.handoff.agents import AgentDirectory, AgentError, parse_agents
+from voicebot.schemacheck import check_schema
+from voicebot.yamldoc import Doc, KeyPath, Problem, read_yaml
 
-SECTIONS = ("freeswitch", "outbound", "media", "flows", "asr", "vad", "voice_pack", "cache_dir", "records", "limits",
-            "http", "shutdown_deadline_s", "agents", "handoff")
+SECTIONS = tuple(dict.fromkeys(s.key.split(".")[0] for s in SETTINGS))
 HANDOFF_MODES = ("talk", "bridge")
+_DEFAULTS = {s.key: s.default for s in SETTINGS}
 
 
 class ConfigError(ValueError):
-    """A configuration problem; the message names the file, line and key."""
+    """A configuration problem; ``problems`` lists every one (file:line:col, key path, message, hint)."""
+
+    def __init__(self, problems: list[Problem] | str) -> None:
+        """Keep ``problems``; the message lists them one per line (a plain message has no problem list)."""
+        self.problems = [] if isinstance(problems, str) else problems
+        super().__init__(problems if isinstance(problems, str) else "\n".join(str(p) for p in problems))
 
 
 @dataclass(frozen=True)
@@ -109,42 +86,85 @@ class EngineConfig:
 
 
 def load_config(path: Path) -> EngineConfig:
-    """Read ``path``; ConfigError names the file, line and key of any problem."""
-    text = path.read_text(encoding="utf-8")
+    """Read ``path``; ConfigError lists every problem with its file, line, column and key."""
     try:
-        root = yamlutil.compose(text)
-        data = located(yamlutil.load(text) or {}, root)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}:1: the config must be a mapping of sections")
-    lines = _key_lines(root)
-    unknown = [k for k in data if k not in SECTIONS]
-    if unknown:
-        raise ConfigError(f"{path}:{lines.get(str(unknown[0]), 1)}: unknown section {unknown[0]!r}; known: {', '.join(SECTIONS)}")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([Problem(str(path), 1, 1, "", f"cannot read the config file: {reason}")]) from None
+    doc = read_yaml(text, str(path), empty=None)
+    if doc.parsed:
+        doc.data = {} if doc.data is None else doc.data
+        _numbers_as_text(doc)
+        check_schema(doc, _validator())
+        _check_values(doc)
+    agents = _agents(doc)
+    if doc.problems:
+        raise ConfigError(sorted(dict.fromkeys(doc.problems), key=lambda p: (p.line, p.column)))
+    return _build(doc.data, path.parent.resolve(), str(path), agents)
+
+
+@functools.cache
+def _validator() -> Any:
+    """The Draft 2020-12 validator for the config schema (built once from the table)."""
+    return jsonschema.Draft202012Validator(json_schema())
+
+
+_TEXT_KINDS = ("text", "host", "choice", "db", "path")
+
+
+def _numbers_as_text(doc: Doc) -> None:
+    """A number where the table wants text (``password: 1234``, ``takeover_digit: 3``) is read as written."""
+    for setting in SETTINGS:
+        if setting.kind not in _TEXT_KINDS or (setting.choices and not all(c.isdigit() for c in setting.choices)):
+            continue
+        path: KeyPath = tuple(setting.key.split("."))
+        parent = _get(doc.data, path[:-1])
+        if isinstance(parent, dict) and isinstance(parent.get(path[-1]), int | float) and not isinstance(parent[path[-1]], bool):
+            parent[path[-1]] = doc.raw.get(path, str(parent[path[-1]]))
+
+
+def _get(data: Any, path: KeyPath) -> Any:
+    """The value at ``path`` in ``data`` (None when absent)."""
+    for part in path:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def _value(data: dict[str, Any], key: str) -> Any:
+    """The value of config key ``key`` (dotted), or its default from the table."""
+    value = _get(data, tuple(key.split(".")))
+    return _DEFAULTS[key] if value is None and key != "agents" else value
+
+
+def _check_values(doc: Doc) -> None:
+    """What the schema can't say: a port range low < high, a screen-pop url needs a secret (other errors or not)."""
+    ports = _value(doc.data, "media.ports")
+    low, _, high = str(ports).partition("-")
+    if isinstance(ports, str) and low.strip().isdigit() and high.strip().isdigit() and not 1024 <= int(low) < int(high) <= 65535:
+        doc.at(("media", "ports"), f"expected a range LOW-HIGH with 1024 <= LOW < HIGH <= 65535, got '{ports}'",
+               "two ports per call: e.g. 40000-40999")
+    url, secret = _value(doc.data, "handoff.screen_pop.url"), _value(doc.data, "handoff.screen_pop.secret")
+    if isinstance(url, str) and url and not secret:
+        doc.at(("handoff", "screen_pop", "url"), "a url needs a secret to sign the posts with",
+               "add handoff.screen_pop.secret")
+
+
+def _agents(doc: Doc) -> AgentDirectory:
+    """The ``agents:`` section; its problem (one) is added at the key it names."""
+    section = _get(doc.data, ("agents",)) if doc.parsed else None
     try:
-        return _build(data, path.parent.resolve(), str(path))
+        return parse_agents(section, doc.file)
     except AgentError as exc:
-        raise ConfigError(str(exc)) from None
-    except (TypeError, ValueError, KeyError) as exc:
-        key = str(exc.args[0]).split(":", 1)[0] if exc.args else ""
-        raise ConfigError(f"{path}:{lines.get(key.split('.')[0], 1)}: {exc}") from None
+        match = re.match(r"^.*?: (agents[^\s:]*): (.*)$", str(exc))
+        where = _key_path(match.group(1)) if match else ("agents",)
+        doc.at(where, match.group(2) if match else str(exc), key=True)
+        return parse_agents(None)
 
 
-def _key_lines(root: yaml.Node | None) -> dict[str, int]:
-    if not isinstance(root, yaml.MappingNode):
-        return {}
-    return {str(k.value): k.start_mark.line + 1 for k, _ in root.value}
-
-
-def _section(data: dict[str, Any], name: str, known: tuple[str, ...]) -> dict[str, Any]:
-    value = data.get(name) or {}
-    if not isinstance(value, dict):
-        raise ValueError(f"{name}: expected a mapping")
-    unknown = [k for k in value if k not in known]
-    if unknown:
-        raise ValueError(f"{name}.{unknown[0]}: unknown key; known: {', '.join(known)}")
-    return value
+def _key_path(dotted: str) -> KeyPath:
+    """``agents.list[0].id`` -> ``("agents", "list", 0, "id")``."""
+    return tuple(int(part) if part.isdigit() else part for part in re.findall(r"[^.\[\]]+", dotted))
 
 
 def _path(base: Path, value: Any) -> Path | None:
@@ -154,83 +174,52 @@ def _path(base: Path, value: Any) -> Path | None:
     return p if p.is_absolute() else base / p
 
 
-def _flag(section: dict[str, Any], key: str, default: bool) -> bool:
-    """A true/false setting of ``section`` (``key`` is ``section.name``); anything else is a ValueError naming it."""
-    value = section.get(key.split(".")[-1], default)
-    if not isinstance(value, bool):
-        raise ValueError(f"{key}: expected true or false, got {value!r}")
-    return value
+def _build(data: dict[str, Any], base: Path, source: str, agents: AgentDirectory) -> EngineConfig:
+    """The :class:`EngineConfig` for valid ``data`` (absent keys take the table's defaults)."""
+    def v(key: str) -> Any:
+        return _value(data, key)
 
-
-def _ports(value: Any) -> tuple[int, int]:
-    low, _, high = str(value).partition("-")
-    lo, hi = int(low), int(high or low)
-    if not 1024 <= lo < hi <= 65535 or (hi - lo + 1) < 2:
-        raise ValueError(f"media.ports: expected a range like 40000-40999, got {value!r}")
-    return lo, hi
-
-
-def _build(data: dict[str, Any], base: Path, source: str) -> EngineConfig:
-    fs = _section(data, "freeswitch", ("host", "port", "password", "command_timeout_s"))
-    out = _section(data, "outbound", ("host", "port"))
-    media = _section(data, "media", ("ip", "ports"))
-    flows = _section(data, "flows", ("default", "by_destination"))
-    asr = _section(data, "asr", ("backend", "model", "offscript_rejection"))
-    vad = _section(data, "vad", ("name", "aggressiveness"))
-    records = _section(data, "records", ("db", "recordings"))
-    limits = _section(data, "limits", ("max_calls", "busy_prompt", "busy_action"))
-    http = _section(data, "http", ("host", "port"))
-    d = EngineConfig()
-    db = str(records.get("db", d.records_db))
+    low, _, high = str(v("media.ports")).partition("-")
+    db = str(v("records.db"))
     return EngineConfig(
-        esl_host=str(fs.get("host", d.esl_host)), esl_port=int(fs.get("port", d.esl_port)),
-        esl_password=str(fs.get("password", d.esl_password)),
-        command_timeout_s=float(fs.get("command_timeout_s", d.command_timeout_s)),
-        outbound_host=str(out.get("host", d.outbound_host)), outbound_port=int(out.get("port", d.outbound_port)),
-        media_ip=str(media.get("ip", d.media_ip)), media_ports=_ports(media.get("ports", "40000-40999")),
-        default_flow=_path(base, flows.get("default")),
-        flows_by_destination={str(k): _path(base, v) or Path() for k, v in (flows.get("by_destination") or {}).items()},
-        asr_backend=str(asr.get("backend", d.asr_backend)), asr_model=_path(base, asr.get("model")),
-        asr_offscript_rejection=_flag(asr, "asr.offscript_rejection", d.asr_offscript_rejection),
-        vad=str(vad.get("name", d.vad)), vad_aggressiveness=int(vad.get("aggressiveness", d.vad_aggressiveness)),
-        voice_pack=_path(base, data.get("voice_pack")), cache_dir=_path(base, data.get("cache_dir")) or base / d.cache_dir,
+        esl_host=v("freeswitch.host"), esl_port=v("freeswitch.port"), esl_password=v("freeswitch.password"),
+        command_timeout_s=float(v("freeswitch.command_timeout_s")),
+        outbound_host=v("outbound.host"), outbound_port=v("outbound.port"),
+        media_ip=v("media.ip"), media_ports=(int(low), int(high)),
+        default_flow=_path(base, v("flows.default")),
+        flows_by_destination={str(k): _path(base, f) or Path() for k, f in (v("flows.by_destination") or {}).items()},
+        asr_backend=v("asr.backend"), asr_model=_path(base, v("asr.model")),
+        asr_offscript_rejection=v("asr.offscript_rejection"),
+        vad=v("vad.name"), vad_aggressiveness=v("vad.aggressiveness"),
+        voice_pack=_path(base, v("voice_pack")), cache_dir=_path(base, v("cache_dir")) or base / ".voicebot-cache",
         records_db=db if "://" in db else str(_path(base, db)),
-        recordings_dir=_path(base, records.get("recordings")) or base / d.recordings_dir,
-        max_calls=int(limits.get("max_calls", d.max_calls)), busy_prompt=str(limits.get("busy_prompt", d.busy_prompt)),
-        busy_action=_busy_action(limits.get("busy_action", d.busy_action)),
-        http_host=str(http.get("host", d.http_host)), http_port=int(http.get("port", d.http_port)),
-        shutdown_deadline_s=float(data.get("shutdown_deadline_s", d.shutdown_deadline_s)), source=source,
-        handoff=_handoff(data, base), agents=parse_agents(data.get("agents"), source),
+        recordings_dir=_path(base, v("records.recordings")) or base / "recordings",
+        max_calls=v("limits.max_calls"), busy_prompt=v("limits.busy_prompt"), busy_action=v("limits.busy_action").strip(),
+        http_host=v("http.host"), http_port=v("http.port"),
+        shutdown_deadline_s=float(v("shutdown_deadline_s")), source=source, handoff=_handoff(v, base), agents=agents,
     )
 
 
-def _handoff(data: dict[str, Any], base: Path) -> HandoffConfig:
+def _handoff(v: Any, base: Path) -> HandoffConfig:
     """``handoff:``: mode, keys, timeouts, whisper and screen-pop."""
-    spec = _section(data, "handoff", ("mode", "takeover_digit", "ring_timeout_s", "max_attempts", "whisper",
-                                      "whisper_dir", "screen_pop"))
-    pop = spec.get("screen_pop") or {}
-    if not isinstance(pop, dict) or any(k not in ("url", "secret", "retries") for k in pop):
-        raise ValueError("handoff.screen_pop: expected a mapping with url, secret and retries")
-    d = HandoffConfig()
-    mode, digit = str(spec.get("mode", d.mode)), str(spec.get("takeover_digit", d.takeover_digit))
-    if mode not in HANDOFF_MODES:
-        raise ValueError(f"handoff.mode: expected talk or bridge, got {mode!r}")
-    if digit not in ("2", "3"):
-        raise ValueError(f"handoff.takeover_digit: expected 2 (talk) or 3 (three-way), got {digit!r}")
-    if pop.get("url") and not pop.get("secret"):
-        raise ValueError("handoff.screen_pop: a url needs a secret to sign the posts with")
     return HandoffConfig(
-        mode=mode, takeover_digit=digit, ring_timeout_s=float(spec.get("ring_timeout_s", d.ring_timeout_s)),
-        max_attempts=int(spec.get("max_attempts", d.max_attempts)), whisper=bool(spec.get("whisper", d.whisper)),
-        whisper_dir=_path(base, spec.get("whisper_dir")) or d.whisper_dir,
-        screen_pop_url=str(pop.get("url", "")), screen_pop_secret=str(pop.get("secret", "")),
-        screen_pop_retries=int(pop.get("retries", d.screen_pop_retries)),
+        mode=v("handoff.mode"), takeover_digit=v("handoff.takeover_digit"),
+        ring_timeout_s=float(v("handoff.ring_timeout_s")), max_attempts=v("handoff.max_attempts"),
+        whisper=v("handoff.whisper"), whisper_dir=_path(base, v("handoff.whisper_dir")) or HandoffConfig().whisper_dir,
+        screen_pop_url=v("handoff.screen_pop.url"), screen_pop_secret=v("handoff.screen_pop.secret"),
+        screen_pop_retries=v("handoff.screen_pop.retries"),
     )
 
 
-def _busy_action(value: Any) -> str:
-    """``limits.busy_action``: prompt, hangup or transfer:<extension>."""
-    action = str(value).strip()
-    if action in ("prompt", "hangup") or (action.startswith("transfer:") and action[len("transfer:"):].strip()):
-        return action
-    raise ValueError(f"limits.busy_action: expected prompt, hangup or transfer:<extension>, got {value!r}")
+def main(argv: list[str] | None = None) -> int:
+    """``python -m voicebot.config --markdown``: print docs/configuration.md."""
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["--markdown"]:
+        print("usage: python -m voicebot.config --markdown > docs/configuration.md", file=sys.stderr)
+        return 2
+    print(markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -30,21 +30,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from voicebot import yamlutil
 from voicebot.dialog.flow import Flow
 from voicebot.dialog.loader import load_flow
 from voicebot.dialog.machine import build_matcher
 from voicebot.dialog.outcome import Outcome
 from voicebot.sim.script import ScriptError, action_from_item
+from voicebot.sim.testcheck import validate_tests
 from voicebot.sim.text import AgentSim, Entry, TextCall
+from voicebot.yamldoc import Doc, Problem
 
 EXPECT_KEYS = ("path", "path_includes", "intents", "tags", "level", "slots", "notifications", "disposition", "barge_ins")
 
 
 class FlowTestError(ValueError):
-    """A test file that cannot be run; the message names the file, line and key."""
+    """A test file that cannot be run; ``problems`` lists every problem (file:line:col, key path, hint)."""
+
+    def __init__(self, problems: list[Problem] | str) -> None:
+        """Keep ``problems``; the message lists them one per line (a plain message has no problem list)."""
+        self.problems = [] if isinstance(problems, str) else problems
+        super().__init__(problems if isinstance(problems, str) else "\n".join(str(p) for p in problems))
 
 
 @dataclass(frozen=True)
@@ -74,44 +78,22 @@ class CaseResult:
 
 
 def load_cases(path: Path) -> tuple[Path, list[FlowCase]]:
-    """Read a test file: the flow it tests and its cases."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        root = yamlutil.compose(text)
-        data = yamlutil.load(text)
-    except yaml.YAMLError as exc:
-        raise FlowTestError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or "flow" not in data or not isinstance(data.get("tests"), list):
-        raise FlowTestError(f"{path}:1: a test file needs `flow: FILE` and a `tests:` list")
-    lines = _case_lines(root)
-    cases = [_case(path, item, lines[i] if i < len(lines) else 1) for i, item in enumerate(data["tests"])]
-    return (path.parent / str(data["flow"])), cases
+    """Read a test file: the flow it tests and its cases; FlowTestError lists every problem (see testcheck)."""
+    doc, _ = validate_tests(path)
+    if any(p.severity == "error" for p in doc.problems):
+        raise FlowTestError(doc.problems)
+    cases = [_case(doc, i, item) for i, item in enumerate(doc.data["tests"])]
+    return path.parent / str(doc.data["flow"]), cases
 
 
-def _case_lines(root: yaml.Node | None) -> list[int]:
-    if not isinstance(root, yaml.MappingNode):
-        return []
-    for key, value in root.value:
-        if key.value == "tests" and isinstance(value, yaml.SequenceNode):
-            return [item.start_mark.line + 1 for item in value.value]
-    return []
-
-
-def _case(path: Path, item: Any, line: int) -> FlowCase:
-    where = f"{path}:{line}"
-    if not isinstance(item, dict) or "name" not in item:
-        raise FlowTestError(f"{where}: each test needs a `name`")
-    unknown = set(item) - {"name", "vars", "agent", "caller", "expect"}
-    if unknown:
-        raise FlowTestError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))} in test {item['name']!r}")
-    expect = item.get("expect") or {}
-    bad = set(expect) - set(EXPECT_KEYS)
-    if bad:
-        raise FlowTestError(f"{where}: unknown expectation(s) {', '.join(sorted(bad))}; known: {', '.join(EXPECT_KEYS)}")
+def _case(doc: Doc, i: int, item: dict[str, Any]) -> FlowCase:
+    """Test case ``i`` of a checked file; variables are text as written."""
     agent = item.get("agent", {})
     ready = None if agent in ("none", None) else int(agent.get("ready_ms", 1500))
-    variables = {str(k): str(v) for k, v in (item.get("vars") or {}).items()}
-    return FlowCase(str(item["name"]), line, list(item.get("caller") or []), dict(expect), variables, AgentSim(ready))
+    variables = {str(k): doc.raw.get(("tests", i, "vars", k), str(v)) for k, v in (item.get("vars") or {}).items()}
+    expect = dict(item.get("expect") or {})
+    line = doc.position(("tests", i))[0]
+    return FlowCase(str(item["name"]), line, list(item.get("caller") or []), expect, variables, AgentSim(ready))
 
 
 def run_case(flow: Flow, case: FlowCase, **kwargs: Any) -> CaseResult:
