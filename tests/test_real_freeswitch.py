@@ -312,7 +312,7 @@ def test_bridge_mode_handoff_then_the_agent_leaves_and_the_bot_is_back(tmp_path:
         assert back_at is not None
         print(f"bridge: agent heard {1000 * (first_agent - bridged_at):.0f} ms after CHANNEL_BRIDGE, longest hole "
               f"{1000 * hole:.0f} ms; park {1000 * (parked_at - left):.0f} ms after the agent's hang-up, "
-              f"bot heard {1000 * (back_at - parked_at):.0f} ms after the park")
+              f"bot heard {1000 * (back_at - parked_at):.0f} ms after the park; {call.a} events: {log.names(call.a)}")
         record = saved_record(engine, call.a)
     assert first_agent - bridged_at < 0.5 and hole < 0.5
     handoff = record.handoff
