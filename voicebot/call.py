@@ -142,7 +142,7 @@ class CallSession:
     def _on_pause(self, event: PauseBot) -> None:
         if self.player.talking:
             self.player.pause()
-            self.turns.bot_stopped()
+            self.turns.bot_paused(True)
             self.timeline.add(event.at, "pause", play_id=self.player.play_id)
 
     def _recognise(self, frame: AudioFrame) -> None:
@@ -174,7 +174,7 @@ class CallSession:
         self._handle(ev.Transcript(at, final.text, final=True, confidence=final.confidence), at)
         if self.player.paused:  # the machine did not take the interruption: carry on talking
             self.player.resume()
-            self.turns.bot_started(at)
+            self.turns.bot_paused(False)
             self.timeline.add(at, "resume", play_id=self.player.play_id)
 
     # ------------------------------------------------------------ the machine

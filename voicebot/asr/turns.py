@@ -314,16 +314,21 @@ class BargeInGate:
 
     def __init__(self) -> None:
         self.policy = BargeIn()
-        self.bot_since: float | None = None  # when the current prompt started being heard
+        self.bot_since: float | None = None  # when the current prompt started being heard (a pause never moves it)
+        self.talking = False  # the prompt is being sent (not paused)
         self._paused = False
 
     def bot_started(self, at: float) -> None:
         """A prompt started being heard at ``at``."""
-        self.bot_since, self._paused = at, False
+        self.bot_since, self.talking, self._paused = at, True, False
+
+    def bot_paused(self, paused: bool) -> None:
+        """The prompt was paused (``paused``) or resumed; its protected window still counts from its real start."""
+        self.talking = not paused and self.bot_since is not None
 
     def bot_stopped(self) -> None:
-        """The bot is silent."""
-        self.bot_since = None
+        """The prompt ended: the bot is silent."""
+        self.bot_since, self.talking = None, False
 
     def new_turn(self) -> None:
         """A caller turn started or ended: the next one may pause the bot again."""
@@ -331,7 +336,7 @@ class BargeInGate:
 
     def check(self, voiced_for_s: float, at: float) -> PauseBot | None:
         """Pause if the caller has spoken long enough over an interruptible prompt."""
-        if self.bot_since is None or self._paused or voiced_for_s <= 0:
+        if self.bot_since is None or not self.talking or self._paused or voiced_for_s <= 0:
             return None
         policy = self.policy
         if policy.mode is BargeInMode.OFF:
@@ -422,8 +427,12 @@ class TurnTaker:
         """The bot's prompt is being heard from ``at``."""
         self.barge.bot_started(at)
 
+    def bot_paused(self, paused: bool) -> None:
+        """The prompt was paused or resumed (its protected window keeps counting from its start)."""
+        self.barge.bot_paused(paused)
+
     def bot_stopped(self) -> None:
-        """The bot stopped talking (end of prompt, stop or pause)."""
+        """The bot stopped talking (end of prompt or stop)."""
         self.barge.bot_stopped()
 
     def bot_frame(self, energy_dbfs: float, at: float) -> None:
