@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voicebot.asr.base import AsrResult, AsrStream, VadStream
-from voicebot.asr.turns import PauseBot, SpeechEnd, SpeechStart, TurnSettings, TurnTaker
+from voicebot.asr.turns import SpeechEnd, SpeechStart, TurnSettings, TurnTaker
 from voicebot.audio.frame import AudioFrame, rms_dbfs
 from voicebot.dialog import events as ev
 from voicebot.dialog.flow import BargeIn, BargeInMode
 from voicebot.dialog.intents import IntentMatcher
+from voicebot.dialog.interruption import Confirm, Decision, Interruption, Pause, Resume
 from voicebot.dialog.machine import DialogMachine
 from voicebot.player import Chunk, Player, PlayerEvent
 from voicebot.timeline import Timeline
@@ -63,6 +64,7 @@ class CallSession:
         self.vad, self.asr, self.speaker, self.handoff = vad, asr, speaker, handoff
         matcher: IntentMatcher = machine.matcher
         self.turns = TurnTaker(self.settings.turn, intent_score=lambda text: _best_score(matcher, text))
+        self.interruption = Interruption(machine.flow.language, score=lambda text: _best_score(matcher, text))
         self.player = Player(self.settings.rate, self.settings.frame_ms)
         self.timeline = Timeline()
         self.disposition = ""  # set when the bot hangs up
@@ -114,10 +116,9 @@ class CallSession:
         for event in events:
             if isinstance(event, SpeechStart):
                 self._on_speech_start(event)
-            elif isinstance(event, PauseBot):
-                self._on_pause(event)
             elif isinstance(event, SpeechEnd):
                 self._on_speech_end(event, now)
+        self._decide(self.interruption.voiced(self.turns.voiced_for(now), now), now)
 
     def bot_frame(self, now: float) -> Chunk | None:
         """The bot's audio for the tick starting at ``now``; None means silence."""
@@ -133,31 +134,34 @@ class CallSession:
 
     def _on_speech_start(self, event: SpeechStart) -> None:
         self.timeline.add(event.at, "speech_start")
-        tell = self.turns.speech_started(event.at, self.player.play_id is not None)  # over a prompt: held until words
+        decisions = self.interruption.speech_started(event.at)  # over a prompt: held until words confirm it
         for frame in self._preroll:
             self._recognise(frame)
-        if tell:
-            self._handle(ev.SpeechStarted(event.at), event.at)
+        self._decide(decisions, event.at)
 
-    def _on_pause(self, event: PauseBot) -> None:
-        if self.player.talking:
-            self.player.pause()
-            self.turns.bot_paused(True)
-            self.timeline.add(event.at, "pause", play_id=self.player.play_id)
+    def _decide(self, decisions: list[Decision], now: float) -> None:
+        """Carry out the interruption policy's decisions."""
+        for decision in decisions:
+            match decision:
+                case Pause(at=at):
+                    self.player.pause()
+                    self.timeline.add(at, "pause", play_id=self.player.play_id)
+                case Resume(at=at):
+                    self.player.resume()
+                    self.timeline.add(at, "resume", play_id=self.player.play_id)
+                case Confirm(onset=onset):
+                    self._handle(ev.SpeechStarted(onset), now)
 
     def _recognise(self, frame: AudioFrame) -> None:
         at = frame.captured_at + frame.duration_s
-        if self.turns.confirm.held is not None and self.player.play_id is None:  # the prompt ended: no barge-in left
-            self._handle(ev.SpeechStarted(self.turns.confirm.held), at)
-            self.turns.confirm.release()
         if self.turns.echo_only(frame.captured_at):  # only the bot's own echo: the recogniser hears it 30 dB down
             frame = AudioFrame.from_array(frame.to_array() // 32, frame.rate, frame.seq, frame.captured_at)
         result = self.asr.accept(frame)
         if result is not None and result.text:
             self.timeline.add(at, "partial", text=result.text)
-            onset, forward = self.turns.partial(result.text, at, self.machine.flow.language, self.player.play_id is not None)
-            if onset is not None:  # enough words over the prompt: now the machine may stop it
-                self._handle(ev.SpeechStarted(onset), at)
+            self.turns.partial(result.text, at, self.machine.flow.language)
+            decisions, forward = self.interruption.partial(result.text)
+            self._decide(decisions, at)  # enough words over the prompt: now the machine may stop it
             if forward:
                 self._handle(ev.Transcript(at, result.text, final=False, confidence=result.confidence), at)
 
@@ -168,14 +172,9 @@ class CallSession:
         extra = {"fit": round(final.fit, 1)} if final.fit is not None else {}
         self.timeline.add(at, "final", text=final.text, confidence=round(final.confidence, 3), compute_ms=round(spent * 1000),
                           **extra)
-        onset = self.turns.confirm.final(final.text, self.machine.flow.language)
-        if onset is not None:  # a request over the prompt ("no", "stop", two key words): the machine may stop it
-            self._handle(ev.SpeechStarted(onset), at)
+        self._decide(self.interruption.final(final.text), at)  # a request over the prompt: the machine may stop it
         self._handle(ev.Transcript(at, final.text, final=True, confidence=final.confidence), at)
-        if self.player.paused:  # the machine did not take the interruption: carry on talking
-            self.player.resume()
-            self.turns.bot_paused(False)
-            self.timeline.add(at, "resume", play_id=self.player.play_id)
+        self._decide(self.interruption.turn_over(at), at)  # not taken from the caller: the paused prompt resumes
 
     # ------------------------------------------------------------ the machine
 
@@ -192,7 +191,8 @@ class CallSession:
                 for event in self.player.stop(now):
                     self._on_player_event(event)
             case ev.Listen():
-                self.turns.listen(command.end_silence_ms, command.max_speech_ms, command.barge_in)
+                self.turns.listen(command.end_silence_ms, command.max_speech_ms)
+                self.interruption.listen(command.barge_in)
                 self.asr.set_hints(command.hints)
                 self.timeline.add(now, "listen", node=command.node)
             case ev.ArmTimer(timer_id=timer_id, fire_at=fire_at):
@@ -212,7 +212,6 @@ class CallSession:
     def _play(self, play: ev.Play, now: float) -> None:
         node = self.machine.flow.nodes.get(play.node)
         listens = node is not None and node.listen is not None
-        self.turns.set_barge_in(node.barge_in if listens and node else BargeIn(BargeInMode.OFF))
         values = {**self.machine.outcome.variables, **self.machine.outcome.slots}
         started = time.perf_counter()
         source, ready_made = self.speaker(play, values)
@@ -223,17 +222,19 @@ class CallSession:
                           cached=ready_made, tts_first_ms=round(spent * 1000))
         for event in self.player.play(play.play_id, itertools.chain([first], source) if first is not None else source, ready_at):
             self._on_player_event(event)
+        self.interruption.play(node.barge_in if listens and node else BargeIn(BargeInMode.OFF))
 
     def _on_player_event(self, event: PlayerEvent) -> None:
         if event.kind == "started":
-            self.turns.bot_started(event.at)
+            self.interruption.prompt_started(event.at)
             self.timeline.add(event.at, "prompt_start", play_id=event.play_id)
             self._handle(ev.PromptStarted(event.at, event.play_id), event.at)
         else:
-            self.turns.bot_stopped()
+            decisions = self.interruption.prompt_ended(event.at)  # a held onset is told now: the turn is an answer
             self.timeline.add(event.at, "prompt_end", play_id=event.play_id, interrupted=event.interrupted,
                               heard_ms=event.heard_ms)
             self._handle(ev.PromptFinished(event.at, event.play_id, event.interrupted, event.heard_ms), event.at)
+            self._decide(decisions, event.at)
 
     def _fire_due(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now + 1e-9:
