@@ -6,10 +6,12 @@ Rules:
    answer has completed: :class:`~voicebot.esl.connection.OutboundCall` refuses),
    moves UDP frames and ESL events between FreeSWITCH and the session thread,
    and hangs up when the dialog ends.
-2. Everything CPU-heavy (VAD, ASR, dialog, TTS) runs in the call's own native
-   thread (:class:`SessionThread`), never on the gevent hub. The thread keeps at
-   most two bot frames (40 ms) queued ahead of the media clock, so a barge-in
-   silences the bot at the caller's ear within about two frames.
+2. Everything CPU-heavy (VAD, ASR, dialog) runs in the call's own native
+   thread (:class:`SessionThread`), never on the gevent hub; synthesis runs in
+   the call's synthesis worker thread (:class:`~voicebot.synthesis.ThreadedSynthesis`),
+   so the session thread never waits for a voice. The thread keeps at most two
+   bot frames (40 ms) queued ahead of the media clock, so a barge-in silences
+   the bot at the caller's ear within about two frames.
 3. Any failure ends this call only: it is logged with the call id, the call is
    hung up, and its record is still written.
 4. A hang-up at any moment releases the UDP ports, the thread and the streams.
@@ -35,6 +37,7 @@ from voicebot.esl.connection import ChannelData, OutboundCall
 from voicebot.esl.protocol import EslEvent
 from voicebot.esl.unicast import PortPool, UnicastMedia, watch_stall
 from voicebot.logs import get_logger
+from voicebot.synthesis import ThreadedSynthesis
 
 if TYPE_CHECKING:
     from voicebot.esl.handoff import CallHandoff
@@ -72,7 +75,8 @@ class SessionThread:
     muted: bool = False  # an agent talks to the caller through eavesdrop: send silence, keep the stream going
 
     def start(self) -> None:
-        """Start the session (t = 0 now) in its thread."""
+        """Start the session (t = 0 now) in its thread; its prompts are synthesized by a worker thread."""
+        self.session.synthesis = ThreadedSynthesis(self.session.speaker, post=self.call_soon)
         self.started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="voicebot-call", daemon=True)
         self._stop = False
@@ -98,6 +102,10 @@ class SessionThread:
         """An agent event (AgentReady, AgentTookOver...) for the dialog."""
         self.inbox.put_nowait(("agent", event))
 
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the session's thread (from any thread; never blocks)."""
+        self.inbox.put_nowait(("call", fn))
+
     def mute(self, on: bool) -> None:
         """Silence the bot's frames from this very frame on (``on``), or let them through again."""
         self.muted = on
@@ -120,6 +128,7 @@ class SessionThread:
         self._stop = True
         self.inbox.put_nowait(("stop",))
         self._thread.join(timeout)
+        self.session.close()
         return not self._thread.is_alive()
 
     @property
@@ -159,6 +168,8 @@ class SessionThread:
             self.session.hang_up(item[2], item[1])
         elif kind == "agent":
             self.session.agent_event(item[1])
+        elif kind == "call":
+            item[1]()
 
     def _produce(self, next_bot: float) -> float:
         """Fill the outbox up to the media clock plus what may be queued ahead."""
