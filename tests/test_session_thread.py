@@ -1,7 +1,7 @@
 """SessionThread: the call's native thread, paced by a send clock in the test (real time, 20 ms slots).
 
-Defect 2: slow synthesis never blocks the call's thread (the voice is a test double that takes 300 ms per chunk,
-in its own thread).
+Defect 7: bot audio is paced by the send clock, not by caller frames. Defect 2: slow synthesis never blocks the
+call's thread (the voice is a test double that takes 300 ms per chunk, in its own thread).
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ from voicebot.player import Chunk
 
 SLOW_CHUNK_S = 0.3  # the slow voice's compute per chunk
 CHUNK_S = 0.2  # audio per chunk
+
+
+def long_prompt(play: ev.Play, values: Mapping[str, str]) -> tuple[Iterator[Chunk], bool]:
+    """Ten seconds of ready-made audio."""
+    return iter([np.full(RATE * 10, BOT_LEVEL, dtype=np.int16)]), True
 
 
 def slow_voice(play: ev.Play, values: Mapping[str, str]) -> tuple[Iterator[Chunk], bool]:
@@ -71,6 +76,19 @@ def run_clock(worker: SessionThread, seconds: float, speech: tuple[float, float]
 def session(speaker: object) -> Timed:
     return Timed(DialogMachine(screening_flow()), vad=LevelVad(), asr=ScriptedAsr(), speaker=speaker,
                  settings=CallSettings(rate=RATE))
+
+
+def test_bot_audio_is_paced_by_the_send_clock_without_caller_frames() -> None:
+    """Defect 7: FreeSWITCH sends nothing; every send slot of a prompt still carries audio."""
+    worker = SessionThread(session(long_prompt), {})
+    worker.start()
+    try:
+        heard = run_clock(worker, 1.5)
+    finally:
+        assert worker.stop(2.0)
+    during = heard[3:]  # the first slots may come before the first frame is queued
+    silent = during.count(False)
+    assert silent <= 1, f"{silent} of {len(during)} send slots went out as silence during the prompt"
 
 
 def test_slow_synthesis_never_blocks_the_call_and_the_caller_is_heard_meanwhile() -> None:

@@ -11,7 +11,8 @@ Rules:
    the call's synthesis worker thread (:class:`~voicebot.synthesis.ThreadedSynthesis`),
    so the session thread never waits for a voice. The thread keeps at most two
    bot frames (40 ms) queued ahead of the media clock, so a barge-in silences
-   the bot at the caller's ear within about two frames.
+   the bot at the caller's ear within about two frames; the media clock wakes
+   it for every slot it takes, so bot audio never depends on caller frames.
 3. Any failure ends this call only: it is logged with the call id, the call is
    hung up, and its record is still written.
 4. A hang-up at any moment releases the UDP ports, the thread and the streams.
@@ -111,11 +112,15 @@ class SessionThread:
         self.muted = on
 
     def next_bot_frame(self, _: float) -> bytes | None:
-        """For the media clock: the next bot frame, or None (silence) when none is ready or muted."""
+        """For the media clock: the next bot frame, or None (silence) when none is ready or muted.
+
+        Each slot taken wakes the session thread to refill the outbox (bot audio is paced by this clock).
+        """
         try:
             frame = self.outbox.popleft()
         except IndexError:
             frame = None
+        self.inbox.put_nowait(("slot",))
         sent = None if self.muted else frame
         self.bot_track.append(np.frombuffer(sent, np.int16) if sent is not None else self._silence())
         return sent
@@ -141,7 +146,7 @@ class SessionThread:
             self.session.start(0.0, self.variables)
             next_bot = 0.0
             while not self._stop and not self.session.ended:
-                self._drain(timeout=3 * self.frame_s)  # caller frames come every frame_s: wake on them, not on a timer
+                self._drain(timeout=3 * self.frame_s)  # woken by each send slot taken, caller frames, answers
                 next_bot = self._produce(next_bot)
             if not self.session.ended:  # stopped early: a hang-up queued before the stop still reaches the dialog
                 self._drain(timeout=0.0)
