@@ -28,3 +28,16 @@ def test_speech_inside_the_protected_window_does_not_pause() -> None:
     drive.until(3.5)
     assert drive.times("pause") == [] and drive.times("stop") == []
     assert all(drive.bot[: round(3.5 / 0.02)]), "the protected prompt was heard without a hole"
+
+
+def test_min_words_means_key_words_in_the_session_and_the_machine_alike() -> None:
+    """Defect 9: min_words 1 stops on one key word; min_words 3 ignores function words ("me"), as the docs say."""
+    one = BargeIn(BargeInMode.ON, min_speech_ms=80, min_words=1)
+    drive = Drive(make_session(screening_flow(greet_barge_in=one), ScriptedAsr({1.3: "number"})), speech=[(1.0, 2.0)])
+    drive.until(1.5)
+    assert drive.times("stop") == [1.32], "one key word in a partial confirms with min_words 1"
+    three = BargeIn(BargeInMode.ON, min_speech_ms=80, min_words=3)
+    asr = ScriptedAsr({1.3: "stop calling me", 1.6: "stop calling me now"})
+    drive = Drive(make_session(screening_flow(greet_barge_in=three), asr), speech=[(1.0, 2.0)])
+    drive.until(1.8)
+    assert drive.times("stop") == [1.62], "two key words and a function word are not three key words"
