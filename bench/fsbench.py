@@ -428,8 +428,10 @@ def engine_figures(timelines: Iterable[Any]) -> dict[str, list[float]]:
         out["barge_in_engine_ms"] += [b["reaction_ms"] for b in timeline.barge_ins()]
         out["asr_finish_compute_ms"] += [f.get("compute_ms", 0) for f in timeline.of("final")]
         for play in timeline.of("play"):
+            if play.get("tts_first_ms") is None:
+                continue  # stopped before its first audio existed: no time to first audio
             key = "tts_first_cached_ms" if play.get("cached") else "tts_first_dynamic_ms"
-            out[key].append(play.get("tts_first_ms", 0))
+            out[key].append(play["tts_first_ms"])
     return out
 
 

@@ -814,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--early-end-score", type=float, help="what-if: TurnSettings.early_end_score")
     parser.add_argument("--echo-loss-db", type=float, help="what-if: TurnSettings.echo_return_loss_db")
     parser.add_argument("--turn", action="append", default=[], metavar="FIELD=VALUE",
-                        help="what-if: any TurnSettings field, e.g. --turn partial_min_words=1 (repeatable)")
+                        help="what-if: any TurnSettings field, e.g. --turn hold_extra_ms=200 (repeatable)")
     parser.add_argument("--vad", choices=("webrtc", "silero"), default="webrtc")
     parser.add_argument("--no-hints", action="store_true", help="what-if: decode with the full LM, no node hints")
     parser.add_argument("--extra-hints", default="", help="what-if: comma-separated phrases added to every node's hints")

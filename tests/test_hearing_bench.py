@@ -44,7 +44,7 @@ def test_turn_settings_what_ifs_are_typed_and_checked() -> None:
 
     from voicebot.asr.turns import TurnSettings
 
-    turn = hearing_bench.turn_with(TurnSettings(), ["partial_min_words=1", "early_end_score=0.75"])
-    assert turn.partial_min_words == 1 and turn.early_end_score == 0.75 and isinstance(turn.partial_min_words, int)
+    turn = hearing_bench.turn_with(TurnSettings(), ["hold_extra_ms=200", "early_end_score=0.75"])
+    assert turn.hold_extra_ms == 200 and turn.early_end_score == 0.75 and isinstance(turn.hold_extra_ms, int)
     with pytest.raises(SystemExit, match="no field 'nonsense'"):
         hearing_bench.turn_with(TurnSettings(), ["nonsense=1"])

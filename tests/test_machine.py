@@ -110,7 +110,7 @@ def test_no_match_reprompt_uses_reprompt_text() -> None:
 
 
 def test_barge_in_needs_min_speech_then_stops_prompt() -> None:
-    call = Call(screening_flow(greet_barge_in=BargeIn(BargeInMode.ON, min_speech_ms=200)))
+    call = Call(screening_flow(greet_barge_in=BargeIn(BargeInMode.ON, min_speech_ms=200, min_words=1)))
     play = call.play()
     call.send(ev.PromptStarted(0.05, play.play_id))
     call.send(ev.SpeechStarted(1.0))

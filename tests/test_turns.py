@@ -9,7 +9,6 @@ from dataclasses import replace
 from voicebot.asr.turns import (
     EchoGate,
     Endpointer,
-    PauseBot,
     SpeechEnd,
     SpeechStart,
     TurnEvent,
@@ -17,7 +16,6 @@ from voicebot.asr.turns import (
     TurnTaker,
 )
 from voicebot.dialog.backchannel import content_words, ends_open, interrupts, key_words, word_count
-from voicebot.dialog.flow import BargeIn, BargeInMode
 
 F = 0.02  # 20 ms frames
 
@@ -54,7 +52,7 @@ def test_pause_inside_speech_shorter_than_end_silence_keeps_the_turn() -> None:
 
 def test_max_speech_cuts_an_endless_turn() -> None:
     taker = TurnTaker()
-    taker.listen(end_silence_ms=700, max_speech_ms=400, barge_in=BargeIn())
+    taker.listen(end_silence_ms=700, max_speech_ms=400)
     events = feed(taker, "x" * 40)
     assert events[1][1] == SpeechEnd(0.4, "max_speech")
 
@@ -62,14 +60,14 @@ def test_max_speech_cuts_an_endless_turn() -> None:
 def early_taker(score: float) -> TurnTaker:
     """Node end silence 400 ms, early end 200 ms; every partial scores ``score``."""
     taker = TurnTaker(TurnSettings(early_end_silence_ms=200), intent_score=lambda text: score)
-    taker.listen(400, 15000, BargeIn())
+    taker.listen(400, 15000)
     return taker
 
 
 def end_of(taker: TurnTaker, text: str, partial_at: float = 0.08) -> tuple[int, SpeechEnd]:
     """Speak 5 frames, get ``text`` as a partial at ``partial_at``, then stay silent: (frame index, SpeechEnd)."""
     feed(taker, "xxxxx")
-    taker.partial(text, partial_at, "en", prompt_on=False)
+    taker.partial(text, partial_at, "en")
     ends = [(i, e) for i, e in feed(taker, "." * 60, start=0.1) if isinstance(e, SpeechEnd)]
     assert len(ends) == 1
     return ends[0]
@@ -86,7 +84,7 @@ def test_one_word_partial_waits_for_the_node_end_silence() -> None:
 
 def test_one_word_partial_ends_early_once_stable() -> None:
     taker = TurnTaker(TurnSettings(early_end_silence_ms=200, early_end_stable_ms=300), intent_score=lambda text: 1.0)
-    taker.listen(700, 15000, BargeIn())
+    taker.listen(700, 15000)
     assert end_of(taker, "speaking", partial_at=0.02) == (10, SpeechEnd(0.1, "early"))  # stable 300 ms at 0.32 s
 
 
@@ -112,46 +110,8 @@ def test_early_end_state_is_reset_for_the_next_turn() -> None:
     assert ends == [(19, SpeechEnd(2.1, "silence"))]  # no partial in this turn: the node's end silence
 
 
-def test_barge_in_pauses_bot_after_min_speech() -> None:
-    taker = TurnTaker()
-    taker.listen(700, 15000, BargeIn(BargeInMode.ON, min_speech_ms=100))
-    taker.bot_started(0.0)
-    events = feed(taker, "...xxxxxxx", start=1.0)
-    assert (7, PauseBot(1.16)) in events  # 5 voiced frames = 100 ms after onset at frame 3
-
-
-def test_barge_in_off_never_pauses() -> None:
-    taker = TurnTaker()
-    taker.listen(700, 15000, BargeIn(BargeInMode.OFF))
-    taker.bot_started(0.0)
-    assert not [e for _, e in feed(taker, "x" * 50) if isinstance(e, PauseBot)]
-
-
-def test_protected_window_then_pause() -> None:
-    taker = TurnTaker()
-    taker.listen(700, 15000, BargeIn(BargeInMode.PROTECTED, protect_ms=1000, min_speech_ms=100))
-    taker.bot_started(0.0)
-    events = feed(taker, "x" * 60, start=0.5)
-    pauses = [e for _, e in events if isinstance(e, PauseBot)]
-    assert pauses == [PauseBot(1.0)]  # speech since 0.5 s, paused at the end of the protected second
-
-
-def test_no_pause_when_bot_silent() -> None:
-    taker = TurnTaker()
-    assert not [e for _, e in feed(taker, "x" * 20) if isinstance(e, PauseBot)]
-
-
-def test_next_turn_can_pause_again() -> None:
-    taker = TurnTaker(TurnSettings(end_silence_ms=100))
-    taker.listen(100, 15000, BargeIn(BargeInMode.ON, min_speech_ms=60))
-    taker.bot_started(0.0)
-    events = feed(taker, "xxxxx" + "." * 8 + "xxxxx")
-    assert len([e for _, e in events if isinstance(e, PauseBot)]) == 2
-
-
 def test_echo_of_the_bot_is_not_caller_speech() -> None:
     taker = TurnTaker()
-    taker.bot_started(0.0)
     for i in range(50):
         taker.bot_frame(-12.0, i * F)  # the bot talks loudly
     echo = feed(taker, "x" * 30, start=0.1, level=-30.0)  # its echo comes back 18 dB down
@@ -160,7 +120,6 @@ def test_echo_of_the_bot_is_not_caller_speech() -> None:
 
 def test_caller_louder_than_echo_passes() -> None:
     taker = TurnTaker()
-    taker.bot_started(0.0)
     for i in range(50):
         taker.bot_frame(-12.0, i * F)
     events = feed(taker, "x" * 30, start=0.1, level=-15.0)
@@ -190,7 +149,6 @@ def talk_with_echo(taker: TurnTaker, levels: list[float], delay: int, loss_db: f
 
 def test_echo_gate_learns_the_echo_delay_and_gain() -> None:
     taker = TurnTaker()
-    taker.bot_started(0.0)
     talk_with_echo(taker, bot_levels(100), delay=3, loss_db=15.0)  # 60 ms later, 15 dB down
     assert taker.echo.delay_ms == 60
     assert abs(10 * math.log10(taker.echo.gain) + 15.0) < 0.1
@@ -200,28 +158,24 @@ def test_echo_gate_learns_the_echo_delay_and_gain() -> None:
 def test_a_quiet_caller_passes_once_the_gate_has_learned_the_line_has_no_echo() -> None:
     """The bot talks at up to -14 dBFS; a caller at -38 dBFS is 24 dB softer, under the 12 dB fallback rule."""
     taker = TurnTaker()
-    taker.listen(400, 15000, BargeIn())
-    taker.bot_started(0.0)
+    taker.listen(400, 15000)
     levels = bot_levels(60)
     talk_with_echo(taker, levels[:3], delay=100, loss_db=0.0)  # 60 ms of bot: nothing learned yet
     early = [e for _, e in feed(taker, "xxx", start=3 * F, level=-38.0)]
     assert early == [] and taker.echo_rejected == 3  # the fallback rule: bot level - 12 dB
     taker = TurnTaker()
-    taker.listen(400, 15000, BargeIn())
-    taker.bot_started(0.0)
+    taker.listen(400, 15000)
     talk_with_echo(taker, levels[:40], delay=100, loss_db=0.0)  # 800 ms of bot, a silent line
     assert taker.echo.gain == 0.0
     for i in range(8):
         taker.bot_frame(levels[40 + i], (40 + i) * F)
     events = [e for _, e in feed(taker, "x" * 8, start=40 * F, level=-38.0)]
-    pause_at = round(0.8 + BargeIn().min_speech_ms / 1000, 2)  # the default policy: pause after min_speech_ms
-    assert events[:2] == [SpeechStart(0.8), PauseBot(pause_at)] and taker.echo_rejected == 0
+    assert events[:1] == [SpeechStart(0.8)] and taker.echo_rejected == 0 and taker.voiced_for(0.96) > 0.15
 
 
 def test_speech_over_the_learned_echo_passes_and_echo_frames_are_marked() -> None:
     taker = TurnTaker()
-    taker.listen(400, 15000, BargeIn())
-    taker.bot_started(0.0)
+    taker.listen(400, 15000)
     levels = [-14.0 if i % 3 else -30.0 for i in range(80)]
     talk_with_echo(taker, levels, delay=2, loss_db=15.0)
     assert taker.echo_only(79 * F) and not taker.endpointer.in_speech
@@ -248,47 +202,6 @@ def test_content_words_drop_backchannels() -> None:
     assert content_words("嗯嗯，对对", "zh") == []
     assert content_words("嗯，不需要", "zh") == ["不", "需", "要"]
     assert content_words("[unk] yeah <unk>", "en") == []  # words the recogniser could not make out count as none
-
-
-def over_prompt(score: float = 0.0, policy: BargeIn | None = None) -> TurnTaker:
-    """A turn that started at 1.0 s over a playing prompt; every text scores ``score`` as an intent."""
-    taker = TurnTaker(intent_score=lambda text: score)
-    taker.listen(400, 15000, policy or BargeIn())
-    taker.bot_started(0.0)
-    assert not taker.speech_started(1.0, prompt_on=True)  # held: the machine does not hear of it yet
-    return taker
-
-
-def test_a_partial_over_a_prompt_confirms_with_two_key_words() -> None:
-    taker = over_prompt()
-    assert taker.partial("in the", 1.2, "en", prompt_on=True) == (None, False)  # "mm-hmm" misheard: function words
-    assert taker.partial("uh huh yeah", 1.3, "en", prompt_on=True) == (None, False)  # backchannels
-    assert taker.partial("[unk] number", 1.4, "en", prompt_on=True) == (None, False)  # one key word
-    assert taker.partial("stop calling", 1.5, "en", prompt_on=True) == (1.0, True)  # the held onset is released
-    assert taker.partial("stop calling me", 1.6, "en", prompt_on=True) == (None, True)
-
-
-def test_a_final_over_a_prompt_confirms_if_it_is_a_request() -> None:
-    cases = {"number": None, "uh-huh": None, "mhm okay": None, "[unk] not": None, "no": 1.0, "stop": 1.0,
-             "wait": 1.0, "wrong number": 1.0, "in the [unk] at": 1.0}
-    for text, onset in cases.items():
-        taker = over_prompt()
-        assert taker.confirm.final(text, "en") == onset, text
-        assert taker.confirm.held is None  # either way the turn is no longer held
-    assert over_prompt(score=0.9).confirm.final("whatsapp", "en") == 1.0  # one word that names an intent
-
-
-def test_a_prompt_that_ends_releases_the_held_onset() -> None:
-    taker = over_prompt()
-    assert taker.partial("in", 1.2, "en", prompt_on=False) == (1.0, True)
-
-
-def test_no_hold_without_a_prompt_or_when_speech_alone_interrupts() -> None:
-    taker = TurnTaker()
-    assert taker.speech_started(1.0, prompt_on=False)
-    taker.listen(400, 15000, BargeIn(BargeInMode.ON, min_speech_ms=0, min_words=0))
-    assert taker.speech_started(2.0, prompt_on=True)
-    assert taker.partial("in", 2.1, "en", prompt_on=True) == (None, True)
 
 
 def test_key_words_interruptions_and_trailing_words() -> None:

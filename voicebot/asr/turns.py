@@ -26,18 +26,9 @@ Rules, in the order they apply to each caller frame (20 ms, time stamps in s):
    the node's end silence plus ``hold_extra_ms`` when it ends in a filler or a
    conjunction ("and", "but", "um": the caller is not done); otherwise the
    node's ``end_silence_ms``.
-4. **Barge-in** (:class:`BargeInGate`): while the bot talks, speech that lasts
-   ``min_speech_ms`` outside a protected window pauses the bot at once
-   (:class:`PauseBot`).
-5. **Confirmation** (:class:`ConfirmGate`): the dialog machine hears that the
-   caller started speaking over a prompt (and may then stop it) only once a
-   partial holds ``partial_min_words`` key words (backchannels, fillers,
-   function words and unrecognised words do not count), or once the final
-   does, holds more content words than that (function words count), or holds
-   one key word that names an intent (score >= ``confirm_intent_score``) or
-   interrupts ("no", "stop", "wait"). If nothing
-   confirms the interruption, the machine ignores the turn and the driver
-   resumes the prompt.
+
+What caller speech over the bot's prompt does (pause, confirm, resume) is decided in one place:
+:mod:`voicebot.dialog.interruption`.
 
 Nothing here reads a clock, touches audio buffers or does I/O.
 """
@@ -49,8 +40,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from voicebot.dialog.backchannel import content_words, ends_open, interrupts, key_words, word_count
-from voicebot.dialog.flow import BargeIn, BargeInMode
+from voicebot.dialog.backchannel import ends_open, word_count
 
 # ----------------------------------------------------------------- events
 
@@ -70,14 +60,7 @@ class SpeechEnd:
     reason: str = "silence"
 
 
-@dataclass(frozen=True)
-class PauseBot:
-    """Stop sending bot audio now: the caller is talking over the bot."""
-
-    at: float
-
-
-TurnEvent = SpeechStart | SpeechEnd | PauseBot
+TurnEvent = SpeechStart | SpeechEnd
 
 
 @dataclass(frozen=True)
@@ -96,8 +79,6 @@ class TurnSettings:
     early_end_long_words: int = 3
     early_end_stable_ms: int = 600  # a shorter confident partial must be unchanged this long
     hold_extra_ms: int = 300  # added to the end silence after a trailing "and", "but", "um"...
-    partial_min_words: int = 2  # key words a partial needs to confirm a barge-in
-    confirm_intent_score: float = 0.6  # a one-key-word final over a prompt confirms if it names an intent this well
     echo_return_loss_db: float = 12.0  # the echo is at least this much quieter than the bot (until learned)
     echo_window_ms: int = 250  # how far back bot output can echo
     echo_margin_db: float = 6.0  # caller speech must be this much louder than the learned echo
@@ -309,88 +290,6 @@ class EarlyEnd:
         self._words, self._text = 0, ""
 
 
-class BargeInGate:
-    """Decides when caller speech over the bot pauses the bot (once per turn)."""
-
-    def __init__(self) -> None:
-        self.policy = BargeIn()
-        self.bot_since: float | None = None  # when the current prompt started being heard
-        self._paused = False
-
-    def bot_started(self, at: float) -> None:
-        """A prompt started being heard at ``at``."""
-        self.bot_since, self._paused = at, False
-
-    def bot_stopped(self) -> None:
-        """The bot is silent."""
-        self.bot_since = None
-
-    def new_turn(self) -> None:
-        """A caller turn started or ended: the next one may pause the bot again."""
-        self._paused = False
-
-    def check(self, voiced_for_s: float, at: float) -> PauseBot | None:
-        """Pause if the caller has spoken long enough over an interruptible prompt."""
-        if self.bot_since is None or self._paused or voiced_for_s <= 0:
-            return None
-        policy = self.policy
-        if policy.mode is BargeInMode.OFF:
-            return None
-        if policy.mode is BargeInMode.PROTECTED and at - self.bot_since < policy.protect_ms / 1000:
-            return None
-        if voiced_for_s >= policy.min_speech_ms / 1000 - 1e-9:
-            self._paused = True
-            return PauseBot(at)
-        return None
-
-
-class ConfirmGate:
-    """Whether the caller's speech over a prompt is an interruption, decided on its words.
-
-    The onset of a turn that starts over an interruptible prompt is *held*: the
-    dialog machine hears of it (and may stop the prompt) only once a partial holds
-    ``min_words`` key words, or the final is a request: that many key words, more
-    content words than that, or one key word that names an intent or interrupts ("stop").
-    A turn whose words never qualify reaches the machine as its final alone, which
-    it ignores: the paused prompt resumes.
-    """
-
-    def __init__(self, min_words: int, intent_score: float, score: Callable[[str], float] | None) -> None:
-        self.min_words = min_words
-        self.intent_score = intent_score
-        self._score = score
-        self.held: float | None = None  # onset of a turn not yet told to the dialog machine
-
-    def start(self, at: float, hold: bool) -> bool:
-        """A turn started at ``at``; True when the machine should hear of it now (``hold`` False)."""
-        self.held = at if hold else None
-        return not hold
-
-    def partial(self, text: str, language: str, prompt_on: bool) -> tuple[float | None, bool]:
-        """(held onset to tell the machine now, or None; whether the machine should get this partial)."""
-        if self.held is None:
-            return None, True
-        if prompt_on and len(key_words(text, language)) < self.min_words:
-            return None, False
-        return self.release(), True
-
-    def final(self, text: str, language: str) -> float | None:
-        """The held onset to tell the machine before this final, or None (not held, or not a request)."""
-        if self.held is None:
-            return None
-        onset = self.release()
-        words = key_words(text, language)
-        if len(words) >= self.min_words or len(content_words(text, language)) > self.min_words:
-            return onset  # two key words, or a longer sentence the recogniser made out only as small words
-        names_intent = bool(words and self._score and self._score(text) >= self.intent_score)
-        return onset if names_intent or interrupts(words, language) else None
-
-    def release(self) -> float | None:
-        """The held onset (now told), or None."""
-        onset, self.held = self.held, None
-        return onset
-
-
 # --------------------------------------------------------------- composite
 
 
@@ -403,50 +302,30 @@ class TurnTaker:
                              learn_ms=s.echo_learn_ms)
         self.endpointer = Endpointer(s)
         self.early = EarlyEnd(s, intent_score)
-        self.barge = BargeInGate()
-        self.confirm = ConfirmGate(s.partial_min_words, s.confirm_intent_score, intent_score)
         self.echo_rejected = 0  # voiced frames the echo gate rejected (a metric)
         self._echo_only: deque[tuple[float, bool]] = deque(maxlen=64)  # (frame start, the echo explains it)
 
-    def listen(self, end_silence_ms: int, max_speech_ms: int, barge_in: BargeIn) -> None:
+    def listen(self, end_silence_ms: int, max_speech_ms: int) -> None:
         """Apply a node's listening parameters (from the dialog machine's Listen command)."""
         self.endpointer.end_silence_s = end_silence_ms / 1000
         self.endpointer.max_speech_s = max_speech_ms / 1000
-        self.barge.policy = barge_in
-
-    def set_barge_in(self, barge_in: BargeIn) -> None:
-        """The barge-in policy of the prompt about to play (OFF for nodes that do not listen)."""
-        self.barge.policy = barge_in
-
-    def bot_started(self, at: float) -> None:
-        """The bot's prompt is being heard from ``at``."""
-        self.barge.bot_started(at)
-
-    def bot_stopped(self) -> None:
-        """The bot stopped talking (end of prompt, stop or pause)."""
-        self.barge.bot_stopped()
 
     def bot_frame(self, energy_dbfs: float, at: float) -> None:
         """The bot sent a frame of this loudness at ``at`` (for echo gating)."""
         self.echo.bot_frame(energy_dbfs, at)
 
-    def speech_started(self, at: float, prompt_on: bool) -> bool:
-        """A turn started at ``at`` (``prompt_on``: a prompt is playing or paused); True: tell the machine now.
-
-        Over a prompt that barge-in can stop on words (``min_words`` > 0) the onset is held (:class:`ConfirmGate`).
-        """
-        policy = self.barge.policy
-        return self.confirm.start(at, prompt_on and policy.mode is not BargeInMode.OFF and policy.min_words > 0)
-
-    def partial(self, text: str, at: float, language: str, prompt_on: bool) -> tuple[float | None, bool]:
-        """A partial of the current turn at ``at``: (held onset to tell the machine first, or None; forward it?)."""
+    def partial(self, text: str, at: float, language: str) -> None:
+        """A partial of the current turn at ``at`` (it sets the end silence)."""
         if self.endpointer.in_speech:
             self.early.partial(text, at, language)
-        return self.confirm.partial(text, language, prompt_on)
 
     def echo_only(self, at: float) -> bool:
         """True when the caller frame that started at ``at`` (one of the last 64) held nothing but the bot's echo."""
         return any(abs(t - at) < 1e-6 and echo for t, echo in reversed(self._echo_only))
+
+    def voiced_for(self, at: float) -> float:
+        """Seconds of the caller's current turn at ``at`` (0 when silent)."""
+        return self.endpointer.voiced_for(at)
 
     def caller_frame(self, speech_prob: float, energy_dbfs: float, at: float, duration_s: float) -> list[TurnEvent]:
         """One caller frame: its VAD probability, loudness, start time (s) and length (s)."""
@@ -456,16 +335,11 @@ class TurnTaker:
         if echo and voiced:
             voiced = False
             self.echo_rejected += 1
-        events: list[TurnEvent] = []
         end_silence = self.early.end_silence(self.endpointer.end_silence_s, at + duration_s)
         change = self.endpointer.frame(voiced, at, duration_s, end_silence)
-        if change is not None:
-            events.append(change)
-            self.early.reset()
-            self.barge.new_turn()
-            if isinstance(change, SpeechStart):
-                self.echo.discard_recent()
-        pause = self.barge.check(self.endpointer.voiced_for(at + duration_s), at + duration_s)
-        if pause is not None:
-            events.append(pause)
-        return events
+        if change is None:
+            return []
+        self.early.reset()
+        if isinstance(change, SpeechStart):
+            self.echo.discard_recent()
+        return [change]

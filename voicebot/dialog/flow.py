@@ -42,12 +42,15 @@ class BargeInAction(StrEnum):
 
 @dataclass(frozen=True)
 class BargeIn:
-    """A node's barge-in policy. Defaults: on, 100 ms of speech pauses the bot, 1 word (not a backchannel) stops it."""
+    """A node's barge-in policy (:mod:`voicebot.dialog.interruption` applies it).
+
+    Defaults: on, 80 ms of speech pauses the bot, 2 key words (not backchannels, fillers or function words) stop it.
+    """
 
     mode: BargeInMode = BargeInMode.ON
     protect_ms: int = 0
     min_speech_ms: int = 80
-    min_words: int = 1
+    min_words: int = 2
     action: BargeInAction = BargeInAction.ANSWER
 
 

@@ -10,11 +10,12 @@ Rules (the whole contract, in the order the code applies them):
    each notification at most once per call), then says its prompt. A node that
    listens sends :class:`Listen` at entry, so barge-in can be heard, and arms
    its no-input timer when its prompt has finished.
-3. While a prompt plays, caller speech interrupts it only under the node's
-   barge-in policy: never when ``off``; not before ``protect_ms`` has passed
-   since the prompt started when ``protected``; and only once the speech has
-   lasted ``min_speech_ms`` and partial transcripts hold ``min_words`` words.
-   Only nodes that listen can be interrupted. DTMF always interrupts.
+3. While a prompt plays, caller speech stops it only as the interruption
+   policy (:mod:`voicebot.dialog.interruption`) rules: never when ``off``; not
+   before ``protect_ms`` has passed since the prompt's first audio when
+   ``protected``; and only once the speech has lasted ``min_speech_ms`` and its
+   words confirm it (``min_words`` key words in a partial, or a final that is a
+   request). Only nodes that listen can be interrupted. DTMF always interrupts.
    What was said over a prompt that could not be interrupted is ignored.
 4. A final transcript is matched against the node's intents and the global
    intents together; the best score wins (the node's own on a tie). Slots in
@@ -38,9 +39,9 @@ from enum import StrEnum
 from typing import Any
 
 from voicebot.dialog import events as ev
-from voicebot.dialog.backchannel import content_words
 from voicebot.dialog.flow import LEVELS, REPEAT, RETURN, BargeInAction, BargeInMode, Flow, Node, Say, Utterance
 from voicebot.dialog.intents import IntentMatch, IntentMatcher, IntentSpec
+from voicebot.dialog.interruption import final_confirms, interruptible, partial_confirms
 from voicebot.dialog.outcome import Outcome, PromptRecord, Turn
 from voicebot.dialog.slots import extract_slot
 
@@ -74,7 +75,7 @@ class _Playing:
     play_id: int
     started_at: float | None = None
     barge_candidate_at: float | None = None  # caller speech onset while this plays
-    partial_words: int = 0
+    confirmed: bool = False  # the caller's words make that speech an interruption
 
 
 class DialogMachine:
@@ -371,13 +372,7 @@ class DialogMachine:
         node, playing = self.node, self._playing
         if node is None or playing is None or self.phase is not Phase.LISTENING:
             return False
-        policy = node.barge_in
-        if policy.mode is BargeInMode.OFF:
-            return False
-        if policy.mode is BargeInMode.PROTECTED:
-            started = playing.started_at if playing.started_at is not None else now
-            return now - started >= policy.protect_ms / 1000
-        return True
+        return interruptible(node.barge_in, playing.started_at, now)
 
     def _check_barge_in(self) -> None:
         """Interrupt the prompt if the caller's speech now meets the node's policy."""
@@ -388,7 +383,7 @@ class DialogMachine:
             return
         policy = node.barge_in
         spoke_long_enough = self._now - playing.barge_candidate_at >= policy.min_speech_ms / 1000 - 1e-9
-        if spoke_long_enough and playing.partial_words >= policy.min_words:
+        if spoke_long_enough and playing.confirmed:
             self._barged = True
             self._stop_playing()
 
@@ -399,9 +394,9 @@ class DialogMachine:
         if self._playing is None:
             self._cancel("no_input")
             return
-        self._playing.barge_candidate_at = event.at
-        self._playing.partial_words = 0
         policy = self.node.barge_in
+        self._playing.barge_candidate_at = event.at
+        self._playing.confirmed = policy.min_words <= 0
         if policy.mode is not BargeInMode.OFF:
             self._arm("barge_in", policy.min_speech_ms / 1000)
             self._check_barge_in()
@@ -415,7 +410,8 @@ class DialogMachine:
             return
         if not event.final:
             if self._playing is not None and self._playing.barge_candidate_at is not None:
-                self._playing.partial_words = len(content_words(event.text, self.flow.language))
+                confirms = partial_confirms(self.node.barge_in, event.text, self.flow.language)
+                self._playing.confirmed = self._playing.confirmed or confirms
                 self._check_barge_in()
             return
         self._on_final(event)
@@ -425,7 +421,8 @@ class DialogMachine:
         assert node is not None
         self._speech_since = None
         if self._playing is not None:
-            self._playing.partial_words = max(self._playing.partial_words, len(content_words(event.text, self.flow.language)))
+            self._playing.confirmed = self._playing.confirmed or final_confirms(
+                node.barge_in, event.text, self.flow.language, self._intent_score)
             self._playing.barge_candidate_at = self._playing.barge_candidate_at or event.at
             self._check_barge_in()
             if self._playing is not None:  # could not interrupt: what was said is ignored
@@ -445,6 +442,10 @@ class DialogMachine:
             self._say_and_listen(node, node.say)
             return
         self._take_turn(node, event, barged)
+
+    def _intent_score(self, text: str) -> float:
+        best = self.matcher.best(text, None, 0.0)
+        return best.score if best else 0.0
 
     def _take_turn(self, node: Node, event: ev.Transcript, barged: bool) -> None:
         for slot, slot_type in node.capture.items():

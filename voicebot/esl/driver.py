@@ -6,10 +6,13 @@ Rules:
    answer has completed: :class:`~voicebot.esl.connection.OutboundCall` refuses),
    moves UDP frames and ESL events between FreeSWITCH and the session thread,
    and hangs up when the dialog ends.
-2. Everything CPU-heavy (VAD, ASR, dialog, TTS) runs in the call's own native
-   thread (:class:`SessionThread`), never on the gevent hub. The thread keeps at
-   most two bot frames (40 ms) queued ahead of the media clock, so a barge-in
-   silences the bot at the caller's ear within about two frames.
+2. Everything CPU-heavy (VAD, ASR, dialog) runs in the call's own native
+   thread (:class:`SessionThread`), never on the gevent hub; synthesis runs in
+   the call's synthesis worker thread (:class:`~voicebot.synthesis.ThreadedSynthesis`),
+   so the session thread never waits for a voice. The thread keeps at most two
+   bot frames (40 ms) queued ahead of the media clock, so a barge-in silences
+   the bot at the caller's ear within about two frames; the media clock wakes
+   it for every slot it takes, so bot audio never depends on caller frames.
 3. Any failure ends this call only: it is logged with the call id, the call is
    hung up, and its record is still written.
 4. A hang-up at any moment releases the UDP ports, the thread and the streams.
@@ -43,6 +46,7 @@ from voicebot.esl.protocol import EslEvent
 from voicebot.esl.stall import stall_evidence, watch_stall
 from voicebot.esl.unicast import PortPool, UnicastMedia
 from voicebot.logs import get_logger
+from voicebot.synthesis import ThreadedSynthesis
 
 if TYPE_CHECKING:
     from voicebot.esl.handoff import CallHandoff
@@ -80,7 +84,8 @@ class SessionThread:
     muted: bool = False  # an agent talks to the caller through eavesdrop: send silence, keep the stream going
 
     def start(self) -> None:
-        """Start the session (t = 0 now) in its thread."""
+        """Start the session (t = 0 now) in its thread; its prompts are synthesized by a worker thread."""
+        self.session.synthesis = ThreadedSynthesis(self.session.speaker, post=self.call_soon)
         self.started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="voicebot-call", daemon=True)
         self._stop = False
@@ -106,16 +111,24 @@ class SessionThread:
         """An agent event (AgentReady, AgentTookOver...) for the dialog."""
         self.inbox.put_nowait(("agent", event))
 
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the session's thread (from any thread; never blocks)."""
+        self.inbox.put_nowait(("call", fn))
+
     def mute(self, on: bool) -> None:
         """Silence the bot's frames from this very frame on (``on``), or let them through again."""
         self.muted = on
 
     def next_bot_frame(self, _: float) -> bytes | None:
-        """For the media clock: the next bot frame, or None (silence) when none is ready or muted."""
+        """For the media clock: the next bot frame, or None (silence) when none is ready or muted.
+
+        Each slot taken wakes the session thread to refill the outbox (bot audio is paced by this clock).
+        """
         try:
             frame = self.outbox.popleft()
         except IndexError:
             frame = None
+        self.inbox.put_nowait(("slot",))
         sent = None if self.muted else frame
         self.bot_track.append(np.frombuffer(sent, np.int16) if sent is not None else self._silence())
         return sent
@@ -128,6 +141,7 @@ class SessionThread:
         self._stop = True
         self.inbox.put_nowait(("stop",))
         self._thread.join(timeout)
+        self.session.close()
         return not self._thread.is_alive()
 
     @property
@@ -140,7 +154,7 @@ class SessionThread:
             self.session.start(0.0, self.variables)
             next_bot = 0.0
             while not self._stop and not self.session.ended:
-                self._drain(timeout=3 * self.frame_s)  # caller frames come every frame_s: wake on them, not on a timer
+                self._drain(timeout=3 * self.frame_s)  # woken by each send slot taken, caller frames, answers
                 next_bot = self._produce(next_bot)
             if not self.session.ended:  # stopped early: a hang-up queued before the stop still reaches the dialog
                 self._drain(timeout=0.0)
@@ -167,6 +181,8 @@ class SessionThread:
             self.session.hang_up(item[2], item[1])
         elif kind == "agent":
             self.session.agent_event(item[1])
+        elif kind == "call":
+            item[1]()
 
     def _produce(self, next_bot: float) -> float:
         """Fill the outbox up to the media clock plus what may be queued ahead."""

@@ -77,7 +77,9 @@ def _run(pipeline: Pipeline, script: CallerScript, args: argparse.Namespace, var
 def print_live(entry: dict[str, Any]) -> None:
     kind, t = entry["kind"], f"[{entry['t']:7.2f}s]"
     if kind == "play":
-        note = "" if entry.get("cached") else f"  (synthesized: first audio after {entry['tts_first_ms']} ms)"
+        first = entry.get("tts_first_ms")
+        note = "" if entry.get("cached") else "  (stopped before its audio was ready)" if first is None \
+            else f"  (synthesized: first audio after {first} ms)"
         print(f"{t} BOT     {entry['text']}{note}", flush=True)
     elif kind == "final" and entry["text"]:
         print(f"{t} CALLER  {entry['text']}   (ASR final {entry['compute_ms']} ms)", flush=True)
