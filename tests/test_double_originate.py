@@ -160,4 +160,4 @@ def test_voicebot_call_refuses_a_variable_no_originate_can_carry_before_loading_
 
     config = engine_config(1, tmp_path, (42470, 42479))
     status, summary = place_test_call(config, "loopback/7001/voicebot", {"plan": "gold,silver"}, lambda entry: None)
-    assert status == 1 and summary == "voicebot call: call variable 'vb_var_plan' holds ',', which an originate cannot carry"
+    assert status == 2 and summary == "voicebot call: call variable 'vb_var_plan' holds ',', which an originate cannot carry"
