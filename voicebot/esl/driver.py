@@ -190,7 +190,8 @@ class SessionThread:
         next_bot = max(next_bot, now - self.frame_s)
         while next_bot <= now + self.frame_s and len(self.outbox) < BOT_FRAMES_AHEAD:
             frame = self.session.bot_frame(next_bot)
-            self.outbox.append(frame.tobytes() if frame is not None else None)
+            if frame is not None or self.outbox:  # silence is not queued ahead of audio: a reply's first frame
+                self.outbox.append(frame.tobytes() if frame is not None else None)  # goes out at the next slot
             next_bot += self.frame_s
         return next_bot
 
