@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -21,21 +22,26 @@ import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import gevent
 import numpy as np
 import pytest
 
+from tests import test_records
 from tests.engine_support import PASSWORD, engine_config, running_engine
+from tests.test_records import PgServer
 from voicebot.call import CallSession
 from voicebot.engine import Engine
 from voicebot.esl import driver
 from voicebot.esl.double import ArrayAudio, FreeSwitchDouble
+from voicebot.records import store as store_module
 from voicebot.records.model import CallRecord
 from voicebot.records.store import open_store
 
 MAX_GAP_S = 0.5  # the bot's packets at another call's ear: the old hub stalls were 1 s (stuck thread) and 5 s (database)
 GREETING_FRAMES = 150  # 3 s of the greeting heard before the fault
+pg_server = test_records.pg_server  # the session's PostgreSQL server (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -272,3 +278,95 @@ def test_the_recording_streams_to_disk_as_the_call_goes(fs: FreeSwitchDouble, en
     assert so_far >= 3 * 8000, f"{so_far / 8000:.2f} s on disk after 5 s of call"
     hang_up_and_wait(fs, engine, uuid)
     assert_complete(saved(engine, uuid))
+
+
+class Blackhole:
+    """A TCP relay to PostgreSQL that can go dark: while down it drops every relayed connection and accepts new
+    ones without ever answering, so a client waits out its whole connect timeout (5 s for the records store)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target, self.up = target, True
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, name="blackhole", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.conns.append(client)
+            if self.up:
+                server = socket.create_connection(self.target)
+                self.conns.append(server)
+                for a, b in ((client, server), (server, client)):
+                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            s.close()
+
+    def go_down(self) -> None:
+        self.up = False
+        for conn in self.conns:
+            conn.close()
+        self.conns.clear()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.go_down()
+
+
+def test_a_postgres_outage_delays_records_never_media(fs: FreeSwitchDouble, engine: Engine, tmp_path: Path,
+                                                      pg_server: PgServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 5: with PostgreSQL unreachable (connects hang for their 5 s timeout) the hang-up's save froze every
+    call's media; now records wait in the spool and land when the database is back."""
+    url = urlsplit(pg_server.require())
+    schema = "t_" + os.urandom(6).hex()
+    import psycopg
+
+    with psycopg.connect(urlunsplit(url), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    relay = Blackhole((url.hostname or "127.0.0.1", url.port or 5432))
+    netloc = url.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{relay.port}" if "@" in url.netloc else f"127.0.0.1:{relay.port}"
+    query = (url.query + "&" if url.query else "") + f"options=-csearch_path%3D{schema}"
+    monkeypatch.setenv(store_module.SPOOL_ENV, str(tmp_path / "spool"))
+    relayed = urlunsplit(url._replace(netloc=netloc, query=query))
+    config = engine_config(fs.inbound_port, tmp_path, (44300, 44399), records_db=relayed)
+    eng = Engine(config)
+    eng.pipelines = engine.pipelines
+    try:
+        eng.load()
+        eng.start()
+        assert eng.inbound.wait_up(10)
+        first, victim = place(fs, eng), place(fs, eng)
+        greeting_heard(fs, victim)
+        relay.go_down()
+        other = place(fs, eng)
+        fs.hangup(first)  # its save finds the connection dead (fast), and the store waits retry_after_s (5 s)
+        wait(lambda: eng.metrics.active_calls == 2 and eng.store.pending() >= 1, 15, "the first record is spooled")
+        failed_at = time.monotonic()
+        wait(lambda: time.monotonic() - failed_at > 6, 10, "the store's retry_after_s")
+        hung_at = time.monotonic()
+        fs.hangup(victim)  # its save reconnects: the connect hangs for its whole 5 s timeout
+        wait(lambda: eng.metrics.active_calls == 1 and eng.store.pending() >= 2, 15, "the victim's record is spooled")
+        wait(lambda: time.monotonic() - hung_at > 6, 15, "the reconnect times out")  # the hub turns meanwhile
+        assert max_gap_s(fs, other, hung_at, time.monotonic()) < MAX_GAP_S
+        relay.up = True
+        assert_complete(saved(eng, victim, timeout=30))
+        assert_complete(saved(eng, first))
+        hang_up_and_wait(fs, eng, other)
+        assert_complete(saved(eng, other, timeout=30))
+    finally:
+        eng.shutdown()
+        relay.close()
+        with psycopg.connect(urlunsplit(url), autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")

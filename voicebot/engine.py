@@ -53,6 +53,7 @@ from voicebot.handoff.agents import AgentPool
 from voicebot.handoff.setup import agent_voices, handoff_group, make_screenpop
 from voicebot.handoff.whisper import whisper_text, write_whisper
 from voicebot.logs import get_logger
+from voicebot.memory import MemoryTrimmer
 from voicebot.metrics import Metrics
 from voicebot.pipeline import Pipeline, PipelineConfig, load_pipeline
 from voicebot.records.model import CallRecord, record_from_call
@@ -105,7 +106,8 @@ class Engine:
             audio, _ = self._pipeline(self.flows[""], 8000).cache.render(cfg.busy_prompt, 8000)
             self.busy_prompt = BusyPrompt.render(audio, 8000)
         self.store: RecordStore = open_store(cfg.records_db)
-        self.records = RecordWriter(self.store)
+        self.trimmer = MemoryTrimmer()  # an ended call's memory goes back to the system (on the writer's thread)
+        self.records = RecordWriter(self.store, when_idle=self.trimmer.trim)
         self.pool = PortPool(*cfg.media_ports)
         self.log = get_logger("engine")
 
@@ -140,10 +142,11 @@ class Engine:
         else:
             cfg = self.config
             options: dict[str, object] = {} if cfg.vad == "silero" else {"aggressiveness": cfg.vad_aggressiveness}
+            asr = AsrConfig(cfg.asr_backend, cfg.asr_model, flow.language, cfg.asr_offscript_rejection)
+            loaded = next((p.asr for p in list(self.pipelines.values()) if p.config.asr == asr), None)  # any rate
             pipeline = load_pipeline(flow, PipelineConfig(
-                rate=rate, vad=cfg.vad, vad_options=options,
-                asr=AsrConfig(cfg.asr_backend, cfg.asr_model, flow.language, cfg.asr_offscript_rejection),
-                voice_pack=cfg.voice_pack, cache_dir=cfg.cache_dir / "prompts"), progress=rendered)
+                rate=rate, vad=cfg.vad, vad_options=options, asr=asr,
+                voice_pack=cfg.voice_pack, cache_dir=cfg.cache_dir / "prompts"), progress=rendered, asr=loaded)
         warm_pipeline(pipeline)
         self.pipelines[key] = pipeline
         progress(f"loaded {what} in {time.perf_counter() - started:.1f} s")
@@ -227,6 +230,7 @@ class Engine:
                     self.inbound.uuid_kill(data.uuid, "NORMAL_TEMPORARY_FAILURE", timeout=1.0)
             self.metrics.call_ended()
             self._write_record(flow, result, call_id)
+            self.records.submit(self.trimmer.maybe)
 
     def _voice_agent(self, flow: Flow) -> tuple[str, Path | None]:
         """The agent this call will most likely reach, and their voice: the bot speaks as they do."""

@@ -89,15 +89,19 @@ def default_pack(language: str) -> VoicePack:
     return VoicePack(root=Path.cwd() / ".voicebot-default-pack", name="default", language=language)
 
 
-def load_pipeline(flow: Flow, config: PipelineConfig | None = None, progress: RenderProgress | None = None) -> Pipeline:
-    """Load and warm every model for ``flow`` and render its static prompts (``progress``: see ``render_flow``)."""
+def load_pipeline(flow: Flow, config: PipelineConfig | None = None, progress: RenderProgress | None = None, *,
+                  asr: AsrModel | None = None) -> Pipeline:
+    """Load and warm every model for ``flow`` and render its static prompts (``progress``: see ``render_flow``).
+
+    ``asr``: a recogniser already loaded with the same :class:`AsrConfig` (it serves any rate), shared, not reloaded.
+    """
     config = config or PipelineConfig()
     started = time.perf_counter()
     pack = load_pack(config.voice_pack) if config.voice_pack else default_pack(flow.language)
     cache = PromptCache(pack, config.cache_dir)
     report = cache.render_flow(flow, config.rate, progress)
     vad = make_vad(config.vad, **dict(config.vad_options))
-    asr = load_asr(config.asr)
+    asr = asr or load_asr(config.asr)
     _warm(asr, config.rate)
     return Pipeline(flow, config, build_matcher(flow), vad, asr, cache, report, time.perf_counter() - started)
 

@@ -20,17 +20,20 @@ from voicebot.logs import get_logger
 from voicebot.records.store import SpooledStore
 
 RETRY_S = 1.0  # while records wait in the spool (database down), retry them this often (s)
+IDLE_S = 1.0  # ``when_idle`` runs once the writer has had no job for this long after one (s)
 
-Job = Callable[[], None]
+Job = Callable[[], object]  # its result is ignored
 log = get_logger("records.writer")
 
 
 class RecordWriter:
     """Runs storage jobs in order on its own thread; ``submit`` never blocks."""
 
-    def __init__(self, store: SpooledStore, *, retry_s: float = RETRY_S) -> None:
+    def __init__(self, store: SpooledStore, *, retry_s: float = RETRY_S, when_idle: Job | None = None) -> None:
         self.store = store
         self.retry_s = retry_s
+        self.when_idle = when_idle  # e.g. give the ended calls' memory back, once the hang-ups have settled
+        self._idle_due = False
         self.submitted = 0
         self.done = 0  # jobs finished (ran or failed)
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -64,23 +67,29 @@ class RecordWriter:
 
     def _run(self) -> None:
         while True:
+            timeout = self.retry_s if self._waiting else IDLE_S if self._idle_due else None
             try:
-                job = self._jobs.get(timeout=self.retry_s) if self._waiting else self._jobs.get()
+                job = self._jobs.get(timeout=timeout)
             except queue.Empty:
                 self._retry()
+                if self._idle_due and self.when_idle is not None:
+                    self._idle_due = False
+                    self._do(self.when_idle, counted=False)
                 continue
             if job is None:
                 self._retry()
                 return
             self._do(job)
+            self._idle_due = True
 
-    def _do(self, job: Job) -> None:
+    def _do(self, job: Job, *, counted: bool = True) -> None:
         try:
             job()
         except Exception as exc:  # a job must never end the thread: the next call's record needs it
             log.error("records.job_failed", error=type(exc).__name__, detail=str(exc))
         finally:
-            self.done += 1
+            if counted:
+                self.done += 1
         self._waiting = self.store.pending() > 0
 
     def _retry(self) -> None:
