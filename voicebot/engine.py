@@ -281,6 +281,15 @@ class Engine:
             record = self._record(flow, result, call_id)
         self.records.submit(lambda: _store(self.store, record, recorder))
 
+    def flush_records(self, timeout_s: float = 10.0) -> bool:
+        """Wait (yielding to the hub) until the record writer has run every job queued so far; True if it did."""
+        deadline = time.monotonic() + timeout_s
+        while not self.records.idle:
+            if time.monotonic() > deadline:
+                return False
+            gevent.sleep(0.01)
+        return True
+
     def _record(self, flow: Flow, result: CallResult, call_id: str) -> CallRecord:
         data, worker = result.data, result.worker
         recorder = result.recorder
@@ -392,9 +401,9 @@ def place_test_call(config: EngineConfig, destination: str, variables: dict[str,
         engine.inbound.originate(f"{{{call_vars}}}{destination}",
                                  f"&socket({config.outbound_host}:{engine.server.port} async full)")
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and (engine.metrics.calls_total == 0 or engine.metrics.active_calls
-                                                or not engine.records.idle):
+        while time.monotonic() < deadline and (engine.metrics.calls_total == 0 or engine.metrics.active_calls):
             gevent.sleep(0.1)
+        engine.flush_records()
         record = engine.store.list(limit=1)
         if not record:
             return 1, "the call never reached the engine"

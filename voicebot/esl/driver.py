@@ -172,6 +172,16 @@ class SessionThread:
                 self._drain(timeout=0.0)
         except BaseException as err:  # one call's failure must not escape its thread
             self.error = err
+        finally:
+            self._close_asr()
+
+    def _close_asr(self) -> None:
+        """Give the call's recogniser back (its full-LM decoder returns to the model's pool; without this each call
+        built a new one, ~0.5 s holding the GIL, and its memory went back only when collected)."""
+        try:
+            self.session.asr.close()
+        except Exception as err:  # never hides the call's own error
+            get_logger("esl.call").warning("call.asr_close_failed", error=repr(err))
 
     def _drain(self, timeout: float) -> None:
         with contextlib.suppress(queue.Empty):
