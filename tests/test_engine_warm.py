@@ -17,6 +17,7 @@ import pytest
 
 from tests.engine_support import PASSWORD, engine_config, running_engine
 from voicebot import engine as engine_module
+from voicebot.asr.base import AsrModel
 from voicebot.dialog.flow import Flow
 from voicebot.dialog.loader import load_flow
 from voicebot.engine import PRELOAD_RATES, Engine, print_progress
@@ -106,10 +107,10 @@ def test_a_missing_rate_is_built_off_the_hub_while_other_calls_carry_on(fs: Free
     real = load_pipeline
     built: list[int] = []
 
-    def slow(flow: Flow, config: PipelineConfig, progress: Any = None) -> Pipeline:
+    def slow(flow: Flow, config: PipelineConfig, progress: Any = None, *, asr: AsrModel | None = None) -> Pipeline:
         built.append(config.rate)
         time.sleep(1.5)  # a slow disk or model: in the old code, 1.5 s without media for every call
-        return prebuilt if config.rate == 16000 else real(flow, config, progress)
+        return prebuilt if config.rate == 16000 else real(flow, config, progress, asr=asr)
 
     config = engine_config(fs.inbound_port, tmp_path, (44350, 44399))
     assert config.default_flow is not None
