@@ -15,6 +15,10 @@ traced MB, when ``--tracemalloc``). A leak shows as "after" growing round on
 round; memory that is held but bounded shows as "after" staying near the
 first round's peak.
 
+Each round also prints the bot's audio at the callers' ears: the longest gap
+between two of its packets over all calls (ms) and how many gaps were late (over
+ptime + 40 ms).
+
 ``--smoke``: 2 calls, 1 round of 4 s, 2 s settle (checks that the bench runs).
 """
 
@@ -79,8 +83,11 @@ def run_round(fs: DoubleHost, engine: Any, script: list[Step], args: argparse.Na
     def tick(first_hangup: bool) -> None:
         peak[0] = max(peak[0], memory_mb())
     hold_calls(fs, placed, args.duration_s, tick)
-    rows.append({"at": f"round {n}: peak", "rss_mb": round(peak[0], 1)})
-    print(f"{rows[-1]['at']:<24} rss {peak[0]:>8.1f} MB", flush=True)
+    gaps = [ear["gaps"] for ear in fs.report(placed).values()]
+    worst = max((g["max"] for g in gaps if g["max"] is not None), default=None)
+    late = sum(g["late"] for g in gaps)
+    rows.append({"at": f"round {n}: peak", "rss_mb": round(peak[0], 1), "max_gap_ms": worst, "late_gaps": late})
+    print(f"{rows[-1]['at']:<24} rss {peak[0]:>8.1f} MB   bot audio: max gap {worst} ms, {late} gaps late", flush=True)
     fsbench.wait_until(lambda: engine.metrics.active_calls == 0 and engine.records.idle, 60, "every call released")
     rows.append(sample(f"round {n}: calls ended", records=engine.metrics.calls_total, errors=engine.metrics.errors))
     if args.trim:
