@@ -95,6 +95,8 @@ def _session_loop(engine: Any) -> None:
             while not self._stop and not self.session.ended:
                 self._drain(timeout=3 * self.frame_s)
                 next_bot = self._produce(next_bot)
+                if self.recorder is not None and self.recorder.due():
+                    self.recorder.flush()  # the call's recording streams to disk (voicebot/records/recording.py)
             if not self.session.ended:
                 self._drain(timeout=0.0)
         except BaseException as err:

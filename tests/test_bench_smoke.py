@@ -93,3 +93,14 @@ def test_report_renders_the_numbers_the_benchmarks_wrote(results: dict[str, Any]
     assert f"| response_ear_ms | {ear['n']} | {ear['p50']:g} | {ear['p95']:g} |" in text
     assert f"**{results['capacity']['result']['max_sustained_calls']} concurrent calls**" in text
     assert results["latency"]["meta"]["machine"]["commit"] in text
+
+
+def test_soak_smoke_reports_rss_before_during_and_after(tmp_path: Path) -> None:
+    """``bench/soak.py --smoke``: one round of 2 calls; RSS when loaded, at its peak, when the calls ended, later."""
+    out = run_bench("soak.py", "--smoke", "--json", str(tmp_path / "soak.json"))
+    rows = {row["at"]: row for row in json.loads((tmp_path / "soak.json").read_text())["rows"]}
+    assert list(rows) == ["loaded", "round 1: before", "round 1: peak", "round 1: calls ended", "round 1: +2 s"], rows
+    assert all(100 < row["rss_mb"] < 4000 for row in rows.values()), rows
+    assert rows["round 1: peak"]["rss_mb"] >= rows["round 1: before"]["rss_mb"]
+    assert rows["round 1: calls ended"]["records"] == 2 and rows["round 1: calls ended"]["errors"] == 0
+    assert "records saved: 2 of 2 calls" in out.stdout

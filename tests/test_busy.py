@@ -71,6 +71,7 @@ def test_a_call_over_the_limit_hears_the_busy_prompt_and_the_first_call_goes_on(
     fs.press(first, "2")  # the first call still converses: wrong person, goodbye
     fs.wait_for(lambda: fs.channel(first).hung_up, timeout=30, what="the first call ends normally")
     fs.wait_for(lambda: engine.metrics.active_calls == 0, timeout=5, what="the first call is released")
+    assert engine.flush_records(), "the record writer saved the records"
     record = next(r for r in engine.store.list(limit=5) if r.call_id == first)
     assert record.disposition == "wrong_person"
     assert fs.channel(first).cause != "USER_BUSY"

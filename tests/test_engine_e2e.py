@@ -55,6 +55,7 @@ def test_a_call_converses_barges_in_and_is_recorded(fs: FreeSwitchDouble, engine
     heard = np.frombuffer(fs.channel(uuid).heard_audio(), dtype="<i2")
     assert np.abs(heard).max() > 3000, "the caller heard the bot"
     fs.wait_for(lambda: engine.metrics.active_calls == 0, timeout=5, what="the call is released")
+    assert engine.flush_records(), "the record writer saved the records"
     record = engine.store.list(limit=1)[0]
     assert record.call_id == uuid
     said = [(line.t, line.speaker, line.text) for line in record.transcript]
@@ -71,6 +72,7 @@ def test_dtmf_is_handled_and_the_http_endpoints_answer(fs: FreeSwitchDouble, eng
     fs.press(uuid, "2")
     fs.wait_for(lambda: fs.channel(uuid).hung_up, timeout=30, what="the bot says goodbye and hangs up")
     fs.wait_for(lambda: engine.metrics.active_calls == 0, timeout=5, what="the call is released")
+    assert engine.flush_records(), "the record writer saved the records"
     record = next(r for r in engine.store.list(limit=5) if r.call_id == uuid)
     assert record.disposition == "wrong_person"
     body = _http_get(engine.http.server_port, "/metrics")
@@ -84,6 +86,7 @@ def test_caller_hangs_up_mid_prompt_and_nothing_leaks(fs: FreeSwitchDouble, engi
     fs.wait_for(lambda: len(fs.channel(uuid).packets_heard()) > 25, timeout=10, what="the greeting plays")
     fs.hangup(uuid)
     fs.wait_for(lambda: engine.metrics.active_calls == 0, timeout=5, what="the call is released within 1 s")
+    assert engine.flush_records(), "the record writer saved the records"
     record = next(r for r in engine.store.list(limit=5) if r.call_id == uuid)
     assert record.disposition == "caller_hangup" and record.path[0] == "greet"
     gevent.sleep(0.2)

@@ -88,6 +88,7 @@ def test_fifty_calls_leak_nothing(fs: FreeSwitchDouble, engine: Engine) -> None:
     wait(lambda: live_greenlets() <= greenlets_before + 2, 10,
          f"live greenlets back to {greenlets_before} (+2), now {live_greenlets()}")
 
+    assert engine.flush_records(), "the record writer saved the records"
     records = {r.call_id: r for r in engine.store.list(limit=CALLS * 2)}
     assert len(records) == CALLS and set(records) == set(uuids)
     dispositions = [records[u].disposition for u in uuids]

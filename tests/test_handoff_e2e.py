@@ -113,6 +113,7 @@ def wait_listening(fs: FreeSwitchDouble, caller: str) -> Channel:
 def finished_record(fs: FreeSwitchDouble, engine: Engine, caller: str) -> CallRecord:
     fs.wait_for(lambda: fs.channel(caller).hung_up, timeout=30, what="the call ends")
     fs.wait_for(lambda: engine.metrics.active_calls == 0, timeout=5, what="the engine lets the call go")
+    assert engine.flush_records(), "the record writer saved the records"
     [record] = [r for r in engine.store.list(limit=20) if r.call_id == caller]
     return record
 

@@ -9,9 +9,16 @@ Rules:
 3. The inbound ESL connection reconnects by itself; while FreeSWITCH is down the
    engine runs on and ``/health`` says so.
 4. Every call's record is written when it ends, whatever ended it, and records
-   of calls cut off by a shutdown are written too.
+   of calls cut off by a shutdown are written too. The record is saved first,
+   then its recording closed, each step guarded; both run on the record
+   writer's thread (:class:`~voicebot.records.writer.RecordWriter`), never on
+   the hub, so a slow or absent database delays records, never media.
 5. Graceful shutdown: stop taking calls, let current ones finish up to the
-   deadline, then hang them up.
+   deadline, then hang them up; then the record writer drains its queue.
+6. Models for every rate a call can bring (``PRELOAD_RATES``) and every agent
+   voice are loaded, and each pipeline is warmed by a short silent session, before
+   the first call; a call at another rate builds its pipeline in a native thread
+   while it waits, and other calls carry on.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import contextlib
 import errno
 import signal
 import sys
+import threading
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
@@ -32,7 +40,6 @@ import gevent.event
 import gevent.pywsgi
 
 from voicebot.asr.registry import AsrConfig
-from voicebot.audio.wav import write_stereo_wav
 from voicebot.call import CallSession
 from voicebot.cli_errors import EXIT_ORIGINATE, EXIT_UNREACHABLE, PortInUse
 from voicebot.config import EngineConfig
@@ -49,14 +56,21 @@ from voicebot.handoff.agents import AgentPool
 from voicebot.handoff.setup import agent_voices, handoff_group
 from voicebot.handoff.whisper import whisper_text, write_whisper
 from voicebot.logs import get_logger
+from voicebot.memory import MemoryTrimmer
 from voicebot.metrics import Metrics
 from voicebot.notify.screenpop import make_screenpop
 from voicebot.pipeline import Pipeline, PipelineConfig, load_pipeline
-from voicebot.records.model import record_from_call
+from voicebot.records.model import CallRecord, record_from_call
+from voicebot.records.recording import StereoRecorder
 from voicebot.records.store import RecordStore, open_store
+from voicebot.records.writer import RecordWriter
+from voicebot.warmup import warm_pipeline
 
 SWITCH_INTERVAL_S = 0.001  # the GIL switch interval the engine runs with (s): see Engine.start
 SWITCH_PROBE_S = 1.0  # how long `api status` may take when a call's socket closed, before FreeSWITCH is taken for lost
+PRELOAD_RATES = (8000, 16000)  # Hz: narrowband (PCMU/PCMA) and wideband (L16@16k, G.722) calls find their models loaded
+RECORDS_DRAIN_S = 10.0  # at shutdown, how long the record writer may take to save what is queued (s)
+Progress = Callable[[str], None]  # one line of start-up progress (``voicebot serve`` prints it to stderr)
 
 
 @dataclass
@@ -70,9 +84,14 @@ class Engine:
     accepting: bool = True
     on_session: Callable[[CallSession], None] | None = None  # e.g. `voicebot call` shows the live transcript
 
-    def load(self) -> None:
-        """Load flows and models, render prompts, open the record store (rule 1)."""
+    def load(self, progress: Progress | None = None) -> None:
+        """Load flows and models, render prompts, warm every pipeline, open the record store (rules 1 and 6).
+
+        ``progress`` gets a line for each slow step (a model set loaded, prompts synthesized n/N).
+        """
         cfg = self.config
+        self._progress = progress or (lambda _: None)
+        self._building: dict[tuple[str, int, str], threading.Event] = {}
         paths = {"": cfg.default_flow, **cfg.flows_by_destination}
         for key, path in paths.items():
             if path is not None:
@@ -80,9 +99,10 @@ class Engine:
         if "" not in self.flows:
             raise ValueError("no default flow: set flows.default in the config")
         for flow in {id(f): f for f in self.flows.values()}.values():
-            self._pipeline(flow, 8000)
-            for voice in agent_voices(cfg.agents, flow):
-                self._pipeline(flow, 8000, voice)
+            for rate in PRELOAD_RATES:
+                self._pipeline(flow, rate)
+                for voice in agent_voices(cfg.agents, flow):
+                    self._pipeline(flow, rate, voice)
         self._check_groups()
         self.agents = AgentPool(cfg.agents, time.monotonic())
         self.screenpop = make_screenpop(cfg.handoff)
@@ -91,6 +111,8 @@ class Engine:
             audio, _ = self._pipeline(self.flows[""], 8000).cache.render(cfg.busy_prompt, 8000)
             self.busy_prompt = BusyPrompt.render(audio, 8000)
         self.store: RecordStore = open_store(cfg.records_db)
+        self.trimmer = MemoryTrimmer()  # an ended call's memory goes back to the system (on the writer's thread)
+        self.records = RecordWriter(self.store, when_idle=self.trimmer.trim)
         self.pool = PortPool(*cfg.media_ports)
         self.log = get_logger("engine")
 
@@ -107,17 +129,50 @@ class Engine:
                                  f"({', '.join(groups)})")
 
     def _pipeline(self, flow: Flow, rate: int, voice: Path | None = None) -> Pipeline:
-        """The flow's models at ``rate``, speaking in ``voice`` (an agent's pack; None: the configured one)."""
+        """The flow's models at ``rate``, speaking in ``voice`` (an agent's pack; None: the configured one), loaded
+        and warmed now if missing (blocks: from a call's greenlet use :meth:`_pipeline_off_hub`)."""
         key = (flow.id, rate, str(voice or ""))
-        if key not in self.pipelines and voice is not None:
-            self.pipelines[key] = self._pipeline(flow, rate).with_voice(voice)
-        if key not in self.pipelines:
+        if key in self.pipelines:
+            return self.pipelines[key]
+        progress = getattr(self, "_progress", None) or (lambda _: None)
+        what = f"flow {flow.id} at {rate} Hz" + (f", voice {voice.name}" if voice is not None else "")
+
+        def rendered(done: int, total: int, source: str) -> None:
+            if source == "synth":
+                progress(f"rendering prompts {done}/{total} ({what})")
+
+        started = time.perf_counter()
+        if voice is not None:
+            pipeline = self._pipeline(flow, rate).with_voice(voice, progress=rendered)
+        else:
             cfg = self.config
             options: dict[str, object] = {} if cfg.vad == "silero" else {"aggressiveness": cfg.vad_aggressiveness}
-            self.pipelines[key] = load_pipeline(flow, PipelineConfig(
-                rate=rate, vad=cfg.vad, vad_options=options,
-                asr=AsrConfig(cfg.asr_backend, cfg.asr_model, flow.language, cfg.asr_offscript_rejection),
-                voice_pack=cfg.voice_pack, cache_dir=cfg.cache_dir / "prompts"))
+            asr = AsrConfig(cfg.asr_backend, cfg.asr_model, flow.language, cfg.asr_offscript_rejection)
+            loaded = next((p.asr for p in list(self.pipelines.values()) if p.config.asr == asr), None)  # any rate
+            pipeline = load_pipeline(flow, PipelineConfig(
+                rate=rate, vad=cfg.vad, vad_options=options, asr=asr,
+                voice_pack=cfg.voice_pack, cache_dir=cfg.cache_dir / "prompts"), progress=rendered, asr=loaded)
+        warm_pipeline(pipeline)
+        self.pipelines[key] = pipeline
+        progress(f"loaded {what} in {time.perf_counter() - started:.1f} s")
+        return pipeline
+
+    def _pipeline_off_hub(self, flow: Flow, rate: int, voice: Path | None = None) -> Pipeline:
+        """:meth:`_pipeline` for a call's greenlet: a missing pipeline is built in gevent's threadpool (one build per
+        key; other calls waiting for the same key wait on it) while the hub serves every other call."""
+        key = (flow.id, rate, str(voice or ""))
+        while key not in self.pipelines:
+            building = self._building.get(key)
+            if building is not None:
+                gevent.get_hub().threadpool.spawn(building.wait, 1.0).get()
+                continue
+            self._building[key] = threading.Event()
+            self.log.warning("engine.pipeline_missing", flow=flow.id, rate=rate, detail="built off the hub for this call")
+            try:
+                built: Pipeline = gevent.get_hub().threadpool.spawn(self._pipeline, flow, rate, voice).get()
+                return built
+            finally:
+                self._building.pop(key).set()
         return self.pipelines[key]
 
     def flow_for(self, destination: str) -> Flow:
@@ -167,12 +222,14 @@ class Engine:
             return
         flow = self.flow_for(data.callee)
         self.metrics.call_started()
-        result = CallResult(data, None, time.time(), None)
+        result = CallResult(data, None, time.time(), None)  # drive_call fills it as the call goes, even if it raises
+        call_id = data.uuid or str(uuidlib.uuid4())
         try:
             prefer, voice = self._voice_agent(flow)
             handoff = self._handoff_factory(data.uuid, prefer) if self.config.agents.groups else None
-            result = drive_call(call, data, lambda rate: self._session(flow, rate, voice), self.pool,
-                                media_ip=self.config.media_ip, handoff=handoff, switch_alive=self._switch_alive)
+            drive_call(call, data, lambda rate: self._session(flow, rate, voice), self.pool,
+                       media_ip=self.config.media_ip, handoff=handoff, result=result,
+                       recording=self.config.recordings_dir / f"{call_id}.wav", switch_alive=self._switch_alive)
             if result.worker is not None and result.worker.error is not None:  # the session's thread failed
                 result.error = repr(result.worker.error)
                 self.metrics.errors += 1
@@ -186,7 +243,8 @@ class Engine:
                 with contextlib.suppress(EslFailure):
                     self.inbound.uuid_kill(data.uuid, "NORMAL_TEMPORARY_FAILURE", timeout=1.0)
             self.metrics.call_ended()
-            self._write_record(flow, result)
+            self._write_record(flow, result, call_id)
+            self.records.submit(self.trimmer.maybe)
 
     def _switch_alive(self) -> bool:
         """Is FreeSWITCH there? (``api status`` over the inbound connection; a crash closes that one too)."""
@@ -217,7 +275,7 @@ class Engine:
         return write_whisper(self._pipeline(flow, 8000).cache.render_dynamic, text, path, 8000)
 
     def _session(self, flow: Flow, rate: int, voice: Path | None = None) -> CallSession:
-        session = self._pipeline(flow, rate, voice).session()
+        session = self._pipeline_off_hub(flow, rate, voice).session()
         if self.on_session is not None:
             self.on_session(session)
         return session
@@ -233,16 +291,30 @@ class Engine:
         else:
             call.hangup_quietly("USER_BUSY")
 
-    def _write_record(self, flow: Flow, result: CallResult) -> None:
-        """Rule 4: a record for every call, the recording beside it."""
+    def _write_record(self, flow: Flow, result: CallResult, call_id: str) -> None:
+        """Rule 4: a record for every call (built here, from state that no longer changes), then saved and its
+        recording closed on the record writer's thread."""
+        recorder = result.recorder
+        try:
+            record = self._record(flow, result, call_id)
+        except Exception as exc:  # never lose the call: a record of what is certain, with the error
+            self.log.error("record.build_failed", call=call_id, error=repr(exc))
+            result.worker, result.error = None, result.error or repr(exc)
+            record = self._record(flow, result, call_id)
+        self.records.submit(lambda: _store(self.store, record, recorder))
+
+    def flush_records(self, timeout_s: float = 10.0) -> bool:
+        """Wait (yielding to the hub) until the record writer has run every job queued so far; True if it did."""
+        deadline = time.monotonic() + timeout_s
+        while not self.records.idle:
+            if time.monotonic() > deadline:
+                return False
+            gevent.sleep(0.01)
+        return True
+
+    def _record(self, flow: Flow, result: CallResult, call_id: str) -> CallRecord:
         data, worker = result.data, result.worker
-        call_id = data.uuid if data and data.uuid else str(uuidlib.uuid4())
-        recording = ""
-        if worker is not None and worker.caller_track:
-            path = self.config.recordings_dir / f"{call_id}.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_stereo_wav(path, _join(worker.caller_track), _join(worker.bot_track), worker.session.settings.rate)
-            recording = str(path)
+        recorder = result.recorder
         session = worker.session if worker else None
         if session is not None:
             for turn in session.timeline.turns():
@@ -251,13 +323,13 @@ class Engine:
             for barge in session.timeline.barge_ins():
                 self.metrics.barge_in_ms.observe(barge["reaction_ms"])
         outcome = session.machine.outcome if session else Outcome(disposition="not_answered")
-        record = record_from_call(call_id, outcome, session.timeline if session else None, flow_id=flow.id,
-                                  caller=data.caller if data else "", callee=data.callee if data else "",
-                                  started_wall=result.started_wall, answered_wall=result.answered_wall,
-                                  ended_wall=time.time(), recording_path=recording, flow_version=flow.version,
-                                  hangup_cause=result.hangup_cause or result.error,
-                                  extras=_extras(result), handoff=result.handoff)
-        self.store.save(record)
+        return record_from_call(call_id, outcome, session.timeline if session else None, flow_id=flow.id,
+                                caller=data.caller if data else "", callee=data.callee if data else "",
+                                started_wall=result.started_wall, answered_wall=result.answered_wall,
+                                ended_wall=time.time(),
+                                recording_path=str(recorder.path) if recorder is not None and recorder.has_audio else "",
+                                flow_version=flow.version, hangup_cause=result.hangup_cause or result.error,
+                                extras=_extras(result), handoff=result.handoff)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -293,7 +365,7 @@ class Engine:
         self.inbound.stop()
         if self.screenpop is not None:
             self.screenpop.close(timeout=2.0)
-        self.store.close()
+        self.records.close(RECORDS_DRAIN_S)
         self.log.info("engine.stopped")
 
     def serve_forever(self) -> None:
@@ -322,19 +394,30 @@ def _extras(result: CallResult) -> dict[str, Any] | None:
         extras["error"] = result.error
     if result.handoff.get("agent_id"):
         extras["agent"] = result.handoff["agent_id"]
+    if result.thread_stuck:
+        extras["thread_stuck"] = True
     return extras or None
 
 
-def _join(chunks: list[Any]) -> Any:
-    import numpy as np
+def _store(store: RecordStore, record: CallRecord, recorder: StereoRecorder | None) -> None:
+    """(The record writer's thread) the record first, then the recording's last frames and header."""
+    try:
+        store.save(record)  # never raises: the record is spooled before the database is tried
+    finally:
+        if recorder is not None:
+            recorder.close()  # never raises: a failure is logged, the record is already safe
 
-    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+
+def print_progress(line: str) -> None:
+    """Start-up progress for people, on stderr."""
+    print(f"voicebot: {line}", file=sys.stderr, flush=True)
 
 
 def run_engine(config: EngineConfig) -> int:
-    """``voicebot serve``: load and serve until stopped."""
+    """``voicebot serve``: load (saying what takes long) and serve until stopped."""
     engine = Engine(config)
-    engine.load()
+    engine.load(progress=print_progress)
+    print_progress("ready")
     engine.serve_forever()
     return 0
 
@@ -362,6 +445,7 @@ def place_test_call(config: EngineConfig, destination: str, variables: dict[str,
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and (engine.metrics.calls_total == 0 or engine.metrics.active_calls):
             gevent.sleep(0.1)
+        engine.flush_records()
         record = engine.store.list(limit=1)
         if not record:
             return EXIT_ORIGINATE, "the call never reached the engine"

@@ -27,7 +27,7 @@ from voicebot.dialog.intents import IntentMatcher
 from voicebot.dialog.machine import DialogMachine, build_matcher
 from voicebot.player import Chunk
 from voicebot.tts.pack import VoicePack, load_pack
-from voicebot.tts.render import PromptCache, RenderReport
+from voicebot.tts.render import PromptCache, RenderProgress, RenderReport
 
 _VARIABLE = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
 
@@ -65,11 +65,11 @@ class Pipeline:
         return CallSession(machine, vad=self.vad.stream(), asr=self.asr.stream(self.config.rate),
                            speaker=self.speak, settings=settings, handoff=handoff)
 
-    def with_voice(self, voice_pack: Path) -> Pipeline:
+    def with_voice(self, voice_pack: Path, progress: RenderProgress | None = None) -> Pipeline:
         """The same models in another voice (an agent's pack): its own prompt cache, rendered now."""
         started = time.perf_counter()
         cache = PromptCache(load_pack(voice_pack), self.config.cache_dir)
-        report = cache.render_flow(self.flow, self.config.rate)
+        report = cache.render_flow(self.flow, self.config.rate, progress)
         config = replace(self.config, voice_pack=voice_pack)
         return replace(self, config=config, cache=cache, render_report=report, load_seconds=time.perf_counter() - started)
 
@@ -89,15 +89,19 @@ def default_pack(language: str) -> VoicePack:
     return VoicePack(root=Path.cwd() / ".voicebot-default-pack", name="default", language=language)
 
 
-def load_pipeline(flow: Flow, config: PipelineConfig | None = None) -> Pipeline:
-    """Load and warm every model for ``flow`` and render its static prompts."""
+def load_pipeline(flow: Flow, config: PipelineConfig | None = None, progress: RenderProgress | None = None, *,
+                  asr: AsrModel | None = None) -> Pipeline:
+    """Load and warm every model for ``flow`` and render its static prompts (``progress``: see ``render_flow``).
+
+    ``asr``: a recogniser already loaded with the same :class:`AsrConfig` (it serves any rate), shared, not reloaded.
+    """
     config = config or PipelineConfig()
     started = time.perf_counter()
     pack = load_pack(config.voice_pack) if config.voice_pack else default_pack(flow.language)
     cache = PromptCache(pack, config.cache_dir)
-    report = cache.render_flow(flow, config.rate)
+    report = cache.render_flow(flow, config.rate, progress)
     vad = make_vad(config.vad, **dict(config.vad_options))
-    asr = load_asr(config.asr)
+    asr = asr or load_asr(config.asr)
     _warm(asr, config.rate)
     return Pipeline(flow, config, build_matcher(flow), vad, asr, cache, report, time.perf_counter() - started)
 

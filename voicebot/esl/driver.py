@@ -23,6 +23,13 @@ Rules:
    says no: a crash closes every socket) and ``esl_socket_closed`` when only
    this call's socket went. ``switch_lost`` and ``media_lost`` are the call's
    disposition too, so they never count as the caller hanging up.
+6. Whatever ends the call, even an exception in the driver, the caller's
+   :class:`CallResult` holds what the call got to (the session, its recording):
+   :func:`drive_call` fills it as it goes. The session thread is stopped (or,
+   when stuck, frozen) before anyone reads its state.
+7. The recording streams to disk as the call goes (a
+   :class:`~voicebot.records.recording.StereoRecorder`: bot frames from the
+   media clock, caller frames and writes from the session thread).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -46,12 +54,15 @@ from voicebot.esl.protocol import EslEvent
 from voicebot.esl.stall import stall_evidence, watch_stall
 from voicebot.esl.unicast import PortPool, UnicastMedia
 from voicebot.logs import get_logger
+from voicebot.records.recording import StereoRecorder
 from voicebot.synthesis import ThreadedSynthesis
 
 if TYPE_CHECKING:
     from voicebot.esl.handoff import CallHandoff
 
 BOT_FRAMES_AHEAD = 2  # 40 ms at 20 ms ptime
+STOP_WAIT_S = 1.0  # how long a hang-up waits for the session thread to end (s; the hub keeps running meanwhile)
+FREEZE_WAIT_S = 1.0  # then how long it waits for a stuck thread to finish its step so it can be frozen (s)
 VARIABLE_PREFIX = "variable_vb_var_"
 SIP_HEADER_PREFIX = "variable_sip_h_X-VB-"
 
@@ -77,8 +88,7 @@ class SessionThread:
     frame_s: float = 0.02
     inbox: queue.SimpleQueue[tuple[Any, ...]] = field(default_factory=queue.SimpleQueue)  # C: no Python-level locks
     outbox: collections.deque[bytes | None] = field(default_factory=collections.deque)  # lock-free (1 producer, 1 consumer)
-    caller_track: list[np.ndarray] = field(default_factory=list)
-    bot_track: list[np.ndarray] = field(default_factory=list)  # what was sent, frame by frame (the recording)
+    recorder: StereoRecorder | None = None  # the call's recording: what was heard and what was sent, frame by frame
     error: BaseException | None = None
     started: float = 0.0
     muted: bool = False  # an agent talks to the caller through eavesdrop: send silence, keep the stream going
@@ -89,6 +99,9 @@ class SessionThread:
         self.started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="voicebot-call", daemon=True)
         self._stop = False
+        self._frozen = False  # set under _state_lock: the thread never touches the session again
+        self._state_lock = threading.Lock()  # held by the thread while it changes the session
+        self._silent = np.zeros(int(self.session.settings.rate * self.frame_s), np.int16)
         self._thread.start()
 
     def now(self) -> float:
@@ -130,19 +143,34 @@ class SessionThread:
             frame = None
         self.inbox.put_nowait(("slot",))
         sent = None if self.muted else frame
-        self.bot_track.append(np.frombuffer(sent, np.int16) if sent is not None else self._silence())
+        if self.recorder is not None:
+            self.recorder.bot(np.frombuffer(sent, np.int16) if sent is not None else self._silent)
         return sent
 
-    def _silence(self) -> np.ndarray:
-        return np.zeros(int(self.session.settings.rate * self.frame_s), np.int16)
-
     def stop(self, timeout: float = 1.0) -> bool:
-        """Stop the thread; True when it ended within ``timeout`` s."""
+        """Stop the thread; True when it ended within ``timeout`` s (blocks: from the hub use :meth:`request_stop`)."""
+        self.request_stop()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def request_stop(self) -> None:
+        """Ask the thread to end (returns at once)."""
         self._stop = True
         self.inbox.put_nowait(("stop",))
-        self._thread.join(timeout)
-        self.session.close()
-        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        """True while the thread runs."""
+        return self._thread.is_alive()
+
+    def try_freeze(self) -> bool:
+        """Freeze a thread that will not stop: once it has finished its current step it never touches the session
+        again, so its state can be read. True when frozen (never blocks)."""
+        if not self._state_lock.acquire(blocking=False):
+            return False
+        self._frozen = True
+        self._state_lock.release()
+        return True
 
     @property
     def done(self) -> bool:
@@ -155,11 +183,27 @@ class SessionThread:
             next_bot = 0.0
             while not self._stop and not self.session.ended:
                 self._drain(timeout=3 * self.frame_s)  # woken by each send slot taken, caller frames, answers
-                next_bot = self._produce(next_bot)
+                with self._state_lock:
+                    if self._frozen:
+                        return
+                    next_bot = self._produce(next_bot)
+                if self.recorder is not None and self.recorder.due():
+                    self.recorder.flush()  # the disk, in this thread: never on the hub
             if not self.session.ended:  # stopped early: a hang-up queued before the stop still reaches the dialog
                 self._drain(timeout=0.0)
         except BaseException as err:  # one call's failure must not escape its thread
             self.error = err
+        finally:
+            self.session.close()  # the synthesis worker ends with the call
+            self._close_asr()
+
+    def _close_asr(self) -> None:
+        """Give the call's recogniser back (its full-LM decoder returns to the model's pool; without this each call
+        built a new one, ~0.5 s holding the GIL, and its memory went back only when collected)."""
+        try:
+            self.session.asr.close()
+        except Exception as err:  # never hides the call's own error
+            get_logger("esl.call").warning("call.asr_close_failed", error=repr(err))
 
     def _drain(self, timeout: float) -> None:
         with contextlib.suppress(queue.Empty):
@@ -169,11 +213,17 @@ class SessionThread:
                 item = self.inbox.get_nowait()
 
     def _handle(self, item: tuple[Any, ...]) -> None:
+        with self._state_lock:
+            if not self._frozen:
+                self._handle_item(item)
+
+    def _handle_item(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
         if kind == "frame":
             frame: AudioFrame = item[1]
             rebased = AudioFrame(frame.samples, frame.rate, frame.seq, frame.captured_at - self.started)
-            self.caller_track.append(rebased.to_array())
+            if self.recorder is not None:
+                self.recorder.caller(rebased.to_array())
             self.session.caller_frame(rebased)
         elif kind == "dtmf":
             self.session.dtmf(item[1], item[2])
@@ -207,6 +257,8 @@ class CallResult:
     hangup_cause: str = ""
     error: str = ""
     handoff: dict[str, Any] = field(default_factory=dict)  # HandoffFigures.to_dict()
+    recorder: StereoRecorder | None = None  # the call's recording (streaming since the answer)
+    thread_stuck: bool = False  # the session thread would not stop; its state was read once frozen, or as it was
 
 
 # handoff(call, worker, codec, rearm) -> a CallHandoff for this call (voicebot.esl.handoff)
@@ -214,14 +266,17 @@ HandoffFactory = Callable[[OutboundCall, SessionThread, str, Callable[[], None]]
 
 
 def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[int], CallSession], pool: PortPool, *,
-               media_ip: str = "127.0.0.1", max_call_s: float = 3600.0,
-               handoff: HandoffFactory | None = None, switch_alive: Callable[[], bool] | None = None) -> CallResult:
+               media_ip: str = "127.0.0.1", max_call_s: float = 3600.0, handoff: HandoffFactory | None = None,
+               result: CallResult | None = None, recording: Path | None = None,
+               switch_alive: Callable[[], bool] | None = None) -> CallResult:
     """Answer, arm unicast, run the session until either side hangs up; always release everything.
 
-    ``switch_alive()``: is FreeSWITCH still there (e.g. an ``api status`` over the inbound connection)? Asked
-    only when the call's socket closes without a hang-up (rule 5); None: take it as there.
+    ``result`` (the caller's, or a new one) is filled as the call goes, so it holds what the call got to even when
+    this raises. ``recording``: where the call's stereo WAV streams (None: no recording). ``switch_alive()``: is
+    FreeSWITCH still there (e.g. an ``api status`` over the inbound connection)? Asked only when the call's socket
+    closes without a hang-up (rule 5); None: take it as there.
     """
-    result = CallResult(data, None, time.time(), None)
+    result = result if result is not None else CallResult(data, None, time.time(), None)
     log = get_logger("esl.call").bind(call=data.uuid)
     call.answer()
     result.answered_wall = time.time()
@@ -242,6 +297,8 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
         arm()
         worker = SessionThread(make_session(channel_media.rate), call_variables(data.headers),
                                frame_s=channel_media.ptime_ms / 1000)
+        if recording is not None:
+            worker.recorder = result.recorder = StereoRecorder(recording, channel_media.rate)
         result.worker = worker
         if handoff is not None:
             controller = handoff(call, worker, channel_media.codec, arm)
@@ -261,8 +318,8 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
             result.handoff = controller.figures.to_dict()
         gevent.killall(greenlets, timeout=1)
         media.close()
-        if result.worker is not None and not result.worker.stop(1.0):
-            log.error("call.thread_stuck")
+        if result.worker is not None:
+            result.thread_stuck = not _stop_worker(result.worker, log)
     return result
 
 
@@ -279,6 +336,26 @@ def _watch_media(call: OutboundCall, media: UnicastMedia, worker: SessionThread,
 
     return gevent.spawn(watch_stall, media, lambda: call.rearm_unicast(media_ip, ports.local, media_ip, ports.remote),
                         live=lambda: call.unicast_expected, give_up=give_up, diagnose=lambda: stall_evidence(call, media))
+
+
+def _stop_worker(worker: SessionThread, log: Any) -> bool:
+    """Stop the session thread without blocking the hub; a stuck one is frozen if it can be. True when it ended."""
+    worker.request_stop()
+    if _wait(lambda: not worker.alive, STOP_WAIT_S):
+        return True
+    frozen = _wait(worker.try_freeze, FREEZE_WAIT_S)
+    log.error("call.thread_stuck", frozen=frozen, waited_s=STOP_WAIT_S + (0 if frozen else FREEZE_WAIT_S))
+    return False
+
+
+def _wait(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll ``predicate`` every 10 ms while the hub runs on; True once it holds, False after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        gevent.sleep(0.01)
+    return True
 
 
 def _connect_handoff(worker: SessionThread, controller: CallHandoff) -> None:

@@ -21,16 +21,20 @@ a function to ``SQLITE_MIGRATIONS``/``POSTGRES_MIGRATIONS`` to migrate)::
 
 ``record`` is the whole :class:`CallRecord` as JSON (JSONB in PostgreSQL);
 the other columns exist for listing and filtering.
+
+This module holds the spool and the spool-first saving both backends share;
+the queries are built once in :mod:`voicebot.records.sql`, the backends live
+in :mod:`voicebot.records.sqlite_store` and :mod:`voicebot.records.postgres_store`
+(importable from here too). The engine never calls a store from the gevent
+hub: :class:`voicebot.records.writer.RecordWriter` owns it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
-import sqlite3
 import threading
 import time
 import uuid
@@ -39,14 +43,11 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from voicebot.logs import get_logger
 from voicebot.records.model import CallRecord, iso_utc, parse_iso
-
-if TYPE_CHECKING:
-    import psycopg
 
 log = get_logger("records")
 
@@ -228,7 +229,7 @@ class SpooledStore:
                 return self._save(entry, usable and self.spool.append(entry))
         except Exception as exc:  # the hang-up path must never raise
             log.error("records.save_failed", call_id=str(getattr(record, "call_id", "")), backend=self.backend,
-                      **_error_fields(exc))
+                      **error_fields(exc))
             return False
 
     def recover(self) -> int:
@@ -241,7 +242,7 @@ class SpooledStore:
                 done = self._commit(entries)
                 self.spool.remove(done)
         except Exception as exc:
-            log.error("records.recover_failed", backend=self.backend, **_error_fields(exc))
+            log.error("records.recover_failed", backend=self.backend, **error_fields(exc))
             return 0
         if entries:
             log.info("records.recovered", backend=self.backend, committed=len(done), pending=len(entries) - len(done))
@@ -300,7 +301,7 @@ class SpooledStore:
             except Exception as exc:
                 down = isinstance(exc, self.unavailable)
                 log.warning("records.deferred", call_id=str(entry["record"].get("call_id", "")), backend=self.backend,
-                            pending=len(entries) - len(done), **_error_fields(exc, detail=down))
+                            pending=len(entries) - len(done), **error_fields(exc, detail=down))
                 if down:
                     self._retry_at = time.monotonic() + self.retry_after_s
                     break
@@ -330,7 +331,7 @@ class SpooledStore:
         raise NotImplementedError
 
 
-def _error_fields(exc: BaseException, *, detail: bool = True) -> dict[str, Any]:
+def error_fields(exc: BaseException, *, detail: bool = True) -> dict[str, Any]:
     """Log fields for a database error; messages of data errors may quote values, so they go under ``pii``."""
     code = getattr(exc, "sqlstate", None) or getattr(exc, "sqlite_errorname", None)
     fields: dict[str, Any] = {"error": type(exc).__name__, **({"code": code} if code else {})}
@@ -357,7 +358,7 @@ def _time_or_none(value: str | None) -> str | None:
         return None
 
 
-def _row(record: CallRecord, saved_at: float) -> dict[str, Any]:
+def row_values(record: CallRecord, saved_at: float) -> dict[str, Any]:
     """Column values of a record (``tags``, ``extras`` and ``record`` still as Python data)."""
     return {"call_id": record.call_id, "started_at": _time_or_none(record.started_at),
             "ended_at": _time_or_none(record.ended_at), "flow_id": record.flow_id, "flow_version": record.flow_version,
@@ -366,330 +367,8 @@ def _row(record: CallRecord, saved_at: float) -> dict[str, Any]:
             "extras": record.extras, "record": record.to_dict(), "saved_at": saved_at}
 
 
-def _dumps(data: Any) -> str:
+def dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-
-# --------------------------------------------------------------------- SQLite
-
-
-def _sqlite_v1(conn: sqlite3.Connection) -> None:
-    conn.execute("""
-        CREATE TABLE call_records (
-            call_id      TEXT PRIMARY KEY,
-            started_at   TEXT,                       -- UTC ISO 8601, fixed width: text order is time order
-            ended_at     TEXT,
-            flow_id      TEXT NOT NULL DEFAULT '',
-            flow_version TEXT NOT NULL DEFAULT '',
-            caller       TEXT NOT NULL DEFAULT '',
-            callee       TEXT NOT NULL DEFAULT '',
-            duration_s   REAL NOT NULL DEFAULT 0,
-            disposition  TEXT NOT NULL DEFAULT '',
-            level        TEXT NOT NULL DEFAULT '',
-            tags         TEXT NOT NULL DEFAULT '[]', -- JSON array
-            extras       TEXT NOT NULL DEFAULT '{}', -- JSON object: later additions (agent, handoff figures...)
-            record       TEXT NOT NULL,              -- the whole CallRecord as JSON
-            saved_at     REAL NOT NULL               -- epoch s of save(); an older save never overwrites a newer one
-        )""")
-    conn.execute("CREATE INDEX call_records_started ON call_records (started_at)")
-    conn.execute("CREATE INDEX call_records_disposition ON call_records (disposition, started_at)")
-    conn.execute("CREATE INDEX call_records_caller ON call_records (caller, started_at)")
-
-
-# SQLITE_MIGRATIONS[i] takes the schema from version i to i + 1 (PRAGMA user_version). Append, never edit.
-SQLITE_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_sqlite_v1]
-
-_SQLITE_UPSERT = (
-    f"INSERT INTO call_records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)}) "
-    "ON CONFLICT (call_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
-    + " WHERE excluded.saved_at >= call_records.saved_at"
-)
-
-
-class SqliteStore(SpooledStore):
-    """Call records in an SQLite file: WAL mode, ``synchronous=NORMAL``, one connection shared under a lock.
-
-    NORMAL leaves the last commits to the next WAL sync; before a record leaves
-    the spool its WAL is fsync'ed, so a power cut cannot lose it either.
-    """
-
-    backend = "sqlite"
-    unavailable = (sqlite3.OperationalError,)  # locked, read-only, unopenable, I/O error
-    db_errors = (sqlite3.Error,)
-
-    def __init__(self, path: str | Path, *, spool_dir: str | Path | None = None, timeout_s: float = 5.0,
-                 retry_after_s: float = 0.0) -> None:
-        self.path = Path(path)
-        super().__init__(Path(spool_dir) if spool_dir else _default_sqlite_spool(self.path), retry_after_s=retry_after_s)
-        self.timeout_s = timeout_s
-        self._db_lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
-        try:
-            self._connection()
-        except sqlite3.Error as exc:
-            log.warning("records.db_unavailable", backend=self.backend, **_error_fields(exc))
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False)
-            try:
-                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
-                _sqlite_migrate(conn)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
-
-    def _write(self, record: CallRecord, saved_at: float) -> None:
-        row = _row(record, saved_at)
-        row.update(tags=_dumps(row["tags"]), extras=_dumps(row["extras"]), record=_dumps(row["record"]))
-        with self._db_lock:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(_SQLITE_UPSERT, [row[c] for c in COLUMNS])
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            self._sync_wal()
-
-    def _sync_wal(self) -> None:
-        try:
-            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
-        except FileNotFoundError:
-            return  # checkpointed into the main file, which checkpoints sync
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _get(self, call_id: str) -> CallRecord | None:
-        with self._db_lock:
-            row = self._connection().execute("SELECT record FROM call_records WHERE call_id = ?", (call_id,)).fetchone()
-        return CallRecord.from_json(row[0]) if row else None
-
-    def _list(self, limit: int, since: str | None, disposition: str | None, tag: str | None) -> Records:
-        where, params = ["1 = 1"], []
-        if since is not None:
-            where.append("started_at >= ?")
-            params.append(since)
-        if disposition is not None:
-            where.append("disposition = ?")
-            params.append(disposition)
-        if tag is not None:
-            where.append("EXISTS (SELECT 1 FROM json_each(call_records.tags) WHERE json_each.value = ?)")
-            params.append(tag)
-        sql = (f"SELECT record FROM call_records WHERE {' AND '.join(where)} "
-               "ORDER BY started_at DESC NULLS LAST, call_id DESC LIMIT ?")
-        with self._db_lock:
-            rows = self._connection().execute(sql, [*params, max(0, int(limit))]).fetchall()
-        return [CallRecord.from_json(row[0]) for row in rows]
-
-    def _find_ids(self, prefix: str, limit: int) -> Ids:
-        sql = "SELECT call_id FROM call_records WHERE substr(call_id, 1, ?) = ? ORDER BY call_id LIMIT ?"
-        with self._db_lock:
-            rows = self._connection().execute(sql, (len(prefix), prefix, limit)).fetchall()
-        return [str(row[0]) for row in rows]
-
-    def _close(self) -> None:
-        with self._db_lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-
-def _sqlite_migrate(conn: sqlite3.Connection) -> None:
-    """Bring the schema to the latest version, in one transaction; refuse a newer database."""
-    latest = len(SQLITE_MIGRATIONS)
-    if _sqlite_version(conn) == latest:
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = _sqlite_version(conn)  # another process may have migrated meanwhile
-        if version > latest:
-            raise StoreError(f"records database schema v{version} is newer than this engine's (v{latest})")
-        for migrate in SQLITE_MIGRATIONS[version:]:
-            migrate(conn)
-        conn.execute(f"PRAGMA user_version = {latest}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _sqlite_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
-
-
-def _default_sqlite_spool(path: Path) -> Path:
-    return Path(os.environ[SPOOL_ENV]) if os.environ.get(SPOOL_ENV) else path.with_name(path.name + ".spool")
-
-
-# ------------------------------------------------------------------ PostgreSQL
-
-
-def _postgres_v1(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("""
-        CREATE TABLE call_records (
-            call_id      TEXT PRIMARY KEY,
-            started_at   TIMESTAMPTZ,
-            ended_at     TIMESTAMPTZ,
-            flow_id      TEXT NOT NULL DEFAULT '',
-            flow_version TEXT NOT NULL DEFAULT '',
-            caller       TEXT NOT NULL DEFAULT '',
-            callee       TEXT NOT NULL DEFAULT '',
-            duration_s   DOUBLE PRECISION NOT NULL DEFAULT 0,
-            disposition  TEXT NOT NULL DEFAULT '',
-            level        TEXT NOT NULL DEFAULT '',
-            tags         TEXT[] NOT NULL DEFAULT '{}',
-            extras       JSONB NOT NULL DEFAULT '{}',
-            record       JSONB NOT NULL,
-            saved_at     DOUBLE PRECISION NOT NULL
-        )""")
-    conn.execute("CREATE INDEX call_records_started ON call_records (started_at)")
-    conn.execute("CREATE INDEX call_records_disposition ON call_records (disposition, started_at)")
-    conn.execute("CREATE INDEX call_records_caller ON call_records (caller, started_at)")
-    conn.execute("CREATE INDEX call_records_tags ON call_records USING GIN (tags)")
-
-
-# POSTGRES_MIGRATIONS[i] takes the schema from version i to i + 1 (table schema_versions). Append, never edit.
-POSTGRES_MIGRATIONS: list[Callable[[psycopg.Connection[Any]], None]] = [_postgres_v1]
-_PG_COMPONENT = "call_records"
-_PG_LOCK_KEY = 0x766F696365  # advisory lock serializing migrations between engines starting together
-
-_PG_UPSERT = (
-    f"INSERT INTO call_records ({', '.join(COLUMNS)}) VALUES ({', '.join('%s' for _ in COLUMNS)}) "
-    "ON CONFLICT (call_id) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
-    + " WHERE EXCLUDED.saved_at >= call_records.saved_at"
-)
-
-
-class PostgresStore(SpooledStore):
-    """Call records in PostgreSQL (psycopg 3): the same table, ``record`` and ``extras`` as JSONB, ``tags`` as text[].
-
-    Connects lazily and reconnects after a failure; while the server is down,
-    saves stay in the spool and are retried at most every ``retry_after_s``.
-    """
-
-    backend = "postgresql"
-
-    def __init__(self, url: str, *, spool_dir: str | Path | None = None, connect_timeout_s: float = 5.0,
-                 retry_after_s: float = 5.0) -> None:
-        import psycopg
-
-        self.unavailable = (psycopg.OperationalError, psycopg.InterfaceError)
-        self.db_errors = (psycopg.Error,)
-        self.url = url
-        super().__init__(Path(spool_dir) if spool_dir else _default_postgres_spool(url), retry_after_s=retry_after_s)
-        self.connect_timeout_s = connect_timeout_s
-        self._db_lock = threading.RLock()
-        self._conn: psycopg.Connection[Any] | None = None
-        try:
-            self._connection()
-        except self.unavailable as exc:
-            log.warning("records.db_unavailable", backend=self.backend, **_error_fields(exc))
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        import psycopg
-
-        if self._conn is not None and (self._conn.closed or self._conn.broken):
-            self._conn = None
-        if self._conn is None:
-            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s)))
-            try:
-                _postgres_migrate(conn)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
-
-    def _write(self, record: CallRecord, saved_at: float) -> None:
-        from psycopg.types.json import Jsonb
-
-        row = _row(CallRecord.from_dict(_without_nul(record.to_dict())), saved_at)
-        row.update(extras=Jsonb(row["extras"]), record=Jsonb(row["record"]))
-        with self._db_lock:
-            conn = self._connection()
-            with conn.transaction():
-                conn.execute(_PG_UPSERT, [row[c] for c in COLUMNS])
-
-    def _get(self, call_id: str) -> CallRecord | None:
-        with self._db_lock:
-            row = self._connection().execute("SELECT record FROM call_records WHERE call_id = %s", (call_id,)).fetchone()
-        return CallRecord.from_dict(row[0]) if row else None
-
-    def _list(self, limit: int, since: str | None, disposition: str | None, tag: str | None) -> Records:
-        where, params = ["TRUE"], []
-        if since is not None:
-            where.append("started_at >= %s::timestamptz")
-            params.append(since)
-        if disposition is not None:
-            where.append("disposition = %s")
-            params.append(disposition)
-        if tag is not None:
-            where.append("tags @> ARRAY[%s]::text[]")
-            params.append(tag)
-        sql = (f"SELECT record FROM call_records WHERE {' AND '.join(where)} "
-               "ORDER BY started_at DESC NULLS LAST, call_id DESC LIMIT %s")
-        with self._db_lock:
-            rows = self._connection().execute(sql, [*params, max(0, int(limit))]).fetchall()
-        return [CallRecord.from_dict(row[0]) for row in rows]
-
-    def _find_ids(self, prefix: str, limit: int) -> Ids:
-        sql = "SELECT call_id FROM call_records WHERE starts_with(call_id, %s) ORDER BY call_id LIMIT %s"
-        with self._db_lock:
-            rows = self._connection().execute(sql, (prefix, limit)).fetchall()
-        return [str(row[0]) for row in rows]
-
-    def _close(self) -> None:
-        with self._db_lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-
-def _postgres_migrate(conn: psycopg.Connection[Any]) -> None:
-    """Bring the schema to the latest version under an advisory lock; refuse a newer database."""
-    latest = len(POSTGRES_MIGRATIONS)
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
-        row = conn.execute("SELECT version FROM schema_versions WHERE component = %s", (_PG_COMPONENT,)).fetchone()
-        version = int(row[0]) if row else 0
-        if version > latest:
-            raise StoreError(f"records database schema v{version} is newer than this engine's (v{latest})")
-        for migrate in POSTGRES_MIGRATIONS[version:]:
-            migrate(conn)
-        if version < latest:
-            conn.execute("INSERT INTO schema_versions (component, version) VALUES (%s, %s) "
-                         "ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version", (_PG_COMPONENT, latest))
-
-
-def _without_nul(data: Any) -> Any:
-    """PostgreSQL text and JSONB cannot hold NUL characters: drop them rather than poison the save."""
-    if isinstance(data, str):
-        return data.replace("\x00", "")
-    if isinstance(data, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_without_nul(v) for v in data]
-    return data
-
-
-def _default_postgres_spool(url: str) -> Path:
-    if os.environ.get(SPOOL_ENV):
-        return Path(os.environ[SPOOL_ENV])
-    digest = hashlib.sha256(redact_url(url).encode()).hexdigest()[:12]
-    return Path.home() / ".local" / "state" / "voicebot" / f"records-spool-{digest}"
 
 
 def redact_url(url: str) -> str:
@@ -718,6 +397,9 @@ def open_store(url_or_path: str | Path, *, spool_dir: str | Path | None = None, 
     """Open the store at a path, ``sqlite:///path`` or ``postgresql://...``; replays the spool unless ``recover=False``."""
     location = str(url_or_path)
     path = sqlite_path(location)
+    from voicebot.records.postgres_store import PostgresStore
+    from voicebot.records.sqlite_store import SqliteStore
+
     store: SpooledStore
     if path is not None:
         store = SqliteStore(path, spool_dir=spool_dir)
@@ -728,3 +410,16 @@ def open_store(url_or_path: str | Path, *, spool_dir: str | Path | None = None, 
     if recover:
         store.recover()
     return store
+
+
+_BACKEND_NAMES = {"SqliteStore": "sqlite_store", "SQLITE_MIGRATIONS": "sqlite_store",
+                  "PostgresStore": "postgres_store", "POSTGRES_MIGRATIONS": "postgres_store"}
+
+
+def __getattr__(name: str) -> Any:
+    """The backends, importable from here as before the split (loaded on first use: they import this module)."""
+    if name in _BACKEND_NAMES:
+        import importlib
+
+        return getattr(importlib.import_module(f"voicebot.records.{_BACKEND_NAMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

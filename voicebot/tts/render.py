@@ -29,7 +29,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +49,7 @@ TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")  # same syntax 
 CACHE_FORMAT = 2  # bump when rendering changes so old cache files are not reused
 RENDER_MARGIN_MS = 15  # silence kept before and after a rendered prompt
 CROSSFADE_MS = 10
+RenderProgress = Callable[[int, int, str], None]  # (prompts done, prompts in all, source: memory|recording|disk|synth)
 _LEADING_PUNCT = re.compile(r"^[^\w\s]+")
 _PAUSE_AFTER = {".": 250, "!": 250, "?": 250, "。": 250, "！": 250, "？": 250, ",": 120, ";": 150, ":": 150, "，": 120, "；": 150}
 
@@ -278,14 +279,17 @@ class PromptCache:
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
 
-    def render_flow(self, flow: Flow, rate: int) -> RenderReport:
-        """Render every distinct fixed text of ``flow`` at ``rate`` Hz (prompts and dynamic prompts' fragments)."""
+    def render_flow(self, flow: Flow, rate: int, progress: RenderProgress | None = None) -> RenderReport:
+        """Render every distinct fixed text of ``flow`` at ``rate`` Hz (prompts and dynamic prompts' fragments);
+        ``progress(done, total, source)`` after each (source: memory, recording, disk or synth)."""
         if flow.language != self.pack.language:
             raise VoiceError(f"{self.pack.root}: pack language {self.pack.language} != flow {flow.id} language {flow.language}")
         started, counts, nbytes = time.monotonic(), {"synth": 0, "recording": 0, "disk": 0, "memory": 0}, 0
         groups = group_by_text(recordable_prompts(flow))
-        for spec, also in groups:
+        for done, (spec, also) in enumerate(groups, 1):
             audio, source = self.render(spec.text, rate, (spec.prompt_id, *also))
+            if progress is not None:
+                progress(done, len(groups), source)
             counts[source] += 1
             nbytes += audio.nbytes
         return RenderReport(len(groups), counts["synth"], counts["recording"], counts["disk"],
