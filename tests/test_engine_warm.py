@@ -14,8 +14,8 @@ from typing import Any
 import gevent
 import numpy as np
 import pytest
-from voicebot.esl.double import ArrayAudio, FreeSwitchDouble
 
+from fsdouble.double import ArrayAudio, FreeSwitchDouble
 from tests.engine_support import PASSWORD, engine_config, running_engine
 from voicebot import engine as engine_module
 from voicebot.asr.base import AsrModel

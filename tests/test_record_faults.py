@@ -27,8 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 import gevent
 import numpy as np
 import pytest
-from voicebot.esl.double import ArrayAudio, FreeSwitchDouble
 
+from fsdouble.double import ArrayAudio, FreeSwitchDouble
 from tests import test_records
 from tests.engine_support import PASSWORD, engine_config, running_engine
 from tests.test_records import PgServer
@@ -197,20 +197,20 @@ def database_down(fs: FreeSwitchDouble, engine: Engine, tmp_path: Path, monkeypa
 
 
 def stuck_thread(fs: FreeSwitchDouble, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One call's session thread hangs in its TTS: that call's record is saved, the other call's media flows."""
+    """One call's session thread hangs (in its dialog, after a key press): that call's record is saved, the other
+    call's media flows. (Synthesis cannot hang it: it runs on its own worker thread since the call core.)"""
     release = threading.Event()
     sessions: list[CallSession] = []
 
     def hang_on_second_prompt(session: CallSession) -> None:
         sessions.append(session)
         if len(sessions) == 1:
-            speak = session.speaker
+            press = session.dtmf
 
-            def stuck(play: Any, values: Any) -> Any:
-                if play.node != "greet":
-                    release.wait(60)
-                return speak(play, values)
-            session.speaker = stuck
+            def stuck(digit: str, now: float) -> None:
+                press(digit, now)
+                release.wait(60)
+            session.dtmf = stuck  # type: ignore[method-assign]
 
     engine.on_session = hang_on_second_prompt
     victim = place(fs, engine)
