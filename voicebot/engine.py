@@ -50,7 +50,9 @@ from voicebot.handoff.setup import agent_voices, handoff_group
 from voicebot.handoff.whisper import whisper_text, write_whisper
 from voicebot.logs import get_logger
 from voicebot.metrics import Metrics
+from voicebot.notify.notifier import CallInfo, Notifier, open_notifier
 from voicebot.notify.screenpop import make_screenpop
+from voicebot.notify.settings import NotificationsConfig, load_notifications
 from voicebot.pipeline import Pipeline, PipelineConfig, load_pipeline
 from voicebot.records.model import record_from_call
 from voicebot.records.store import RecordStore, open_store
@@ -69,6 +71,7 @@ class Engine:
     metrics: Metrics = field(default_factory=Metrics)
     accepting: bool = True
     on_session: Callable[[CallSession], None] | None = None  # e.g. `voicebot call` shows the live transcript
+    notifications: NotificationsConfig | None = None  # None: the config file's `notifications:` section
 
     def load(self) -> None:
         """Load flows and models, render prompts, open the record store (rule 1)."""
@@ -91,6 +94,7 @@ class Engine:
             audio, _ = self._pipeline(self.flows[""], 8000).cache.render(cfg.busy_prompt, 8000)
             self.busy_prompt = BusyPrompt.render(audio, 8000)
         self.store: RecordStore = open_store(cfg.records_db)
+        self.notifier = self._notifier()
         self.pool = PortPool(*cfg.media_ports)
         self.log = get_logger("engine")
 
@@ -171,7 +175,7 @@ class Engine:
         try:
             prefer, voice = self._voice_agent(flow)
             handoff = self._handoff_factory(data.uuid, prefer) if self.config.agents.groups else None
-            result = drive_call(call, data, lambda rate: self._session(flow, rate, voice), self.pool,
+            result = drive_call(call, data, lambda rate: self._session(flow, rate, voice, data), self.pool,
                                 media_ip=self.config.media_ip, handoff=handoff, switch_alive=self._switch_alive)
             if result.worker is not None and result.worker.error is not None:  # the session's thread failed
                 result.error = repr(result.worker.error)
@@ -216,10 +220,12 @@ class Engine:
         text = whisper_text(snapshot, flow.language)
         return write_whisper(self._pipeline(flow, 8000).cache.render_dynamic, text, path, 8000)
 
-    def _session(self, flow: Flow, rate: int, voice: Path | None = None) -> CallSession:
+    def _session(self, flow: Flow, rate: int, voice: Path | None = None, data: ChannelData | None = None) -> CallSession:
         session = self._pipeline(flow, rate, voice).session()
         if self.on_session is not None:
             self.on_session(session)
+        if self.notifier is not None and data is not None:
+            self.notifier.watch(session, CallInfo(data.uuid, data.caller, data.callee, flow.id))
         return session
 
     def _busy(self, call: OutboundCall, data: ChannelData) -> None:
@@ -258,6 +264,14 @@ class Engine:
                                   hangup_cause=result.hangup_cause or result.error,
                                   extras=_extras(result), handoff=result.handoff)
         self.store.save(record)
+        if self.notifier is not None and session is not None:
+            self.notifier.call_ended(record, flow.hangup_notify, session.machine.outcome.notifications)
+
+    def _notifier(self) -> Notifier | None:
+        """The notifications sender (docs/notifications.md), when the config has any; None otherwise."""
+        source = Path(self.config.source) if self.config.source else None
+        config = self.notifications or (load_notifications(source) if source else NotificationsConfig())
+        return open_notifier(config, self.config.records_db)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -293,6 +307,8 @@ class Engine:
         self.inbound.stop()
         if self.screenpop is not None:
             self.screenpop.close(timeout=2.0)
+        if self.notifier is not None:
+            self.notifier.close(timeout=2.0)
         self.store.close()
         self.log.info("engine.stopped")
 
