@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.test_records import PgServer
-from voicebot.notify.screenpop import verify
+from voicebot.notify.signed import verify
 
 SECRET = "gateway-secret-for-tests"
 

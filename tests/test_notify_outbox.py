@@ -186,7 +186,7 @@ def test_signature_and_idempotency_key_headers(gateway: Gateway, tmp_path: Path)
         assert post.headers["Idempotency-Key"] == msg(1).id and post.headers["X-Voicebot-Event"] == "sms"
         assert json.loads(post.body) == dict(msg(1).payload)
         tampered = {**post.headers, "X-Voicebot-Signature": post.headers["X-Voicebot-Signature"][:-2] + "00"}
-        from voicebot.notify.screenpop import verify
+        from voicebot.notify.signed import verify
 
         assert not verify(SECRET, tampered, post.body, time.time())
         assert not verify("wrong secret", post.headers, post.body, time.time())
@@ -395,3 +395,45 @@ def test_postgres_down_at_start_is_not_fatal(pg_server: PgServer) -> None:  # no
     with pytest.raises(psycopg.OperationalError):
         box.enqueue([msg(1)])
     box.close()
+
+
+def test_two_engines_share_one_outbox_and_post_each_message_once(db: Db, gateway: Gateway) -> None:
+    config = SenderConfig(backoff_s=0.05, max_backoff_s=0.2, lease_s=30, poll_s=0.02, batch=3)
+    boxes = [Outbox(db.location()), Outbox(db.location())]
+    boxes[0].enqueue([msg(n) for n in range(40)])
+    senders = [Sender(box, {"sms": Endpoint(gateway.url, SECRET)}, config).start() for box in boxes]
+    try:
+        gateway.wait(lambda g: len(g.accepted) == 40, what="all forty")
+        deadline = time.monotonic() + 5
+        while boxes[0].pending() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert boxes[0].pending() == 0
+        assert len(gateway.posts) == 40, "no message was claimed by both engines"
+        assert senders[0].stats["sent"] + senders[1].stats["sent"] == 40
+    finally:
+        for sender, box in zip(senders, boxes, strict=True):
+            sender.close()
+            box.close()
+
+
+def test_webhooks_carry_the_outcome_signed_with_their_own_secret(tmp_path: Path, gateway: Gateway) -> None:
+    hook = Gateway()
+    config = NotificationsConfig(
+        sms_gateway=Endpoint(gateway.url, SECRET), webhooks={"crm": Endpoint(hook.url, SECRET)}, retry=FAST,
+        sms={"call_outcome": SmsTemplate("{{caller}}", "bye")}, webhook={"call_outcome": ("crm",), "sms_invite": ("crm",)})
+    notifier = Notifier(config, Outbox(str(tmp_path / "o.sqlite"))).start()
+    call = CallInfo("hook-call", CALLER, "7000", "lead_screening_en")
+    try:
+        text_call = sms_call(notifier, call)
+        notifier.call_ended(record_of(call, text_call), text_call.flow.hangup_notify, text_call.machine.outcome.notifications)
+        hook.wait(lambda g: len(g.accepted) == 2, what="sms_invite and call_outcome to the CRM")
+        gateway.wait(lambda g: len(g.accepted) == 1, what="the hang-up SMS")
+        bodies = {json.loads(p.body)["notification"]: json.loads(p.body) for p in hook.accepted.values()}
+        assert all(p.signed and p.headers["X-Voicebot-Event"] == "webhook" for p in hook.posts)
+        outcome = bodies["call_outcome"]["outcome"]
+        assert outcome["disposition"] == "sms_only" and outcome["path"][-1] == "goodbye_sms" and "transcript" not in outcome
+        assert bodies["sms_invite"]["outcome"]["path"] == ["greet", "disclosure", "pitch", "sms_sent"]
+        assert bodies["sms_invite"]["variables"]["customer_name"] == "Zoë" and bodies["sms_invite"]["caller"] == CALLER
+    finally:
+        notifier.close()
+        hook.close()

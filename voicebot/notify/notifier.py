@@ -32,7 +32,7 @@ from voicebot.notify.sender import Sender
 from voicebot.notify.settings import SMS_ENDPOINT, NotificationsConfig
 from voicebot.records.model import CallRecord
 
-__all__ = ["CallInfo", "Notifier"]
+__all__ = ["HANGUP", "NODE", "CallInfo", "Notifier", "build_messages", "open_notifier"]
 
 NODE, HANGUP = "node", "hangup"  # the scopes of message ids: a name may be both a node's and on_hangup's
 
@@ -124,29 +124,11 @@ class Notifier:
     def messages(self, call: CallInfo, name: str, scope: str, variables: Mapping[str, str], slots: Mapping[str, str],
                  outcome: Mapping[str, Any], extra: Mapping[str, str] | None = None) -> list[Message]:
         """The messages notification ``name`` of ``call`` makes under this configuration (none: unconfigured)."""
-        now = self.clock()
-        values = _values(call, name, variables, slots, outcome, extra or {})
-        out: list[Message] = []
-        sms = self.config.sms.get(name)
-        if sms is not None:
-            to, text = render_template(sms.to, values).strip(), render_template(sms.text, values)
-            mid = message_id(call.call_id, name, SMS_ENDPOINT, scope)
-            if to:
-                payload: dict[str, Any] = {"id": mid, "to": to, "text": text, "notification": name, "call_id": call.call_id}
-                out.append(Message(mid, "sms", SMS_ENDPOINT, to, payload, now))
-            else:
-                _log().warning("notify.no_recipient", notification=name, call=call.call_id)
-        for hook in self.config.webhook.get(name, ()):
-            endpoint = f"webhook:{hook}"
-            mid = message_id(call.call_id, name, endpoint, scope)
-            payload = {"id": mid, "notification": name, "call_id": call.call_id, "flow_id": call.flow_id,
-                       "caller": call.caller, "callee": call.callee, "at": now, "variables": dict(variables),
-                       "outcome": dict(outcome)}
-            out.append(Message(mid, "webhook", endpoint, self.config.webhooks[hook].url, payload, now))
-        if not out and sms is None and name not in self._warned:
+        if name not in self.config.sms and name not in self.config.webhook and name not in self._warned:
             self._warned.add(name)
             _log().warning("notify.unconfigured", notification=name)
-        return out
+        return build_messages(self.config, call, name, scope, variables=variables, slots=slots, outcome=outcome,
+                              extra=extra or {}, now=self.clock())
 
     # ------------------------------------------------------------ the writer thread
 
@@ -178,12 +160,44 @@ class Notifier:
 
     def close(self, timeout: float = 2.0) -> None:
         """Write what was submitted (up to ``timeout`` s), stop the sender, close the outbox."""
-        self.flush(timeout)
+        if not self.flush(timeout):
+            _log().error("outbox.unwritten", batches=self._unwritten)  # the database stayed away: these are lost
         self._queue.put_nowait(None)
         self._writer.join(timeout)
         self.sender.close(timeout)
         if not self._writer.is_alive():
             self.outbox.close()
+
+
+def build_messages(config: NotificationsConfig, call: CallInfo, name: str, scope: str = NODE, *,
+                   variables: Mapping[str, str], slots: Mapping[str, str] | None = None,
+                   outcome: Mapping[str, Any] | None = None, extra: Mapping[str, str] | None = None,
+                   now: float) -> list[Message]:
+    """The outbox messages notification ``name`` of ``call`` makes under ``config`` (``now``: epoch s).
+
+    For writers outside a call too (the campaign store writes an attempt's messages in its own transaction with
+    :func:`voicebot.notify.outbox.enqueue`). ``scope``: NODE or HANGUP (part of each message's id).
+    """
+    outcome, slots = outcome or {}, slots or {}
+    values = _values(call, name, variables, slots, outcome, extra or {})
+    out: list[Message] = []
+    sms = config.sms.get(name)
+    if sms is not None:
+        to, text = render_template(sms.to, values).strip(), render_template(sms.text, values)
+        mid = message_id(call.call_id, name, SMS_ENDPOINT, scope)
+        if to:
+            payload: dict[str, Any] = {"id": mid, "to": to, "text": text, "notification": name, "call_id": call.call_id}
+            out.append(Message(mid, "sms", SMS_ENDPOINT, to, payload, now))
+        else:
+            _log().warning("notify.no_recipient", notification=name, call=call.call_id)
+    for hook in config.webhook.get(name, ()):
+        endpoint = f"webhook:{hook}"
+        mid = message_id(call.call_id, name, endpoint, scope)
+        payload = {"id": mid, "notification": name, "call_id": call.call_id, "flow_id": call.flow_id,
+                   "caller": call.caller, "callee": call.callee, "at": now, "variables": dict(variables),
+                   "outcome": dict(outcome)}
+        out.append(Message(mid, "webhook", endpoint, config.webhooks[hook].url, payload, now))
+    return out
 
 
 def _values(call: CallInfo, name: str, variables: Mapping[str, str], slots: Mapping[str, str],

@@ -6,7 +6,7 @@ message's ``payload`` as its UTF-8 JSON body, with headers ``Content-Type: appli
 ``Idempotency-Key`` (the message id: the same on every attempt, so a gateway drops duplicates),
 ``X-Voicebot-Event`` (``sms`` or ``webhook``), ``X-Voicebot-Attempt``, ``X-Voicebot-Timestamp`` (unix s) and
 ``X-Voicebot-Signature`` (``sha256=`` + hex HMAC-SHA256 of ``TIMESTAMP.`` + body, the screen-pop's
-:func:`~voicebot.notify.screenpop.sign`; receivers check it with :func:`~voicebot.notify.screenpop.verify`).
+:func:`~voicebot.notify.signed.sign`; receivers check it with :func:`~voicebot.notify.signed.verify`).
 
 2xx: delivered (marked once). Connection errors, timeouts, 5xx, 408 and 429: retried after
 ``backoff_s * 2**(attempt-1)`` seconds, ±20 % jitter, at most ``max_backoff_s`` (or the server's
@@ -19,10 +19,8 @@ sees it exactly once.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import random
-import ssl
 import threading
 import time
 import urllib.parse
@@ -33,7 +31,7 @@ from typing import Any
 from voicebot import __version__
 from voicebot.logs import get_logger
 from voicebot.notify.outbox import Claimed, Outbox
-from voicebot.notify.screenpop import _Outcome, _retry_after, sign
+from voicebot.notify.signed import PostOutcome, backoff, post, sign
 
 __all__ = ["Endpoint", "Sender", "SenderConfig"]
 
@@ -133,7 +131,7 @@ class Sender:
         m = claim.message
         endpoint = self.endpoints.get(m.endpoint)
         fields = {"message": m.id, "kind": m.kind, "endpoint": m.endpoint, "attempt": claim.attempts}
-        missing = _Outcome(0, f"endpoint {m.endpoint!r} is not configured")
+        missing = PostOutcome(0, f"endpoint {m.endpoint!r} is not configured")
         outcome = missing if endpoint is None else self._post(endpoint, claim)
         if 200 <= outcome.status < 300:
             if self.outbox.delivered(claim, self.clock()):
@@ -154,16 +152,11 @@ class Sender:
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before the next attempt: exponential with ±20 % jitter, or Retry-After; at most max_backoff_s."""
-        c = self.config
-        if retry_after is not None:
-            return max(0.0, min(retry_after, c.max_backoff_s))
-        exponent = min(attempt - 1, 60)
-        return max(0.0, min(c.backoff_s * 2.0 ** exponent * self._rng.uniform(0.8, 1.2), c.max_backoff_s))
+        return backoff(attempt, self.config.backoff_s, self.config.max_backoff_s, self._rng, retry_after)
 
-    def _post(self, endpoint: Endpoint, claim: Claimed) -> _Outcome:
+    def _post(self, endpoint: Endpoint, claim: Claimed) -> PostOutcome:
         """One signed POST; the outcome, never an exception."""
-        url = urllib.parse.urlsplit(endpoint.url)
-        body = _body(claim)
+        body = json.dumps(dict(claim.message.payload), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         timestamp = str(int(self.clock()))
         headers = {
             "Content-Type": "application/json", "User-Agent": f"voicebot/{__version__}",
@@ -171,25 +164,4 @@ class Sender:
             "X-Voicebot-Attempt": str(claim.attempts), "X-Voicebot-Timestamp": timestamp,
             "X-Voicebot-Signature": sign(endpoint.secret, timestamp, body),
         }
-        conn = _connection(url, endpoint.timeout_s)
-        try:
-            target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-            conn.request("POST", target, body=body, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            return _Outcome(response.status, "" if response.status < 400 else response.reason, _retry_after(response))
-        except (OSError, http.client.HTTPException) as exc:
-            return _Outcome(0, type(exc).__name__)
-        finally:
-            conn.close()
-
-
-def _body(claim: Claimed) -> bytes:
-    return json.dumps(dict(claim.message.payload), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _connection(url: urllib.parse.SplitResult, timeout_s: float) -> http.client.HTTPConnection:
-    host, port = url.hostname or "", url.port
-    if url.scheme == "https":
-        return http.client.HTTPSConnection(host, port, timeout=timeout_s, context=ssl.create_default_context())
-    return http.client.HTTPConnection(host, port, timeout=timeout_s)
+        return post(urllib.parse.urlsplit(endpoint.url), body, headers, endpoint.timeout_s)
