@@ -42,8 +42,13 @@ def _log() -> Any:
 
 
 class _Session(Protocol):
-    timeline: Any  # voicebot.timeline.Timeline
-    machine: Any  # voicebot.dialog.machine.DialogMachine
+    """What :meth:`Notifier.watch` needs of a call session (attributes or read-only properties)."""
+
+    @property
+    def timeline(self) -> Any: ...  # voicebot.timeline.Timeline
+
+    @property
+    def machine(self) -> Any: ...  # voicebot.dialog.machine.DialogMachine
 
 
 @dataclass(frozen=True)
