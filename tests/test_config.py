@@ -28,7 +28,7 @@ FIELDS = {
     "vad.aggressiveness": "vad_aggressiveness", "voice_pack": "voice_pack", "cache_dir": "cache_dir",
     "records.db": "records_db", "records.recordings": "recordings_dir", "limits.max_calls": "max_calls",
     "limits.busy_prompt": "busy_prompt", "limits.busy_action": "busy_action", "http.host": "http_host",
-    "http.port": "http_port", "agents": "agents", "shutdown_deadline_s": "shutdown_deadline_s",
+    "http.port": "http_port", "agents": "agents", "notifications": "notifications", "shutdown_deadline_s": "shutdown_deadline_s",
     "handoff.mode": "handoff.mode", "handoff.takeover_digit": "handoff.takeover_digit",
     "handoff.ring_timeout_s": "handoff.ring_timeout_s", "handoff.max_attempts": "handoff.max_attempts",
     "handoff.whisper": "handoff.whisper", "handoff.whisper_dir": "handoff.whisper_dir",
@@ -134,7 +134,8 @@ def test_an_empty_config_gives_the_dataclass_defaults(tmp_path: Path) -> None:
 
 def test_the_table_defaults_are_the_dataclass_defaults() -> None:
     default = EngineConfig()
-    as_yaml: dict[str, object] = {"media_ports": "40000-40999", "agents": None, "flows_by_destination": {}}
+    as_yaml: dict[str, object] = {"media_ports": "40000-40999", "agents": None, "notifications": None,
+                                  "flows_by_destination": {}}
     for setting in SETTINGS:
         name = FIELDS[setting.key]
         want = as_yaml.get(name, _field(default, name))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import jsonschema  # type: ignore[import-untyped, unused-ignore]
 
 from voicebot.configkeys import SETTINGS, json_schema, markdown
 from voicebot.handoff.agents import AgentDirectory, AgentError, parse_agents
+from voicebot.notify.settings import NotificationsConfig, NotificationsError, parse_notifications
 from voicebot.schemacheck import check_schema
 from voicebot.yamldoc import Doc, KeyPath, Problem, read_yaml
 
@@ -82,6 +83,7 @@ class EngineConfig:
     shutdown_deadline_s: float = 30.0
     handoff: HandoffConfig = field(default_factory=HandoffConfig)
     agents: AgentDirectory = field(default_factory=lambda: parse_agents(None))
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)  # docs/notifications.md
     source: str = ""
 
 
@@ -99,9 +101,21 @@ def load_config(path: Path) -> EngineConfig:
         check_schema(doc, _validator())
         _check_values(doc)
     agents = _agents(doc)
+    notifications = _notifications(doc, path.parent.resolve())
     if doc.problems:
         raise ConfigError(sorted(dict.fromkeys(doc.problems), key=lambda p: (p.line, p.column)))
-    return _build(doc.data, path.parent.resolve(), str(path), agents)
+    config = _build(doc.data, path.parent.resolve(), str(path), agents)
+    return replace(config, notifications=notifications)
+
+
+def _notifications(doc: Doc, base: Path) -> NotificationsConfig:
+    """The ``notifications:`` section (voicebot.notify.settings); its problems join the document's."""
+    if not doc.parsed:
+        return NotificationsConfig()
+    try:
+        return parse_notifications(doc, base)
+    except NotificationsError:  # its problems are already in doc.problems
+        return NotificationsConfig()
 
 
 @functools.cache
@@ -134,7 +148,7 @@ def _get(data: Any, path: KeyPath) -> Any:
 def _value(data: dict[str, Any], key: str) -> Any:
     """The value of config key ``key`` (dotted), or its default from the table."""
     value = _get(data, tuple(key.split(".")))
-    return _DEFAULTS[key] if value is None and key != "agents" else value
+    return _DEFAULTS[key] if value is None and key not in ("agents", "notifications") else value
 
 
 def _check_values(doc: Doc) -> None:

@@ -36,6 +36,7 @@ KINDS: dict[str, tuple[dict[str, Any], str]] = {
     "destinations": ({"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
                      "mapping of destination number to flow file"),
     "agents": ({"type": "object"}, "mapping: wrap_up_s, list, groups (see below)"),
+    "notifications": ({"type": ["object", "null"]}, "mapping: db, sms_gateway, webhooks, retry, sms, webhook"),
 }
 
 
@@ -135,6 +136,10 @@ SETTINGS: tuple[Setting, ...] = (
             '"http://127.0.0.1:9000/lead"'),
     Setting("handoff.screen_pop.secret", "text", "", "The key that signs each post; needed with a url.", "CHANGE-ME"),
     Setting("handoff.screen_pop.retries", "whole", 4, "How often a failed post is retried.", "4"),
+    Setting("notifications", "notifications", None,
+            "What a flow's notify: sends (SMS gateway, webhooks, message templates): see docs/notifications.md.",
+            '{sms_gateway: {url: "http://127.0.0.1:9100/sms", secret: CHANGE-ME}, '
+            'sms: {call_outcome: {to: "{{caller}}", text: "Thanks"}}}'),
     Setting("shutdown_deadline_s", "seconds", 30.0, "On stop, how long calls in progress may go on before they are ended.",
             "60"),
 )

@@ -58,7 +58,9 @@ from voicebot.handoff.whisper import whisper_text, write_whisper
 from voicebot.logs import get_logger
 from voicebot.memory import MemoryTrimmer
 from voicebot.metrics import Metrics
+from voicebot.notify.notifier import CallInfo, Notifier, open_notifier
 from voicebot.notify.screenpop import make_screenpop
+from voicebot.notify.settings import NotificationsConfig
 from voicebot.pipeline import Pipeline, PipelineConfig, load_pipeline
 from voicebot.records.model import CallRecord, record_from_call
 from voicebot.records.recording import StereoRecorder
@@ -83,6 +85,7 @@ class Engine:
     metrics: Metrics = field(default_factory=Metrics)
     accepting: bool = True
     on_session: Callable[[CallSession], None] | None = None  # e.g. `voicebot call` shows the live transcript
+    notifications: NotificationsConfig | None = None  # None: the config file's `notifications:` section
 
     def load(self, progress: Progress | None = None) -> None:
         """Load flows and models, render prompts, warm every pipeline, open the record store (rules 1 and 6).
@@ -113,6 +116,7 @@ class Engine:
         self.store: RecordStore = open_store(cfg.records_db)
         self.trimmer = MemoryTrimmer()  # an ended call's memory goes back to the system (on the writer's thread)
         self.records = RecordWriter(self.store, when_idle=self.trimmer.trim)
+        self.notifier = self._notifier()
         self.pool = PortPool(*cfg.media_ports)
         self.log = get_logger("engine")
 
@@ -227,7 +231,7 @@ class Engine:
         try:
             prefer, voice = self._voice_agent(flow)
             handoff = self._handoff_factory(data.uuid, prefer) if self.config.agents.groups else None
-            drive_call(call, data, lambda rate: self._session(flow, rate, voice), self.pool,
+            drive_call(call, data, lambda rate: self._session(flow, rate, voice, data), self.pool,
                        media_ip=self.config.media_ip, handoff=handoff, result=result,
                        recording=self.config.recordings_dir / f"{call_id}.wav", switch_alive=self._switch_alive)
             if result.worker is not None and result.worker.error is not None:  # the session's thread failed
@@ -274,10 +278,12 @@ class Engine:
         text = whisper_text(snapshot, flow.language)
         return write_whisper(self._pipeline(flow, 8000).cache.render_dynamic, text, path, 8000)
 
-    def _session(self, flow: Flow, rate: int, voice: Path | None = None) -> CallSession:
+    def _session(self, flow: Flow, rate: int, voice: Path | None = None, data: ChannelData | None = None) -> CallSession:
         session = self._pipeline_off_hub(flow, rate, voice).session()
         if self.on_session is not None:
             self.on_session(session)
+        if self.notifier is not None and data is not None:
+            self.notifier.watch(session, CallInfo(data.uuid, data.caller, data.callee, flow.id))
         return session
 
     def _busy(self, call: OutboundCall, data: ChannelData) -> None:
@@ -302,6 +308,9 @@ class Engine:
             result.worker, result.error = None, result.error or repr(exc)
             record = self._record(flow, result, call_id)
         self.records.submit(lambda: _store(self.store, record, recorder))
+        session = result.worker.session if result.worker is not None else None
+        if self.notifier is not None and session is not None:  # hands the messages to its writer thread
+            self.notifier.call_ended(record, flow.hangup_notify, session.machine.outcome.notifications)
 
     def flush_records(self, timeout_s: float = 10.0) -> bool:
         """Wait (yielding to the hub) until the record writer has run every job queued so far; True if it did."""
@@ -330,6 +339,10 @@ class Engine:
                                 recording_path=str(recorder.path) if recorder is not None and recorder.has_audio else "",
                                 flow_version=flow.version, hangup_cause=result.hangup_cause or result.error,
                                 extras=_extras(result), handoff=result.handoff)
+
+    def _notifier(self) -> Notifier | None:
+        """The notifications sender (docs/notifications.md), when the config has any; None otherwise."""
+        return open_notifier(self.notifications or self.config.notifications, self.config.records_db)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -365,6 +378,8 @@ class Engine:
         self.inbound.stop()
         if self.screenpop is not None:
             self.screenpop.close(timeout=2.0)
+        if self.notifier is not None:
+            self.notifier.close(timeout=2.0)
         self.records.close(RECORDS_DRAIN_S)
         self.log.info("engine.stopped")
 

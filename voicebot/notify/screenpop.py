@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
-import hmac
 import http.client
 import json
 import random
@@ -38,11 +36,11 @@ from typing import Any
 from voicebot import __version__
 from voicebot.config import HandoffConfig
 from voicebot.logs import get_logger
+from voicebot.notify.signed import PostOutcome, backoff, post, sign, verify
 
 __all__ = ["ScreenPop", "ScreenPopConfig", "sign", "verify"]
 
 _KEY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "voicebot:screenpop")
-_RETRY_STATUSES = frozenset({408, 429})
 
 
 def _log() -> Any:
@@ -63,27 +61,6 @@ class ScreenPopConfig:
     max_queue: int = 1000
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """``"sha256=" + hex(HMAC-SHA256(secret, f"{timestamp}." + body))``."""
-    digest = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
-
-
-def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float, tolerance_s: float = 300) -> bool:
-    """True when the signature matches ``body`` and the timestamp is within ``tolerance_s`` of ``now`` (unix s).
-
-    Header names are matched case-insensitively; the comparison is constant-time; never raises.
-    """
-    lower = {str(k).lower(): str(v) for k, v in headers.items()}
-    timestamp, signature = lower.get("x-voicebot-timestamp", ""), lower.get("x-voicebot-signature", "")
-    try:
-        age = abs(now - float(timestamp))
-        expected = sign(secret, timestamp, body)
-    except (ValueError, UnicodeError):
-        return False
-    return age <= tolerance_s and hmac.compare_digest(expected.encode("ascii"), signature.encode("utf-8", "replace"))
-
-
 @dataclass(frozen=True)
 class _Item:
     """One queued event; ``data`` is the payload already serialized as JSON."""
@@ -91,19 +68,6 @@ class _Item:
     event: str
     call_id: str
     data: str
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """One attempt: HTTP ``status`` (0 for no answer), ``error`` text, server's ``Retry-After`` seconds (or None)."""
-
-    status: int
-    error: str = ""
-    retry_after: float | None = None
-
-    @property
-    def retryable(self) -> bool:
-        return self.status == 0 or self.status >= 500 or self.status in _RETRY_STATUSES
 
 
 class ScreenPop:
@@ -209,25 +173,15 @@ class ScreenPop:
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before attempt ``attempt + 1``: exponential with ±20 % jitter, or Retry-After; ≤ max_backoff_s."""
-        c = self.config
-        base = retry_after if retry_after is not None else c.backoff_s * 2 ** (attempt - 1) * self._rng.uniform(0.8, 1.2)
-        return max(0.0, min(base, c.max_backoff_s))
+        return backoff(attempt, self.config.backoff_s, self.config.max_backoff_s, self._rng, retry_after)
 
-    def _post(self, item: _Item, attempt: int) -> _Outcome:
+    def _post(self, item: _Item, attempt: int) -> PostOutcome:
         """One POST of ``item``; the outcome, never an exception."""
         body, headers = self._request(item, attempt, time.time())
-        conn = self._connect()
+        return post(self._url, body, headers, self.config.timeout_s, tls=self._tls, opened=self._opened)
+
+    def _opened(self, conn: http.client.HTTPConnection | None) -> None:
         self._conn = conn
-        try:
-            conn.request("POST", self._target(), body=body, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            return _Outcome(response.status, "" if response.status < 400 else response.reason, _retry_after(response))
-        except (OSError, http.client.HTTPException) as exc:
-            return _Outcome(0, type(exc).__name__)
-        finally:
-            self._conn = None
-            conn.close()
 
     def _request(self, item: _Item, attempt: int, sent_at: float) -> tuple[bytes, dict[str, str]]:
         """The signed body and headers of one attempt (``sent_at``: unix seconds)."""
@@ -240,16 +194,6 @@ class ScreenPop:
             "Idempotency-Key": str(uuid.uuid5(_KEY_NAMESPACE, f"{item.call_id}\x00{item.event}")),
         }
 
-    def _connect(self) -> http.client.HTTPConnection:
-        host, port, timeout = self._url.hostname or "", self._url.port, self.config.timeout_s
-        if self._tls is not None:
-            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
-        return http.client.HTTPConnection(host, port, timeout=timeout)
-
-    def _target(self) -> str:
-        path = self._url.path or "/"
-        return f"{path}?{self._url.query}" if self._url.query else path
-
     def _count(self, key: str) -> None:
         with self._cond:
             self.stats[key] += 1
@@ -258,15 +202,6 @@ class ScreenPop:
         self._count("dropped")
         _log().warning("screenpop.dropped", hook_event=_safe_str(event), call=_safe_str(call_id), reason=reason)
         return False
-
-
-def _retry_after(response: http.client.HTTPResponse) -> float | None:
-    """The ``Retry-After`` header in seconds (the delta-seconds form only), or None."""
-    value = response.getheader("Retry-After", "") or ""
-    try:
-        return max(0.0, float(value)) if value.strip() else None
-    except ValueError:
-        return None
 
 
 def _safe_str(value: object) -> str:
