@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from voicebot.asr.base import AsrResult, AsrStream, VadStream
@@ -79,9 +80,10 @@ class CallSession:
         """True once the dialog is over (hung up or transferred and done)."""
         return self.machine.ended
 
-    def start(self, now: float, variables: Mapping[str, str] | None = None, caller: str = "", callee: str = "") -> None:
-        """The call is answered and media flows."""
-        self._handle(ev.CallStarted(now, dict(variables or {}), caller, callee), now)
+    def start(self, now: float, variables: Mapping[str, str] | None = None, caller: str = "", callee: str = "",
+              local_time: datetime | None = None) -> None:
+        """The call is answered and media flows; ``local_time``: the callee's wall-clock time now (for date slots)."""
+        self._handle(ev.CallStarted(now, dict(variables or {}), caller, callee, local_time), now)
 
     def schedule(self, at: float, event: ev.Event) -> None:
         """Deliver ``event`` to the dialog machine at ``at`` (timers, agent events)."""
