@@ -45,6 +45,7 @@ DATES_EN = [
     ("1/5", "2027-01-05"),
     ("12/15/2027", "2027-12-15"),
     ("in 3 days", "2026-12-10"),
+    ("a week from today", "2026-12-14"),
     ("I don't know", None),
     ("next week sometime", None),
 ]
@@ -82,6 +83,7 @@ TIMES_EN = [
     ("fifteen thirty", "15:30"),
     ("1530 hours", "15:30"),
     ("in the evening", "19:00"),
+    ("between two and three", "14:00"),
     ("at three", "15:00"),  # business hours: 1-7 is pm
     ("at nine", "09:00"),  # 8-11 is am
     ("seven in the evening", "19:00"),
@@ -131,6 +133,7 @@ NUMBERS = [
     ("en", "two thousand five hundred", "2500"),
     ("en", "a hundred and five", "105"),
     ("en", "twelve hundred dollars", "1200"),
+    ("en", "half a million", "500000"),
     ("zh", "两千五", "2500"),
     ("zh", "一千二百八十", "1280"),
     ("zh", "三万", "30000"),

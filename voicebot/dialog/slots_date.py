@@ -13,7 +13,7 @@ documented and property-tested, is smaller than either library and gets them rig
 
 Resolution rules (the answer is always today or later, for scheduling):
 
-* today, tomorrow, the day after tomorrow (今天, 明天, 后天, 大后天); "in 3 days" (3天后);
+* today, tomorrow, the day after tomorrow (今天, 明天, 后天, 大后天); "in 3 days" (3天后); "a week from today";
 * a weekday alone or with "this"/"coming"/"on" (周五, 这周五, 本周五): its next occurrence, today included;
   "next <weekday>" and 下周X: that weekday in the following Monday-to-Sunday week (said on a Sunday,
   "next Monday" is tomorrow); "<weekday> next week" likewise;
@@ -50,6 +50,7 @@ _EN_DATE_RE = re.compile(
     r"\b(?:(?P<dat>(?:the )?day after tomorrow)|(?P<tomorrow>tomorrow|tomorow|tmrw)"
     r"|(?P<today>today|tonight|this (?:morning|afternoon|evening))"
     r"|in (?P<in_days>\d{1,2}) days?"
+    r"|(?P<week>(?:a|1) week from (?:today|now)|in (?:a|1) week)"
     rf"|(?P<wd_rel>next|this|coming|on)? ?(?P<wd>{_WEEKDAY_ALT})s?(?P<wd_next> next week)?"
     rf"|(?P<month>{_MONTH_ALT})(?: the)? (?P<mday>\d{{1,2}})(?:st|nd|rd|th)?"
     rf"|(?:the )?(?P<mday2>\d{{1,2}})(?:st|nd|rd|th)? of (?P<month2>{_MONTH_ALT})"
@@ -139,6 +140,8 @@ def _en_found(found: re.Match[str], today: date) -> date | None:
             return today + timedelta(days=offset)
     if g["in_days"]:
         return today + timedelta(days=int(g["in_days"]))
+    if g["week"]:
+        return today + timedelta(days=7)
     if g["wd"]:
         rel = "next" if g["wd_rel"] == "next" or g["wd_next"] else ""
         return _weekday(today, WEEKDAYS.index(g["wd"]), rel)

@@ -70,6 +70,10 @@ def en_number_at(tokens: list[str], i: int) -> tuple[int, int] | None:
     """Parse a spelled/digit number starting at ``tokens[i]``: (value, next index)."""
     total = current = 0
     last, j = "", i
+    if tokens[i] == "half" and tokens[i + 1:i + 2] in (["a"], ["an"]) and i + 2 < len(tokens):
+        kind, value = _en_token_kind(tokens[i + 2])
+        if kind in ("hundred", "scale"):
+            return value // 2, i + 3  # "half a million"
     if tokens[i] == "a" and i + 1 < len(tokens) and tokens[i + 1] in ("hundred", *_EN_SCALES):
         last, current, j = "unit", 1, i + 1
     while j < len(tokens):

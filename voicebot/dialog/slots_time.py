@@ -50,7 +50,7 @@ _EN_CLOCK_RE = re.compile(
     r"(?P<h>\d{1,2})(?:[ :](?P<m>[0-5]\d)|(?: oh (?P<m1>\d)))?"
     r"(?: ?(?P<ampm>[ap]) ?m|(?: ?(?P<oclock>o'?clock|o clock)))?(?![\w'])"
 )
-_EN_CLOCK_CUES = frozenset({"at", "around", "about", "by", "after", "before", "until", "till", "from", "say"})
+_EN_CLOCK_CUES = frozenset({"at", "around", "about", "by", "after", "before", "until", "till", "from", "say", "between"})
 _EN_RELATIVE_RE = re.compile(
     r"\bin (?:(?P<n>\d+)|(?P<half>half an?|a half)|an?) (?:(?P<and1>and a half) )?"
     r"(?P<unit>hours?|hrs?|minutes?|mins?)(?P<and2> and a half)?\b"
