@@ -40,7 +40,7 @@ def test_example_flow_tests_pass(language: str, capsys: pytest.CaptureFixture[st
 def test_appointment_example_flow_tests_pass(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["test-flow", str(FLOWS / "appointment_reminder_en.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "9 passed, 0 failed" in out and "FAIL" not in out
+    assert "11 passed, 0 failed" in out and "FAIL" not in out
 
 
 def test_test_flow_reports_a_failing_expectation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -227,8 +227,8 @@ def test_text(language: str, text: str, expected: str | None) -> None:
 
 
 def test_unknown_slot_type_lists_types() -> None:
-    with pytest.raises(ValueError, match=r"yes_no.*time.*number.*digits.*text"):
-        extract_slot("date", "tomorrow", "en")
+    with pytest.raises(ValueError, match=r"yes_no.*time.*date.*datetime.*number.*digits.*text"):
+        extract_slot("when", "tomorrow", "en")
 
 
 def test_unknown_language_rejected() -> None:

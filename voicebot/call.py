@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 
 from voicebot.asr.base import AsrStream, VadStream
 from voicebot.asr.turns import TurnTaker
@@ -105,9 +106,10 @@ class CallSession:
 
     # ------------------------------------------------------------ the edge
 
-    def start(self, now: float, variables: Mapping[str, str] | None = None, caller: str = "", callee: str = "") -> None:
-        """The call is answered and media flows."""
-        self.deliver(ev.CallStarted(now, dict(variables or {}), caller, callee))
+    def start(self, now: float, variables: Mapping[str, str] | None = None, caller: str = "", callee: str = "",
+              local_time: datetime | None = None) -> None:
+        """The call is answered and media flows; ``local_time``: the callee's wall-clock time now (for date slots)."""
+        self.deliver(ev.CallStarted(now, dict(variables or {}), caller, callee, local_time))
 
     def schedule(self, at: float, event: ev.Event) -> None:
         """Deliver ``event`` to the dialog machine at ``at`` (timers, agent events)."""

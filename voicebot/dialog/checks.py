@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from voicebot.dialog.build import LISTEN_KEYS, is_per_language
+from voicebot.dialog.checks_slots import check_slot_paths
 from voicebot.dialog.flow import LANGUAGES, RETURN, SPECIAL_TARGETS, Flow, Node
 from voicebot.yamldoc import Doc, KeyPath, did_you_mean
 
@@ -336,6 +337,7 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     _check_intent_languages,
     _check_regexes,
     _check_templates,
+    check_slot_paths,
     _check_endings,
     _check_unused_retries,
     _check_variable_defaults,

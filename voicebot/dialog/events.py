@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TypeAlias
 
 from voicebot.dialog.flow import BargeIn
@@ -22,12 +23,17 @@ from voicebot.dialog.flow import BargeIn
 
 @dataclass(frozen=True)
 class CallStarted:
-    """The call is answered and media flows. ``variables`` fill the flow's variables."""
+    """The call is answered and media flows. ``variables`` fill the flow's variables.
+
+    ``local_time``: the wall-clock time at answer in the callee's time zone (aware), the reference for
+    ``date``/``datetime`` slots and relative times; None: those slots capture nothing.
+    """
 
     at: float
     variables: Mapping[str, str] = field(default_factory=dict)
     caller: str = ""
     callee: str = ""
+    local_time: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ Rules (the whole contract, in the order the code applies them):
 4. A final transcript is matched against the node's intents and the global
    intents together; the best score wins (the node's own on a tie). Slots in
    ``capture`` are extracted first. No match goes to ``default`` or no-match
-   handling; an empty transcript just keeps listening.
+   handling; an empty transcript just keeps listening. A capture that gets no
+   value goes to no-match handling, not ``default``: it is re-asked, never
+   spoken as an empty value.
 5. Timers are commands (:class:`ArmTimer`) and come back as
    :class:`TimerFired`. When the call ends every live timer is cancelled.
 6. The call ends exactly once, with exactly one disposition: a hang-up node,
@@ -35,6 +37,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -97,6 +100,7 @@ class DialogMachine:
         self._playing: _Playing | None = None
         self._variant_turn: dict[tuple[str, Say], int] = {}
         self._retries = {"no_input": 0, "no_match": 0}
+        self._local_start: datetime | None = None  # the call's local time at answer (CallStarted.local_time)
         self._return_to = ""
         self._barged = False
         self._speech_since: float | None = None
@@ -189,6 +193,7 @@ class DialogMachine:
         values.update(event.variables)
         self.outcome.variables = values
         self.outcome.started_at = event.at
+        self._local_start = event.local_time
         self._arm("max_duration", self.flow.max_duration_s)
         self._goto(self.flow.start)
 
@@ -448,21 +453,31 @@ class DialogMachine:
         return best.score if best else 0.0
 
     def _take_turn(self, node: Node, event: ev.Transcript, barged: bool) -> None:
-        for slot, slot_type in node.capture.items():
-            value = extract_slot(slot_type, event.text, self.flow.language)
-            if value is not None:
-                self.outcome.slots[slot] = value
-                self._emit(ev.SetSlot(self._now, slot, value))
+        captured = self._capture(node, event.text)
         match = self._match(node, event.text)
         self._log_turn(event, match=match, barge_in=barged)
         if self._count_turn():
             return
         if match is not None:
             self._route_intent(node, match.intent)
-        elif node.default:
+        elif node.default and captured:  # a failed capture is re-asked (no_match), never spoken empty
             self._goto(node.default)
         else:
             self._retry(node, "no_match")
+
+    def _capture(self, node: Node, text: str) -> bool:
+        """Extract the node's slots from ``text``; True when every one got a value."""
+        since_answer = timedelta(seconds=self._now - (self.outcome.started_at or 0.0))
+        local = None if self._local_start is None else self._local_start + since_answer
+        captured = True
+        for slot, slot_type in node.capture.items():
+            value = extract_slot(slot_type, text, self.flow.language, now=local)
+            if value is None:
+                captured = False
+                continue
+            self.outcome.slots[slot] = value
+            self._emit(ev.SetSlot(self._now, slot, value))
+        return captured
 
     def _match(self, node: Node, text: str) -> IntentMatch | None:
         """The best intent for ``text`` here; a tie between the node's own intent and a global one goes to the node."""

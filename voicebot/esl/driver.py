@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -179,7 +180,8 @@ class SessionThread:
 
     def _run(self) -> None:
         try:
-            self.session.start(0.0, self.variables)
+            # the reference for date slots: the server's zone until the campaign passes the lead's own zone
+            self.session.start(0.0, self.variables, local_time=datetime.now().astimezone())
             next_bot = 0.0
             while not self._stop and not self.session.ended:
                 self._drain(timeout=3 * self.frame_s)  # woken by each send slot taken, caller frames, answers

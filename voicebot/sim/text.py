@@ -17,6 +17,7 @@ import heapq
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from voicebot.dialog import events as ev
 from voicebot.dialog.backchannel import content_words
@@ -75,8 +76,10 @@ class TextCall:
     """One simulated call. Call :meth:`start`, then :meth:`act` for each caller action."""
 
     def __init__(self, flow: Flow, variables: dict[str, str] | None = None, *,
-                 matcher: IntentMatcher | None = None, agent: AgentSim | None = None, seed: int = 0) -> None:
+                 matcher: IntentMatcher | None = None, agent: AgentSim | None = None, seed: int = 0,
+                 local_time: datetime | None = None) -> None:
         self.flow = flow
+        self.local_time = local_time  # the callee's wall-clock time at answer, for date slots; None: they capture nothing
         self.machine = DialogMachine(flow, matcher=matcher, seed=seed)
         self.variables = dict(variables or {})
         self.agent = agent or AgentSim()
@@ -92,7 +95,7 @@ class TextCall:
 
     def start(self) -> list[Entry]:
         """Answer the call; the bot starts its first prompt."""
-        return self._collect(lambda: self._feed(ev.CallStarted(self.now, self.variables)))
+        return self._collect(lambda: self._feed(ev.CallStarted(self.now, self.variables, local_time=self.local_time)))
 
     def act(self, action: CallerAction) -> list[Entry]:
         """Perform one caller action and return what happened until it was done.
