@@ -247,3 +247,20 @@ def test_no_verdict_before_the_least_evidence(pattern: list[tuple[str, float]], 
     assert after >= least - 1e-6
     if verdict.reason == AmdReason.HUMAN:
         assert amd.words >= 1 or amd.voice_ms >= cfg.min_word_ms
+
+
+def test_the_silence_threshold_follows_the_noise_floor() -> None:
+    """Departure 3: on a line whose hiss reads 600 (over app_amd's 256), a hello at 2000 is still a short word."""
+    def hello_on(noise: float, cfg: AmdSettings) -> AmdVerdict | None:
+        amd, t = AnsweringMachineDetector(T0, cfg), T0
+        for level, ms in ((noise, 400), (VOICE, 400), (noise, 2000)):
+            for _ in range(ms // 20):
+                t += 0.02
+                if (verdict := amd.frame(t, level)) is not None:
+                    return verdict
+        return amd.verdict
+
+    ours = hello_on(600.0, AmdSettings())
+    assert ours is not None and ours.reason == AmdReason.HUMAN and ms_after_answer(ours) == 400 + 400 + 800
+    app_amd = hello_on(600.0, AmdSettings(noise_floor_ratio=0.0))  # the hiss is one long word
+    assert app_amd is not None and app_amd.reason == AmdReason.LONGGREETING

@@ -30,7 +30,12 @@ Departures from app_amd, and why:
    transcript (or the total analysis time): a final with a human phrase ("who is this",
    喂, 哪位) and no voicemail phrase turns it into HUMAN, ``HUMANPHRASE``. INITIALSILENCE is
    never held: nobody spoke.
-3. app_amd's first state is "in word", so a voice that starts in the very first frame is
+3. The silence threshold follows the line's noise: a frame is also silent when its mean |sample| is under
+   ``noise_floor_ratio`` times the quietest frame since the answer (0 turns this off). On a clean line the
+   quietest frame is near 0 and app_amd's 256 rules (so it does in the first ``NOISE_FLOOR_AFTER_FRAMES``);
+   at 10 dB SNR, hiss is otherwise a greeting that never ends. The ratio was chosen on the tuning part of
+   bench/amd_bench.py, never on its held-out part.
+4. app_amd's first state is "in word", so a voice that starts in the very first frame is
    not a counted word until a silence ends it; kept as is (the channel's first frames
    after answer are nearly always silent).
 
@@ -71,7 +76,8 @@ class AmdReason(Enum):
 
 @dataclass(frozen=True)
 class AmdSettings:
-    """app_amd's parameters (its defaults; times in ms) and ours (``vad_threshold``, ``use_phrases``, ``confirm_machine``)."""
+    """app_amd's parameters (its defaults; times in ms) and ours (``vad_threshold``, ``noise_floor_ratio``,
+    ``use_phrases``, ``confirm_machine``: see the module doc's departures)."""
 
     initial_silence_ms: float = 2500.0
     greeting_ms: float = 1500.0
@@ -83,6 +89,7 @@ class AmdSettings:
     silence_threshold: float = 256.0  # mean |sample| of a 16-bit frame below which it is silent
     max_word_ms: float = 5000.0
     vad_threshold: float = 0.5
+    noise_floor_ratio: float = 1.5
     use_phrases: bool = True
     confirm_machine: bool = False
 
@@ -130,6 +137,7 @@ def is_human_reply(text: str) -> bool:
     return not is_voicemail(text) and any(phrase_in(p, flat) for p in HUMAN_PHRASES)
 
 
+NOISE_FLOOR_AFTER_FRAMES = 5  # the noise floor counts from the sixth frame (one frame is no estimate of a line)
 _TIMING_MACHINE = (AmdReason.LONGGREETING, AmdReason.MAXWORDS, AmdReason.MAXWORDLENGTH)
 
 
@@ -145,7 +153,8 @@ class AnsweringMachineDetector:
         self.word_ms = 0.0  # app_amd's consecutiveVoiceDuration
         self.words = 0
         self.frames = 0
-        self._in_word = True  # app_amd's first state is STATE_IN_WORD (see departure 3)
+        self.quietest = float("inf")  # the lowest mean |sample| of a frame since the answer
+        self._in_word = True  # app_amd's first state is STATE_IN_WORD (see departure 4)
         self._in_greeting = False
         self.verdict: AmdVerdict | None = None
         self.pending: AmdVerdict | None = None  # a timing MACHINE waiting for the words (confirm_machine)
@@ -173,7 +182,10 @@ class AnsweringMachineDetector:
         s = self.settings
         if self.total_ms >= s.total_analysis_ms:
             return self._timeout(now)
-        silent = mean_abs < s.silence_threshold or (voice is not None and voice < s.vad_threshold)
+        self.quietest = min(self.quietest, mean_abs)
+        floor = s.noise_floor_ratio * self.quietest if self.frames > NOISE_FLOOR_AFTER_FRAMES else 0.0
+        threshold = max(s.silence_threshold, floor)
+        silent = mean_abs < threshold or (voice is not None and voice < s.vad_threshold)
         found = self._silent(ms) if silent else self._voiced(ms)
         if found is None:
             return None
