@@ -264,3 +264,15 @@ def test_the_silence_threshold_follows_the_noise_floor() -> None:
     assert ours is not None and ours.reason == AmdReason.HUMAN and ms_after_answer(ours) == 400 + 400 + 800
     app_amd = hello_on(600.0, AmdSettings(noise_floor_ratio=0.0))  # the hiss is one long word
     assert app_amd is not None and app_amd.reason == AmdReason.LONGGREETING
+
+
+@pytest.mark.parametrize("bad", [{"greeting_ms": 0.0}, {"total_analysis_ms": -5.0}, {"max_words": -1},
+                                 {"vad_threshold": 1.5}, {"noise_floor_ratio": -1.0}])
+def test_bad_settings_are_refused_with_the_name(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        AmdSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_a_frame_without_duration_is_refused() -> None:
+    with pytest.raises(ValueError, match="positive number of milliseconds"):
+        AnsweringMachineDetector(T0).frame(T0 + 0.02, VOICE, ms=0.0)

@@ -93,6 +93,19 @@ class AmdSettings:
     use_phrases: bool = True
     confirm_machine: bool = False
 
+    def __post_init__(self) -> None:
+        times = {name: getattr(self, name) for name in ("initial_silence_ms", "greeting_ms", "after_greeting_silence_ms",
+                                                         "total_analysis_ms", "min_word_ms", "between_words_silence_ms",
+                                                         "max_word_ms")}
+        bad = [f"{name}={value!r}" for name, value in times.items() if not value > 0]
+        if self.max_words < 0 or self.silence_threshold < 0 or self.noise_floor_ratio < 0:
+            bad.append(f"max_words={self.max_words!r}, silence_threshold={self.silence_threshold!r} and "
+                       f"noise_floor_ratio={self.noise_floor_ratio!r} must not be negative")
+        if not 0.0 <= self.vad_threshold <= 1.0:
+            bad.append(f"vad_threshold={self.vad_threshold!r} must be between 0 and 1")
+        if bad:
+            raise ValueError("answering-machine detection settings: times must be positive (ms): " + "; ".join(bad))
+
     def earliest_verdict_ms(self) -> float:
         """The least audio any timing rule needs (MAXWORDS: max_words + 1 words, each after a word-ending silence)."""
         words = (self.max_words + 1) * (self.min_word_ms + self.between_words_silence_ms)
@@ -173,6 +186,8 @@ class AnsweringMachineDetector:
     def frame(self, now: float, mean_abs: float, voice: float | None = None, ms: float = 20.0) -> AmdVerdict | None:
         """One frame of ``ms`` ms ending at ``now`` (s): its mean |sample| (int16 scale) and, when a VAD ran, its
         speech probability (or 0/1). Returns the verdict when this frame makes one."""
+        if not ms > 0:
+            raise ValueError(f"a frame lasts a positive number of milliseconds, got {ms!r}")
         if self.verdict is not None:
             return None
         if (timeout := self.tick(now)) is not None:
