@@ -364,6 +364,7 @@ class Outcome:
     reason: str
     at_s: float
     revised: bool = False
+    before_speech: bool = False  # the verdict came before the first word was said: right or wrong, by chance
     beep_found: bool | None = None
     beep_error_ms: float | None = None
 
@@ -416,7 +417,8 @@ def run_clip(clip: Clip, asr: AsrTranscripts | None) -> list[Outcome]:
             words = heard if mode.startswith("phrases-asr") and heard is not None else oracle if cfg.use_phrases else []
             verdict, found, error = detect(pcm, voiced, cfg, words, speech.beep_at)
             out.append(Outcome(clip.clip_id, clip.label, clip.held_out, condition, mode, verdict.status.value,
-                               verdict.reason.value, round(verdict.at, 3), verdict.revised, found, error))
+                               verdict.reason.value, round(verdict.at, 3), verdict.revised,
+                               bool(speech.spans) and verdict.at < speech.spans[0][0], found, error))
     return out
 
 
@@ -435,31 +437,42 @@ def with_asr_subset(outcomes: Sequence[Outcome]) -> list[Outcome]:
     return [*outcomes, *extra]
 
 
+PARTS = ("tuning", "held-out", "all", "clean", "snr20", "snr10")  # the last three: every clip, one channel condition
+
+
+def _in_part(o: Outcome, part: str) -> bool:
+    if part in ("tuning", "held-out"):
+        return o.held_out == (part == "held-out")
+    return part == "all" or o.condition == part
+
+
+def _entry(mine: Sequence[Outcome], right: str) -> dict[str, Any]:
+    counts = Counter(o.status for o in mine)
+    times = [o.at_s for o in mine]
+    entry: dict[str, Any] = {"n": len(mine), "correct": counts[right],
+                             "accuracy": round(counts[right] / len(mine), 3) if mine else None,
+                             "verdicts": dict(counts), "t_p50_s": percentile(times, 50), "t_p95_s": percentile(times, 95),
+                             "revised": sum(o.revised for o in mine),
+                             "before_speech": dict(Counter(o.status for o in mine if o.before_speech)),
+                             "reasons": dict(Counter(o.reason for o in mine if o.status != right))}
+    beeps = [o.beep_found for o in mine if o.beep_found is not None]
+    if beeps:
+        late = [o.beep_error_ms for o in mine if o.beep_error_ms is not None]
+        entry["beep_found"] = f"{sum(beeps)}/{len(beeps)}"
+        entry["beep_late_ms_p50_p95"] = [percentile(late, 50), percentile(late, 95)]
+    return entry
+
+
 def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """Per mode and part: counts per class and verdict, accuracy, time to verdict, beep found."""
     table: dict[str, Any] = {}
     outcomes = with_asr_subset(outcomes)
     for mode in [*MODES, "timing@asr-clips"]:
-        for part in ("tuning", "held-out", "all"):
-            rows = [o for o in outcomes if o.mode == mode and (part == "all" or o.held_out == (part == "held-out"))]
-            if not rows:
-                continue
-            entry: dict[str, Any] = {}
-            for label, right in (("human", "HUMAN"), ("machine", "MACHINE")):
-                mine = [o for o in rows if o.label == label]
-                counts = Counter(o.status for o in mine)
-                times = [o.at_s for o in mine]
-                beeps = [o.beep_found for o in mine if o.beep_found is not None]
-                entry[label] = {"n": len(mine), "correct": counts[right], "accuracy": round(counts[right] / len(mine), 3)
-                                if mine else None, "verdicts": dict(counts), "t_p50_s": percentile(times, 50),
-                                "revised": sum(o.revised for o in mine),
-                                "t_p95_s": percentile(times, 95),
-                                "reasons": dict(Counter(o.reason for o in mine if o.status != right))}
-                if beeps:
-                    late = [o.beep_error_ms for o in mine if o.beep_error_ms is not None]
-                    entry[label]["beep_found"] = f"{sum(beeps)}/{len(beeps)}"
-                    entry[label]["beep_late_ms_p50_p95"] = [percentile(late, 50), percentile(late, 95)]
-            table[f"{mode}/{part}"] = entry
+        for part in PARTS:
+            rows = [o for o in outcomes if o.mode == mode and _in_part(o, part)]
+            if rows:
+                table[f"{mode}/{part}"] = {label: _entry([o for o in rows if o.label == label], right)
+                                           for label, right in (("human", "HUMAN"), ("machine", "MACHINE"))}
     return table
 
 
@@ -475,6 +488,8 @@ def print_table(summary: dict[str, Any]) -> None:
     print(f"{'mode/part':30} {'human→HUMAN':>22} {'NOTSURE':>8} {'t50/t95 s':>11}  "
           f"{'machine→MACHINE':>22} {'NOTSURE':>8} {'t50/t95 s':>11} {'revised':>8} {'beep':>8}")
     for key, entry in summary.items():
+        if key.endswith(("/clean", "/snr20", "/snr10")) and not key.startswith(("timing/", "phrases-oracle-confirm/")):
+            continue  # per condition: printed for the two main modes, all in the JSON
         machine = entry["machine"]
         print(f"{key:30} {_cell(entry['human'])}  {_cell(machine)} {machine.get('revised', 0):>8} "
               f"{machine.get('beep_found', '-'):>8}")

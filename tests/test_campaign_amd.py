@@ -276,3 +276,13 @@ def test_bad_settings_are_refused_with_the_name(bad: dict[str, float]) -> None:
 def test_a_frame_without_duration_is_refused() -> None:
     with pytest.raises(ValueError, match="positive number of milliseconds"):
         AnsweringMachineDetector(T0).frame(T0 + 0.02, VOICE, ms=0.0)
+
+
+def test_a_burst_of_hiss_at_the_answer_is_not_a_greeting() -> None:
+    """The first frames only measure the line: webrtcvad calls hiss speech until it adapts (about 100 ms), and
+    counting that as a word made the quiet hiss after it read HUMAN 0.9 s after the answer, before anyone spoke."""
+    amd, t, verdict = AnsweringMachineDetector(T0), T0, None
+    for i in range(200):
+        t += 0.02
+        verdict = verdict or amd.frame(t, 700.0, voice=1.0 if i < 5 else 0.0)
+    assert verdict is not None and verdict.reason == AmdReason.INITIALSILENCE and ms_after_answer(verdict) == 2500

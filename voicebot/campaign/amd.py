@@ -21,7 +21,8 @@ Departures from app_amd, and why:
 
 1. *Silent* is ``mean |sample| < silence_threshold`` (app_amd's DSP, 256) **or** the VAD
    says no voice (probability < ``vad_threshold``) when a VAD value is given: energy alone
-   counts line noise as words (at 10 dB SNR every frame is "voice").
+   counts line noise as words. The VAD alone is not enough at 10 dB SNR (webrtcvad calls
+   white hiss speech until it adapts): see 3.
 2. Transcripts (:meth:`AnsweringMachineDetector.transcript`): a voicemail phrase ("leave a
    message", 请在提示音后留言…) is MACHINE, ``PHRASE``, at once, and also *revises* an
    earlier HUMAN/NOTSURE verdict (a greeting with a pause looks human to the timer);
@@ -32,8 +33,10 @@ Departures from app_amd, and why:
    never held: nobody spoke.
 3. The silence threshold follows the line's noise: a frame is also silent when its mean |sample| is under
    ``noise_floor_ratio`` times the quietest frame since the answer (0 turns this off). On a clean line the
-   quietest frame is near 0 and app_amd's 256 rules (so it does in the first ``NOISE_FLOOR_AFTER_FRAMES``);
-   at 10 dB SNR, hiss is otherwise a greeting that never ends. The ratio was chosen on the tuning part of
+   quietest frame is near 0 and app_amd's 256 rules; at 10 dB SNR, hiss is otherwise a greeting that never
+   ends. The first ``NOISE_FLOOR_AFTER_FRAMES`` frames only measure the line (they count as silence): one
+   frame is no estimate of a line, and a burst of hiss at the answer must not open a "greeting" whose
+   silence then reads HUMAN before anyone spoke. The ratio was chosen on the tuning part of
    bench/amd_bench.py, never on its held-out part.
 4. app_amd's first state is "in word", so a voice that starts in the very first frame is
    not a counted word until a silence ends it; kept as is (the channel's first frames
@@ -150,7 +153,7 @@ def is_human_reply(text: str) -> bool:
     return not is_voicemail(text) and any(phrase_in(p, flat) for p in HUMAN_PHRASES)
 
 
-NOISE_FLOOR_AFTER_FRAMES = 5  # the noise floor counts from the sixth frame (one frame is no estimate of a line)
+NOISE_FLOOR_AFTER_FRAMES = 5  # frames after the answer that only measure the line's noise (100 ms at 20 ms)
 _TIMING_MACHINE = (AmdReason.LONGGREETING, AmdReason.MAXWORDS, AmdReason.MAXWORDLENGTH)
 
 
@@ -198,9 +201,9 @@ class AnsweringMachineDetector:
         if self.total_ms >= s.total_analysis_ms:
             return self._timeout(now)
         self.quietest = min(self.quietest, mean_abs)
-        floor = s.noise_floor_ratio * self.quietest if self.frames > NOISE_FLOOR_AFTER_FRAMES else 0.0
-        threshold = max(s.silence_threshold, floor)
-        silent = mean_abs < threshold or (voice is not None and voice < s.vad_threshold)
+        learning = s.noise_floor_ratio > 0 and self.frames <= NOISE_FLOOR_AFTER_FRAMES
+        threshold = max(s.silence_threshold, s.noise_floor_ratio * self.quietest)
+        silent = learning or mean_abs < threshold or (voice is not None and voice < s.vad_threshold)
         found = self._silent(ms) if silent else self._voiced(ms)
         if found is None:
             return None
