@@ -81,7 +81,7 @@ KNOWN = {
     "voicebot.handoff.agents -> threading",
 }
 
-SANS_IO = ("voicebot.dialog", "voicebot.audio", "voicebot.asr.turns", "voicebot.handoff.agents")
+SANS_IO = ("voicebot.dialog", "voicebot.audio", "voicebot.asr.turns", "voicebot.handoff.agents", "voicebot.campaign")
 EDGE_MODULES = ("gevent", "socket", "threading", "greenswitch", "selectors")
 
 
