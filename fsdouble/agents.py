@@ -181,7 +181,7 @@ class AgentsMixin(DoubleCore):
         a.agent_audio = _agent_voice(spec, app[0] != "socket" and all(name != "socket" for name, _ in route))
         timeout = float(variables.get("originate_timeout") or DEFAULT_ORIGINATE_TIMEOUT_S)
         self._later(timeout, functools.partial(self._ring_failed, a, "NO_ANSWER"))
-        self._run_dialplan(b, route)
+        self._later(self.timing.route_s, functools.partial(self._run_dialplan, b, route))
         return ApiResult("", outcome=outcome)
 
     def _run_dialplan(self, ch: Channel, apps: list[tuple[str, str]]) -> None:

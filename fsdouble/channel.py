@@ -82,6 +82,8 @@ class Channel:
         self.answered = False
         self.answered_at: float | None = None  # monotonic s
         self.call_state = "DOWN"  # Channel-Call-State: DOWN, RINGING, EARLY, ACTIVE, HANGUP
+        self.run_state = "CS_EXECUTE"  # Channel-State: the running state (CS_SOFT_EXECUTE bridged, CS_PARK after)
+        self.state_number = 4  # Channel-State-Number: the state being entered (2 routing, 8 hibernate, ...)
         self.answer_state = "ringing"  # Answer-State: ringing, early, answered, hangup
         self.has_media = flavour == "loopback"
         self.app = ""  # the long-running app: socket, park, eavesdrop, uuid_bridge
@@ -213,7 +215,8 @@ class Channel:
         if self.complete:
             cs, number = "CS_REPORTING", "11"
         else:
-            cs, number = ("CS_HANGUP", "10") if self.hung_up else ("CS_EXECUTE", "4")
+            # hanging up: the running state stays until CHANNEL_STATE CS_HANGUP (check3, check6b, check9)
+            cs, number = self.run_state, "10" if self.hung_up else str(self.state_number)
         pairs: Pairs = [("Channel-State", cs), ("Channel-Call-State", self.call_state),
                         ("Channel-State-Number", number), ("Channel-Name", self.name), ("Unique-ID", self.uuid),
                         ("Call-Direction", self.direction), ("Presence-Call-Direction", self.direction),
