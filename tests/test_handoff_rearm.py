@@ -13,13 +13,20 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from fsdouble.double import FreeSwitchDouble, Timing
 from tests.engine_support import PASSWORD
-from tests.test_handoff_e2e import finished_record, handoff_engine, wait_listening
+from tests.test_handoff_e2e import AGENTS, finished_record, handoff_engine, wait_listening
+from voicebot.config import HandoffConfig
+from voicebot.dialog import events as ev
 from voicebot.engine import Engine
+from voicebot.esl.connection import InboundConnection, OutboundCall
+from voicebot.esl.handoff import CallHandoff, HandoffContext
+from voicebot.esl.protocol import EslEvent
+from voicebot.handoff.agents import AgentPool, parse_agents
 
 GAP_S = 0.3  # CHANNEL_UNBRIDGE → CHANNEL_PARK on the caller (real: 0.1 ms)
 
@@ -64,3 +71,54 @@ def test_one_rearm_after_the_agent_leaves_a_bridge(fs: FreeSwitchDouble, bridge:
     record = finished_record(fs, bridge, caller)
     assert record.path[-1] == "welcome_back" and record.disposition == "after_agent"
     fs.assert_no_crash()
+
+
+# ------------------------------------------------------------------ the handoff's side, event orders by hand
+
+
+class Harness:
+    """A CallHandoff bridged to an agent (no sockets on these paths): what it re-arms and posts."""
+
+    def __init__(self, tmp: Path, fail: bool = False) -> None:
+        pool = AgentPool(parse_agents(AGENTS), time.monotonic())
+        ctx = HandoffContext(pool, InboundConnection("127.0.0.1", 1, "unused"), HandoffConfig(whisper_dir=tmp), "")
+        self.rearms = 0
+        self.posted: list[object] = []
+        self.fail = fail
+        self.handoff = CallHandoff(ctx, cast(OutboundCall, None), call_id="caller", caller_codec="PCMU",
+                                   clock=time.monotonic, post=self.posted.append, mute=lambda on: None,
+                                   rearm=self.rearm)
+        agent = pool.reserve("advisors", "caller", time.monotonic())
+        assert agent is not None
+        self.handoff.agent, self.handoff.state = agent, "transferring"
+        self.handoff.on_caller_event(EslEvent("CHANNEL_BRIDGE"))
+        assert self.handoff.state == "connected" and self.handoff.owns_rearm
+
+    def rearm(self) -> None:
+        self.rearms += 1
+        if self.fail:
+            raise RuntimeError("re-arm timed out")
+
+
+def test_the_caller_parks_before_the_agents_hang_up_is_seen(tmp_path: Path) -> None:
+    """Two sockets, no order between them: the caller's CHANNEL_PARK may come before the agent's hang-up."""
+    h = Harness(tmp_path)
+    h.handoff.on_caller_event(EslEvent("CHANNEL_PARK"))
+    assert h.rearms == 0 and h.handoff.owns_rearm, "the agent is still on: nothing to re-arm yet"
+    h.handoff._agent_leg_ended()
+    assert h.rearms == 1 and not h.handoff.owns_rearm and isinstance(h.posted[-1], ev.AgentLeft)
+
+
+def test_the_agents_hang_up_then_the_park(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.handoff._agent_leg_ended()
+    assert h.rearms == 0 and h.handoff.owns_rearm, "the stall watch stands down until the park"
+    h.handoff.on_caller_event(EslEvent("CHANNEL_PARK"))
+    assert h.rearms == 1 and not h.handoff.owns_rearm
+
+
+def test_a_failed_rearm_hands_the_stream_to_the_stall_watch(tmp_path: Path) -> None:
+    h = Harness(tmp_path, fail=True)
+    h.handoff._agent_leg_ended()
+    h.handoff.on_caller_event(EslEvent("CHANNEL_PARK"))
+    assert h.rearms == 1 and not h.handoff.owns_rearm and isinstance(h.posted[-1], ev.AgentLeft)
