@@ -227,6 +227,11 @@ class AgentsMixin(DoubleCore):
     def _run_originate_app(self, a: Channel, app: str, arg: str) -> None:
         """park, socket and eavesdrop hold the leg; other apps (an inline dialplan: each in turn) run through
         the app queue, then the leg hangs up."""
+        if a.peer and not a.cid_flipped:  # the originate is done: leg A's profile swaps caller and callee (check2)
+            a.cid_flipped = True
+            a.variables.update({"is_outbound": "true", "originate_early_media": "true", "originate_endpoint": "loopback",
+                                "loopback_leg": "A", "endpoint_disposition": "ANSWER",
+                                "pre_transfer_caller_id_number": a.number, "channel_cid_flipped": "yes"})
         if app == "park":
             self._start_park(a)
         elif app == "socket":

@@ -86,6 +86,7 @@ class Channel:
         self.state_number = 4  # Channel-State-Number: the state being entered (2 routing, 8 hibernate, ...)
         self.answer_state = "ringing"  # Answer-State: ringing, early, answered, hangup
         self.has_media = flavour == "loopback"
+        self.cid_flipped = False  # an originated loopback A leg once its app runs: caller and callee ids swap
         self.app = ""  # the long-running app: socket, park, eavesdrop, uuid_bridge
         self.app_uuid = ""
         self.parked = False  # in a fresh park: unicast can run
@@ -189,12 +190,16 @@ class Channel:
         pairs: Pairs = [(f"{p}-Direction", self.direction), (f"{p}-Logical-Direction", self.direction)]
         pairs += [(f"{p}-Username", self.number)] if sofia else []
         pairs += [(f"{p}-Dialplan", "XML" if sofia else "xml")]
-        pairs += [(f"{p}-Caller-ID-Name", self.number)] if sofia else []
-        pairs += [(f"{p}-Caller-ID-Number", self.number)]
-        pairs += [(f"{p}-Orig-Caller-ID-Name", self.number)] if sofia else []
-        pairs += [(f"{p}-Orig-Caller-ID-Number", self.number)]
-        pairs += [(f"{p}-Network-Addr", "127.0.0.1")] if sofia else \
-            [(f"{p}-Callee-ID-Name", "Outbound Call"), (f"{p}-Callee-ID-Number", "voicebot")]
+        if self.cid_flipped:  # check2 CHANNEL_PARK of leg A, probe check9's connect reply
+            pairs += [(f"{p}-Caller-ID-Name", "Outbound Call"), (f"{p}-Caller-ID-Number", "voicebot"),
+                      (f"{p}-Orig-Caller-ID-Number", self.number), (f"{p}-Callee-ID-Number", self.number)]
+        else:
+            pairs += [(f"{p}-Caller-ID-Name", self.number)] if sofia else []
+            pairs += [(f"{p}-Caller-ID-Number", self.number)]
+            pairs += [(f"{p}-Orig-Caller-ID-Name", self.number)] if sofia else []
+            pairs += [(f"{p}-Orig-Caller-ID-Number", self.number)]
+            pairs += [(f"{p}-Network-Addr", "127.0.0.1")] if sofia else \
+                [(f"{p}-Callee-ID-Name", "Outbound Call"), (f"{p}-Callee-ID-Number", "voicebot")]
         pairs += [(f"{p}-ANI", self.number), (f"{p}-Destination-Number", self.destination),
                   (f"{p}-Unique-ID", self.uuid), (f"{p}-Source", "mod_sofia" if sofia else "mod_loopback"),
                   (f"{p}-Context", self.context), (f"{p}-Channel-Name", self.name)]

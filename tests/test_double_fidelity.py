@@ -161,3 +161,20 @@ def test_an_originate_to_a_routed_loopback_extension_returns_after_routing(fs: F
     assert esl.command("api originate {origination_uuid=agent}loopback/7010/voicebot &park()\n\n").body == \
         b"+OK agent\n"
     assert time.monotonic() - t0 >= 0.038
+
+
+def test_an_originated_loopback_leg_connects_with_its_caller_id_flipped(fs: FreeSwitchDouble,
+                                                                        engine: socket.socket) -> None:
+    """Real (check2's CHANNEL_PARK of leg A, probe check9's connect reply): once the originate is done, leg A
+    says Caller-ID "Outbound Call" / "voicebot" and the number it was given as the callee."""
+    esl = inbound(fs)
+    port = engine.getsockname()[1]
+    esl.command(f"api originate {{origination_uuid=a1}}loopback/7001/voicebot &socket('127.0.0.1:{port} async full')\n\n")
+    leg = accept(engine)
+    data = leg.command("connect\n\n").headers
+    assert (data["Socket-Mode"], data["Control"]) == ("async", "full")
+    assert (data["Caller-Caller-ID-Name"], data["Caller-Caller-ID-Number"]) == ("Outbound%20Call", "voicebot")
+    assert data["Caller-Callee-ID-Number"] == "0000000000" and "Caller-Callee-ID-Name" not in data
+    assert (data["variable_channel_cid_flipped"], data["variable_loopback_leg"]) == ("yes", "A")
+    leg.close()
+    esl.close()
