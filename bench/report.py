@@ -127,6 +127,10 @@ def handoff_section(data: dict[str, Any]) -> list[str]:
         for key, s in data.get(scenario, {}).items():
             if key != "raw" and isinstance(s, dict) and s.get("n"):
                 out.append(f"| {scenario} | {key} | {s['n']} | {_v(s.get('p50'))} | {_v(s.get('p95'))} | {_v(s.get('max'))} |")
+    configured = data.get("double_timings") or {}
+    if configured:  # the double replays these delays: they are in the figures, but not measured
+        out += ["", "Configured in the FreeSWITCH double (`fsdouble.config.Timing`), not measured, and part of the "
+                "figures above: " + ", ".join(f"{k} {_v(v)}" for k, v in configured.items()) + "."]
     return [*out, ""]
 
 

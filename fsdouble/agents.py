@@ -181,7 +181,7 @@ class AgentsMixin(DoubleCore):
         a.agent_audio = _agent_voice(spec, app[0] != "socket" and all(name != "socket" for name, _ in route))
         timeout = float(variables.get("originate_timeout") or DEFAULT_ORIGINATE_TIMEOUT_S)
         self._later(timeout, functools.partial(self._ring_failed, a, "NO_ANSWER"))
-        self._run_dialplan(b, route)
+        self._later(self.timing.route_s, functools.partial(self._run_dialplan, b, route))
         return ApiResult("", outcome=outcome)
 
     def _run_dialplan(self, ch: Channel, apps: list[tuple[str, str]]) -> None:
@@ -227,6 +227,11 @@ class AgentsMixin(DoubleCore):
     def _run_originate_app(self, a: Channel, app: str, arg: str) -> None:
         """park, socket and eavesdrop hold the leg; other apps (an inline dialplan: each in turn) run through
         the app queue, then the leg hangs up."""
+        if a.peer and not a.cid_flipped:  # the originate is done: leg A's profile swaps caller and callee (check2)
+            a.cid_flipped = True
+            a.variables.update({"is_outbound": "true", "originate_early_media": "true", "originate_endpoint": "loopback",
+                                "loopback_leg": "A", "endpoint_disposition": "ANSWER",
+                                "pre_transfer_caller_id_number": a.number, "channel_cid_flipped": "yes"})
         if app == "park":
             self._start_park(a)
         elif app == "socket":

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 
 from fsdouble.channel import App, Channel, Pairs, now_us
-from fsdouble.config import TONE_RE
+from fsdouble.config import STATE_NUMBERS, TONE_RE
 from fsdouble.core import DoubleCore, new_uuid
 from fsdouble.wire import Conn
 from voicebot.esl.protocol import format_disconnect_notice, format_linger_notice
@@ -143,8 +143,18 @@ class CallsMixin(DoubleCore):
         if ch is None or len(parts) < 2:
             return "-ERR No such channel!\n" if parts else "-USAGE: <uuid> <path> [aleg|bleg|both]\n"
         ch.queue.append(App("playback", parts[1], new_uuid()))
+        self._later(self.timing.broadcast_unicast_stop_s, lambda: self._leave_park_for_broadcast(ch))
         self._later(self.timing.broadcast_start_s, lambda: self._next_app(ch))
         return "+OK Message sent\n"
+
+    def _leave_park_for_broadcast(self, ch: Channel) -> None:
+        """The park loop sees the broadcast at its next frame: unicast stops there, long before PLAYBACK_START
+        (probe check9: the last caller packet +9..17 ms, PLAYBACK_START +202 ms), and a unicast meanwhile
+        does nothing."""
+        if ch.hung_up or ch.bridged_to or ch.running is not None:
+            return
+        self._stop_unicast(ch, "broadcast")
+        ch.parked = False
 
     def _api_uuid_break(self, args: str) -> str:
         parts = args.split()
@@ -262,16 +272,27 @@ class CallsMixin(DoubleCore):
                   gone.uuid if survivor.bridge_a == survivor.uuid else survivor.uuid)]
         self._emit(a_leg, "CHANNEL_UNBRIDGE", lead=bridge)
         survivor.app = ""
-        if survivor.variables.get("park_after_bridge") == "true":
-            survivor.app, survivor.app_uuid, survivor.parked = "park", new_uuid(), True
-            self._emit(survivor, "CHANNEL_PARK")  # back in park ~21 ms after the agent left (check6)
-        else:
+        if survivor.variables.get("park_after_bridge") != "true":
             self._hangup_now(survivor, cause)
+        elif self.timing.unbridge_park_s > 0.001:  # a test widening the gap (the real one is 0.1 ms)
+            self._later(self.timing.unbridge_park_s, functools.partial(self._park_after_bridge, survivor))
+        else:
+            self._park_after_bridge(survivor)
+
+    def _park_after_bridge(self, survivor: Channel) -> None:
+        """Back in park ~21 ms after the agent left (check6): CHANNEL_STATE CS_PARK, then CHANNEL_PARK (check9)."""
+        if survivor.hung_up or survivor.bridged_to:
+            return
+        if survivor.app != "park":  # not parked meanwhile by a uuid_transfer
+            survivor.app, survivor.app_uuid, survivor.parked = "park", new_uuid(), True
+        self._enter_states(survivor, "CS_PARK")
+        self._emit(survivor, "CHANNEL_PARK")
 
     def _complete_hangup(self, ch: Channel) -> None:
-        self._emit(ch, "CHANNEL_STATE")
+        ch.run_state = "CS_HANGUP"
+        self._emit(ch, "CHANNEL_STATE", variables=False)
         ch.complete, ch.call_state = True, "HANGUP"
-        self._emit(ch, "CHANNEL_STATE")
+        self._emit(ch, "CHANNEL_STATE", variables=False)
         self._emit(ch, "CHANNEL_HANGUP_COMPLETE", lead=[("Hangup-Cause", ch.cause)])
         conn = ch.conn
         if conn is None or conn.closed or conn.linger is None:
@@ -313,10 +334,10 @@ class CallsMixin(DoubleCore):
                 self._emit(leg, "CHANNEL_UNPARK")
                 leg.app, leg.parked = "", False
                 continue
-            was_socket = leg.app == "socket"
+            leg.state_number = STATE_NUMBERS["CS_HIBERNATE"]  # UNPARK already says 8 (check9)
             self._end_long_app(leg)
-            for _ in range(3 if was_socket else 0):  # the socket app returns (check6b socket side)
-                self._emit(leg, "CHANNEL_STATE")
+            # both legs, socket app or park (check6b socket side, check9 caller)
+            self._enter_states(leg, "CS_HIBERNATE", "CS_RESET", "CS_SOFT_EXECUTE")
         if not (a.hung_up or b.hung_up or a.stuck or b.stuck):
             self._start_bridge_media(a, b, audio_at)
 
@@ -328,6 +349,7 @@ class CallsMixin(DoubleCore):
             leg.bridged_to, leg.app, leg.bridged_us = other.uuid, "uuid_bridge", now_us()
             leg.variables.update({"bridge_uuid": other.uuid, "signal_bond": other.uuid})
             self._emit(leg, "CHANNEL_EXECUTE", self._app_pairs("uuid_bridge", "", ""))
+        self._enter_states(b, "CS_EXCHANGE_MEDIA")  # the B leg only; A stays in CS_SOFT_EXECUTE (probe check9)
         self._emit(a, "CHANNEL_BRIDGE", lead=[("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)])
 
     def _api_uuid_transfer(self, args: str) -> str:
@@ -355,7 +377,9 @@ class CallsMixin(DoubleCore):
             ch.bridged_to = partner.bridged_to = ""
             self._later(self.timing.park_after_bridge_s, lambda: self._after_bridge(partner, ch, "NORMAL_CLEARING"))
         self._abort_app(ch)
+        ch.state_number = STATE_NUMBERS["CS_ROUTING"]  # UNPARK already says 2 (check9)
         self._end_long_app(ch)
+        self._enter_states(ch, "CS_ROUTING", "CS_EXECUTE")  # before EXECUTE park (check9)
         if not park_inline:
             app_uuid = new_uuid()
             self._emit(ch, "CHANNEL_EXECUTE", self._app_pairs("answer", "", app_uuid))

@@ -82,8 +82,11 @@ class Channel:
         self.answered = False
         self.answered_at: float | None = None  # monotonic s
         self.call_state = "DOWN"  # Channel-Call-State: DOWN, RINGING, EARLY, ACTIVE, HANGUP
+        self.run_state = "CS_EXECUTE"  # Channel-State: the running state (CS_SOFT_EXECUTE bridged, CS_PARK after)
+        self.state_number = 4  # Channel-State-Number: the state being entered (2 routing, 8 hibernate, ...)
         self.answer_state = "ringing"  # Answer-State: ringing, early, answered, hangup
         self.has_media = flavour == "loopback"
+        self.cid_flipped = False  # an originated loopback A leg once its app runs: caller and callee ids swap
         self.app = ""  # the long-running app: socket, park, eavesdrop, uuid_bridge
         self.app_uuid = ""
         self.parked = False  # in a fresh park: unicast can run
@@ -187,12 +190,16 @@ class Channel:
         pairs: Pairs = [(f"{p}-Direction", self.direction), (f"{p}-Logical-Direction", self.direction)]
         pairs += [(f"{p}-Username", self.number)] if sofia else []
         pairs += [(f"{p}-Dialplan", "XML" if sofia else "xml")]
-        pairs += [(f"{p}-Caller-ID-Name", self.number)] if sofia else []
-        pairs += [(f"{p}-Caller-ID-Number", self.number)]
-        pairs += [(f"{p}-Orig-Caller-ID-Name", self.number)] if sofia else []
-        pairs += [(f"{p}-Orig-Caller-ID-Number", self.number)]
-        pairs += [(f"{p}-Network-Addr", "127.0.0.1")] if sofia else \
-            [(f"{p}-Callee-ID-Name", "Outbound Call"), (f"{p}-Callee-ID-Number", "voicebot")]
+        if self.cid_flipped:  # check2 CHANNEL_PARK of leg A, probe check9's connect reply
+            pairs += [(f"{p}-Caller-ID-Name", "Outbound Call"), (f"{p}-Caller-ID-Number", "voicebot"),
+                      (f"{p}-Orig-Caller-ID-Number", self.number), (f"{p}-Callee-ID-Number", self.number)]
+        else:
+            pairs += [(f"{p}-Caller-ID-Name", self.number)] if sofia else []
+            pairs += [(f"{p}-Caller-ID-Number", self.number)]
+            pairs += [(f"{p}-Orig-Caller-ID-Name", self.number)] if sofia else []
+            pairs += [(f"{p}-Orig-Caller-ID-Number", self.number)]
+            pairs += [(f"{p}-Network-Addr", "127.0.0.1")] if sofia else \
+                [(f"{p}-Callee-ID-Name", "Outbound Call"), (f"{p}-Callee-ID-Number", "voicebot")]
         pairs += [(f"{p}-ANI", self.number), (f"{p}-Destination-Number", self.destination),
                   (f"{p}-Unique-ID", self.uuid), (f"{p}-Source", "mod_sofia" if sofia else "mod_loopback"),
                   (f"{p}-Context", self.context), (f"{p}-Channel-Name", self.name)]
@@ -213,7 +220,8 @@ class Channel:
         if self.complete:
             cs, number = "CS_REPORTING", "11"
         else:
-            cs, number = ("CS_HANGUP", "10") if self.hung_up else ("CS_EXECUTE", "4")
+            # hanging up: the running state stays until CHANNEL_STATE CS_HANGUP (check3, check6b, check9)
+            cs, number = self.run_state, "10" if self.hung_up else str(self.state_number)
         pairs: Pairs = [("Channel-State", cs), ("Channel-Call-State", self.call_state),
                         ("Channel-State-Number", number), ("Channel-Name", self.name), ("Unique-ID", self.uuid),
                         ("Call-Direction", self.direction), ("Presence-Call-Direction", self.direction),

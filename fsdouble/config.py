@@ -21,24 +21,38 @@ STUCK_L16 = ("L16 eavesdrop + unicast teardown left the caller stuck; FreeSWITCH
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """Delays (s) between a command and what FreeSWITCH does, measured in the captures."""
+    """Delays (s) between a command and what FreeSWITCH does, measured in the captures.
+
+    "probe check9": measured on a real FreeSWITCH 1.11.1 (loopback legs, PCMU, an outbound socket per leg) by
+    a probe that timed each event's arrival on the socket (its output: tests/fixtures/esl/check9_probe.results.txt);
+    its raw event stream for the caller leg is the capture check9_caller_states_plain. The box was shared and
+    busy, so the figures are those of the least-loaded runs.
+    """
 
     app_start_s: float = 0.020  # sendmsg execute → CHANNEL_EXECUTE (check3 20.1 ms, check5 20.2 ms)
     answer_s: float = 0.040  # sendmsg answer → CHANNEL_ANSWER + EXECUTE_COMPLETE (check3 40.5, check5 40.4 ms)
     park_s: float = 0.020  # connect → CHANNEL_PARK of a loopback caller (check3 plain 20.1 ms)
-    broadcast_start_s: float = 0.200  # uuid_broadcast → PLAYBACK_START (check7 200.7 ms)
+    broadcast_start_s: float = 0.200  # uuid_broadcast → PLAYBACK_START (check7 200.7 ms; probe check9 202.3-202.5)
+    broadcast_unicast_stop_s: float = 0.015  # uuid_broadcast → unicast stops: the park loop sees it at its next
+    #                                           frame (probe check9: last caller packet +8.8, +11.8, +15, +16.6 ms)
     break_s: float = 0.020  # uuid_break → PLAYBACK_STOP, Playback-Status: break (check7 20.3 ms)
     hangup_s: float = 0.020  # uuid_kill / sendmsg hangup → CHANNEL_HANGUP (check2 20.3, check3 20.3 ms)
     hangup_complete_s: float = 0.0005  # CHANNEL_HANGUP → CHANNEL_HANGUP_COMPLETE (check3 0.55 ms)
     originate_s: float = 0.022  # api originate loopback → +OK <uuid> (check4/6/7 22.3-22.4 ms; check2 2.6 ms)
+    route_s: float = 0.020  # a loopback B leg routes before its dialplan runs: originate loopback/7010 (set,
+    #                         answer, ...) returns +OK at 43.1-44.8 ms (probe check9, 4 of 6; 26 ms in 2 of 6)
     originate_answered_s: float = 0.020  # B leg answered (by the engine) → originate's +OK (check3: BACKGROUND_JOB
     #                                      Event-Date-Timestamp 20.0 ms after the B leg's CHANNEL_ANSWER)
-    bridge_unpark_s: float = 0.020  # uuid_bridge → CHANNEL_UNPARK (check6 20.5 ms; check8 takeover_bridge 20.2-20.8)
-    bridge_s: float = 0.061  # uuid_bridge → CHANNEL_BRIDGE (check6 61.0 ms; check8 takeover_bridge 60.8-61.0 ms)
+    bridge_unpark_s: float = 0.018  # uuid_bridge → CHANNEL_UNPARK (probe check9 18.7 ms, other runs 18; check6 20.5,
+    #                                 check8 takeover_bridge 20.2-20.8 ms)
+    bridge_s: float = 0.057  # uuid_bridge → CHANNEL_BRIDGE (probe check9 57.8 ms, other runs 57-58; check6 61.0 ms)
     bridge_audio_s: float = 0.0889  # uuid_bridge → first agent audio at the caller's ear (check8 takeover_bridge
     #                                 first_agent1000_at_human_ear_ms median 88.9, 86.6-89.8; check6 67-87 ms)
     park_after_bridge_s: float = 0.001  # agent CHANNEL_HANGUP → caller UNBRIDGE + PARK (check6: 21.0 ms after uuid_kill)
-    transfer_s: float = 0.020  # uuid_transfer park inline → CHANNEL_UNPARK ... CHANNEL_PARK (check4 20.6-20.9 ms)
+    unbridge_park_s: float = 0.0  # caller UNBRIDGE → its CHANNEL_PARK (park_after_bridge): the same ms (probe check9,
+    #                               0.1 ms); a test may widen it to order the engine's re-arms deterministically
+    transfer_s: float = 0.023  # uuid_transfer park inline → CHANNEL_UNPARK ... CHANNEL_PARK, all in the same ms
+    #                            (probe check9 22.6, 23.1 ms; check4 20.6-20.9 ms)
     dtmf_s: float = 0.020  # uuid_recv_dtmf → first DTMF event, and between digits (check7 20.1 ms; check8 20.2-20.8)
     eavesdrop_ear_s: float = 0.038  # eavesdrop starts → first frame the agent hears (check8 listen: 61.4 ms after
     #                                 the originate, whose CHANNEL_EXECUTE eavesdrop came at 23.5 ms)
@@ -131,6 +145,11 @@ CALLING: dict[str, tuple[str, str, str]] = {
     "PLAYBACK_START": ("switch_ivr_play_say.c", "switch_ivr_play_file", "1649"),
     "PLAYBACK_STOP": ("switch_ivr_play_say.c", "switch_ivr_play_file", "2023"),
 }
+
+# switch_channel_state_t (switch_types.h): Channel-State-Number of each running state.
+STATE_NUMBERS = {"CS_NEW": 0, "CS_INIT": 1, "CS_ROUTING": 2, "CS_SOFT_EXECUTE": 3, "CS_EXECUTE": 4,
+                 "CS_EXCHANGE_MEDIA": 5, "CS_PARK": 6, "CS_CONSUME_MEDIA": 7, "CS_HIBERNATE": 8, "CS_RESET": 9,
+                 "CS_HANGUP": 10, "CS_REPORTING": 11, "CS_DESTROY": 12}
 
 # What `myevents` subscribes to (mod_event_socket.c): no PLAYBACK_* or RECORD_* (capture check3 in tests/fixtures/esl).
 MYEVENTS = frozenset({

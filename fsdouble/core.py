@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Self
 
 from fsdouble.channel import Channel, FatalError, Pairs, now_us
-from fsdouble.config import CALLING, Endpoint, Timing, parse_inline_dialplan
+from fsdouble.config import CALLING, STATE_NUMBERS, Endpoint, Timing, parse_inline_dialplan
 from fsdouble.media import MediaLoop
 from fsdouble.wire import ApiResult, Command, Conn, Outcome, Scheduler, Timer
 from voicebot.esl.protocol import ChannelMedia, format_event
@@ -336,13 +336,21 @@ class DoubleCore:
         pairs = [("Other-Type", "originatee" if ch.direction == "inbound" else "originator")]
         return pairs + [(k.replace("Caller-", "Other-Leg-", 1), v) for k, v in other.profile_pairs("Caller")]
 
-    def _channel_pairs(self, ch: Channel) -> Pairs:
-        return ch.state_pairs() + ch.profile_pairs("Caller") + self._other_leg_pairs(ch) + ch.variable_pairs()
+    def _channel_pairs(self, ch: Channel, variables: bool = True) -> Pairs:
+        pairs = ch.state_pairs() + ch.profile_pairs("Caller") + self._other_leg_pairs(ch)
+        return pairs + ch.variable_pairs() if variables else pairs
+
+    def _enter_states(self, ch: Channel, *states: str) -> None:
+        """CHANNEL_STATE for each running state ``ch`` enters, in order; it carries no ``variable_*`` headers
+        (capture check9_caller_states_plain)."""
+        for state in states:
+            ch.run_state, ch.state_number = state, STATE_NUMBERS[state]
+            self._emit(ch, "CHANNEL_STATE", variables=False)
 
     def _emit(self, ch: Channel | None, name: str, extra: Sequence[tuple[str, str]] = (), *,
-              lead: Sequence[tuple[str, str]] = (), body: bytes = b"") -> None:
+              lead: Sequence[tuple[str, str]] = (), body: bytes = b"", variables: bool = True) -> None:
         """Fire event ``name`` (about ``ch``) to every connection that wants it."""
-        pairs = self._core_pairs(name) + list(lead) + (self._channel_pairs(ch) if ch else []) + list(extra)
+        pairs = self._core_pairs(name) + list(lead) + (self._channel_pairs(ch, variables) if ch else []) + list(extra)
         if ch is not None:
             ch.events.append(name)
         encoded: dict[str, bytes] = {}

@@ -77,6 +77,8 @@ class EarMixin(DoubleCore):
             return f"transport {cmd.get('transport')} (only udp works)"
         if ch.bridged_to:
             return "bridged"
+        if ch.unicast is not None and ch.unicast.active:
+            return self._second_unicast(ch, cmd)
         if ch.media_cut:
             return "media cut for good (cut_media)"
         if ch.stuck or not ch.parked or ch.running is not None or ch.app not in ("park", "socket"):
@@ -88,6 +90,16 @@ class EarMixin(DoubleCore):
         if any(h not in LOOPBACK_HOSTS for h in hosts):
             return f"the double only uses 127.0.0.1, not {hosts}"
         return ""
+
+    @staticmethod
+    def _second_unicast(ch: Channel, cmd: Command) -> str:
+        """A unicast while one streams: +OK, and the first stream goes on (probe check9). Same local port:
+        FreeSWITCH logs ``[CRIT] switch_ivr.c:498 Failure creating unicast connection``; another port: it logs
+        "Created unicast connection" yet sends the new port nothing."""
+        assert ch.unicast is not None
+        same = cmd.get("local-port") == str(ch.unicast.sock.getsockname()[1])
+        log = "[CRIT] switch_ivr.c:498 Failure creating unicast connection" if same else "created, never fed"
+        return f"already streaming, the first stream goes on ({log})"
 
     def _stop_unicast(self, ch: Channel, reason: str) -> None:
         """Tear unicast down; on an eavesdropped L16 channel this wedges the call (docs/freeswitch.md)."""

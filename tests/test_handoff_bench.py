@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fsdouble.config import Timing
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -24,3 +26,5 @@ def test_handoff_bench_smoke(tmp_path: Path) -> None:
     assert bridge["gap_ms"]["p50"] >= 20, "a bridge leaves dead air (captured 40-80 ms)"
     assert no_agent["ring_ms"]["p50"] >= 450, "the ring time is part of the no-agent case"
     assert "talk       decision_to_agent_ms" in done.stdout
+    assert results["double_timings"]["uuid_bridge_to_agent_audio_ms"] == round(Timing().bridge_audio_s * 1000, 1)
+    assert "configured in the double (fsdouble.config.Timing), not measured" in done.stdout

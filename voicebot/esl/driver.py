@@ -309,7 +309,8 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
         worker.start()
         lost: list[str] = []
         greenlets += [gevent.spawn(media.deliver, worker.caller), gevent.spawn(media.send_loop, worker.next_bot_frame),
-                      _watch_media(call, media, worker, media_ip, lost)]
+                      _watch_media(call, media, worker, media_ip, lost,
+                                   lambda: controller is not None and controller.owns_rearm)]
         result.hangup_cause = _converse(call, worker, max_call_s, controller, switch_alive)
         if lost:  # the stream could not be brought back: the engine hung up, not the caller
             result.hangup_cause = "media_lost"
@@ -326,8 +327,9 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
 
 
 def _watch_media(call: OutboundCall, media: UnicastMedia, worker: SessionThread, media_ip: str,
-                 lost: list[str]) -> gevent.Greenlet:
-    """The stall watch: re-arm with backoff and a cap; when it gives up, end the call as ``media_lost``."""
+                 lost: list[str], handoff_owns: Callable[[], bool] = lambda: False) -> gevent.Greenlet:
+    """The stall watch: re-arm with backoff and a cap; when it gives up, end the call as ``media_lost``.
+    It stands down while ``handoff_owns()`` (the handoff re-arms after a bridge): one owner re-arms at a time."""
     assert media.ports is not None
     ports = media.ports
 
@@ -337,7 +339,8 @@ def _watch_media(call: OutboundCall, media: UnicastMedia, worker: SessionThread,
         call.hangup_quietly("MEDIA_TIMEOUT")
 
     return gevent.spawn(watch_stall, media, lambda: call.rearm_unicast(media_ip, ports.local, media_ip, ports.remote),
-                        live=lambda: call.unicast_expected, give_up=give_up, diagnose=lambda: stall_evidence(call, media))
+                        live=lambda: call.unicast_expected and not handoff_owns(), give_up=give_up,
+                        diagnose=lambda: stall_evidence(call, media))
 
 
 def _stop_worker(worker: SessionThread, log: Any) -> bool:

@@ -136,7 +136,15 @@ class CallHandoff:
         self._tried: set[str] = set()
         self._attempts = 0  # agents rung for the current handoff (max_attempts)
         self._whispering = False
+        self._parked_in_bridge = False  # the caller's CHANNEL_PARK came before the agent's hang-up
         self.log = get_logger("esl.handoff").bind(call=call_id)
+
+    @property
+    def owns_rearm(self) -> bool:
+        """True from the bridge to the agent until the caller's stream is re-armed after it: the stall watch
+        stands down meanwhile, so exactly one owner re-arms (two at once and FreeSWITCH parks the caller twice
+        and keeps the first stream: docs/freeswitch.md)."""
+        return self.figures.mode == "bridge" and self.state in ("connected", "left_bridge")
 
     # ------------------------------------------------------------ from the session's thread
 
@@ -318,8 +326,18 @@ class CallHandoff:
         if event.name == "CHANNEL_BRIDGE" and self.state == "transferring":
             self._connected("bridge")
         elif event.name == "CHANNEL_PARK" and self.state == "left_bridge":
+            self._rearm_after_bridge()
+        elif event.name == "CHANNEL_PARK" and self.owns_rearm:
+            self._parked_in_bridge = True  # the agent's hang-up (its own socket) comes after: re-arm then
+
+    def _rearm_after_bridge(self) -> None:
+        """The caller is back in a fresh park: re-arm once; if that fails, the stall watch takes over."""
+        self._parked_in_bridge = False
+        try:
             self.rearm()
-            self._back_to_bot()
+        except Exception as err:
+            self.log.warning("handoff.rearm_failed", error=repr(err))
+        self._back_to_bot()
 
     def _connected(self, mode: str) -> None:
         assert self.agent is not None
@@ -336,6 +354,9 @@ class CallHandoff:
         self.figures.agent_left_at = self.clock()
         self.ctx.pool.release(self.agent.id, self.call_id, time.monotonic(), wrap_up=True)
         self.log.info("handoff.agent_left", agent=self.agent.id)
+        if self.figures.mode == "bridge" and self._parked_in_bridge:
+            self._rearm_after_bridge()
+            return
         if self.figures.mode == "bridge":
             self.state = "left_bridge"  # the caller's CHANNEL_PARK follows (park_after_bridge)
             return
