@@ -47,7 +47,8 @@ V1 = (
         lease_until     {real},
         UNIQUE (campaign_id, number)
     )""",
-    "CREATE INDEX lead_due ON lead (campaign_id, status, next_at)",
+    # claims scan this in their ORDER BY (no sort of every due lead), checking next_at and the lease in the index
+    "CREATE INDEX lead_claim ON lead (campaign_id, status, priority DESC, next_at, id, lease_until)",
     "CREATE INDEX lead_number ON lead (number)",
     "CREATE INDEX lead_lease ON lead (lease_owner)",
     """CREATE TABLE attempt (
