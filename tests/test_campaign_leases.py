@@ -1,4 +1,5 @@
-"""Several engines on one PostgreSQL campaign: real processes, each with its own connection, the real scheduler.
+"""Several engines on one campaign (PostgreSQL; SQLite too for the first test): real processes, each with its own
+connection, the real scheduler.
 
 Each worker runs the runner's loop (claim, scheduler, apply, end the call as
 ``completed``) on the wall clock and logs every claim it got to its own file
@@ -35,16 +36,35 @@ LEADS = 240
 FORK = multiprocessing.get_context("fork")  # each child opens its own connection after the fork
 
 
-@pytest.fixture
-def pg_url(pg_server: PgServer) -> Iterator[str]:
-    gen = pg_location(pg_server.require())
-    url = next(gen)
+def seed(url: str) -> None:
     store = CampaignStore(url)
     now = time.time() - 1
     store.create_campaign(Campaign(CAMPAIGN, window={"all": ["00:00-23:59:59"]}, min_gap_s=0, daily_cap=100,
                                    pacing=Pacing(max_cps=10_000, max_dial_level=1), status="running"), now)
     store.add_leads(CAMPAIGN, [NewLead(f"+1212555{i:04d}", "UTC") for i in range(LEADS)], now)
     store.close()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    gen = pg_location(pg_server.require())
+    url = next(gen)
+    seed(url)
+    yield url
+    gen.close()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path, pg_server: PgServer) -> Iterator[str]:
+    """The PostgreSQL of the issue, and an SQLite file shared by the processes (claims serialized by BEGIN IMMEDIATE)."""
+    if request.param == "sqlite":
+        url = str(tmp_path / "shared.db")
+        seed(url)
+        yield url
+        return
+    gen = pg_location(pg_server.require())
+    url = next(gen)
+    seed(url)
     yield url
     gen.close()
 
@@ -105,7 +125,8 @@ def final_state(url: str) -> tuple[dict[str, int], dict[str, list[dict[str, Any]
     return counts, per_lead
 
 
-def test_two_engines_claiming_at_once_never_share_a_lead(pg_url: str, tmp_path: Path) -> None:
+def test_two_engines_claiming_at_once_never_share_a_lead(any_url: str, tmp_path: Path) -> None:
+    pg_url = any_url
     deadline = time.time() + 120
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     workers = [FORK.Process(target=run_worker, args=(pg_url, name, str(log), 30.0, deadline))

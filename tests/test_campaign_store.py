@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.campaign_support import campaign_db, open_db, pg_server
+from tests.campaign_support import PgServer, campaign_db, open_db, pg_location, pg_server
 from voicebot.campaign.claims import LOST
 from voicebot.campaign.db import CampaignStoreError
 from voicebot.campaign.model import RetryRule
@@ -105,6 +105,18 @@ def test_claim_leases_and_an_expired_lease_returns_the_lead(store: CampaignStore
     again = store.claim_due("c1", "engine-b", T0 + 31, limit=50)  # engine-a's leases (and b's own) expired
     assert {lead.lead_id for lead in first} <= {lead.lead_id for lead in again}
     assert all(row.lease_owner == "engine-b" for row in store.leads("c1"))
+
+
+def test_a_paused_or_stopped_campaign_has_nothing_due(store: CampaignStore) -> None:
+    seeded(store)
+    store.set_status("c1", "paused")
+    assert store.claim_due("c1", "a", T0, limit=50) == []
+    store.set_status("c1", "stopped")
+    assert store.claim_due("c1", "a", T0, limit=50) == []
+    store.set_status("c1", "running")
+    assert len(store.claim_due("c1", "a", T0, limit=50)) == len(NUMBERS)
+    with pytest.raises(CampaignStoreError, match="no campaign"):
+        store.claim_due("nope", "a", T0)
 
 
 def test_leads_not_due_yet_are_not_claimed(store: CampaignStore) -> None:
@@ -301,3 +313,21 @@ def test_a_file_that_is_no_database_is_refused_in_plain_words(tmp_path: Path) ->
         CampaignStore(str(bad))
     with pytest.raises(CampaignStoreError, match="unknown campaign database"):
         CampaignStore("mysql://x/y")
+
+
+def test_a_dropped_postgres_connection_is_one_plain_error_then_reconnected(pg_server: PgServer) -> None:
+    import psycopg
+
+    locations = pg_location(pg_server.require())
+    store = CampaignStore(next(locations))
+    try:
+        seeded(store, numbers=NUMBERS[:2])
+        with psycopg.connect(store.db.location, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (store.db.conn.info.backend_pid,))
+        with pytest.raises(CampaignStoreError, match=r"campaign database .*terminat"):
+            store.counts("c1")
+        assert store.counts("c1") == {"pending": 2}  # the next call reconnected
+        assert len(store.claim_due("c1", "a", T0, limit=5)) == 2
+    finally:
+        store.close()
+        locations.close()

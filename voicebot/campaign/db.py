@@ -91,6 +91,7 @@ class Database:
 
     def __init__(self, location: str, *, timeout_s: float = 10.0) -> None:
         self.location = location
+        self.timeout_s = timeout_s
         self._lock = threading.RLock()
         self._depth = 0
         self.errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
@@ -101,7 +102,7 @@ class Database:
             raise
         except Exception as exc:  # the driver's errors: unreachable server, a file that is no database...
             if isinstance(exc, self.errors):
-                raise CampaignStoreError(f"campaign database {redact_url(location)}: {str(exc).strip()}") from exc
+                raise self._error(exc) from exc
             raise
 
     def _open(self, location: str, timeout_s: float) -> None:
@@ -140,16 +141,37 @@ class Database:
                 finally:
                     self._depth -= 1
                 return
-            self.conn.execute(self.dialect.begin)
+            try:
+                self._reconnect_if_broken()
+                self.conn.execute(self.dialect.begin)
+            except self.errors as exc:
+                raise self._error(exc) from exc
             self._tx = Tx(self.conn, self.dialect)
             try:
                 yield self._tx
                 self.conn.execute("COMMIT")
+            except self.errors as exc:
+                self._rollback()
+                raise self._error(exc) from exc
             except BaseException:
                 self._rollback()
                 raise
             finally:
                 self._tx = None
+
+    def _error(self, exc: BaseException) -> CampaignStoreError:
+        """The driver's error in plain words (one type for callers: the database could not answer)."""
+        code = getattr(exc, "sqlstate", None) or getattr(exc, "sqlite_errorname", None)
+        return CampaignStoreError(f"campaign database {redact_url(self.location)}: {str(exc).strip() or type(exc).__name__}"
+                                  + (f" ({code})" if code else ""))
+
+    def _reconnect_if_broken(self) -> None:
+        """PostgreSQL: a connection the server dropped is replaced (the next transaction works again)."""
+        if self.dialect is POSTGRES and (self.conn.closed or self.conn.broken):
+            import psycopg
+
+            self.conn.close()
+            self.conn = psycopg.connect(self.location, autocommit=True, connect_timeout=max(1, round(self.timeout_s)))
 
     def _rollback(self) -> None:
         with contextlib.suppress(*self.errors):  # the connection broke: nothing to roll back

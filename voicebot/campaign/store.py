@@ -224,11 +224,14 @@ class CampaignStore:
     def claim_due(self, campaign_id: str, owner: str, now: float, limit: int = 50,
                   lease_s: float = DEFAULT_LEASE_S) -> list[Lead]:
         """Lease up to ``limit`` due leads to ``owner`` until ``now + lease_s`` (see :mod:`voicebot.campaign.claims`);
-        ``attempts_today`` and ``last_attempt_at`` count the number's attempts across campaigns."""
+        ``attempts_today`` and ``last_attempt_at`` count the number's attempts across campaigns. None unless the
+        campaign is running."""
         with self.transaction() as tx:
-            row = tx.execute("SELECT total_cap FROM campaign WHERE id = ?", (campaign_id,)).fetchone()
+            row = tx.execute("SELECT total_cap, status FROM campaign WHERE id = ?", (campaign_id,)).fetchone()
             if row is None:
                 raise CampaignStoreError(f"no campaign {campaign_id!r}")
+            if row[1] != "running":  # paused or stopped: nothing is due
+                return []
             return claims.claim_due(tx, campaign_id, owner, now, limit, lease_s, int(row[0]))
 
     def apply(self, commands: Iterable[Command], now: float, *, owner: str, lease_s: float = DEFAULT_LEASE_S) -> Applied:
