@@ -69,10 +69,13 @@ def any_url(request: pytest.FixtureRequest, tmp_path: Path, pg_server: PgServer)
     gen.close()
 
 
-def run_worker(url: str, owner: str, log_path: str, lease_s: float, deadline: float) -> None:
-    """The runner's loop until the campaign has nothing left to dial (or ``deadline``)."""
+def run_worker(url: str, owner: str, log_path: str, lease_s: float, deadline: float, start: Any = None) -> None:
+    """The runner's loop until the campaign has nothing left to dial (or ``deadline``); ``start``: a barrier to
+    begin together with the other workers. Each round pauses 10 ms (the calls' time), so the work overlaps."""
     store = CampaignStore(url)
     scheduler = Scheduler(store.campaign(CAMPAIGN).policy())
+    if start is not None:
+        start.wait(60)
     with open(log_path, "a", buffering=1) as log:
         while time.time() < deadline:
             now = time.time()
@@ -90,6 +93,7 @@ def run_worker(url: str, owner: str, log_path: str, lease_s: float, deadline: fl
                         store.end_attempt(applied.dials[dial.lead_id], AttemptEnd("completed"), end)
                     outcome = "completed" if dial.lead_id in applied.dials else "network_error"
                     store.apply(scheduler.handle(Ended(end, dial.lead_id, outcome), end), end, owner=owner)
+            time.sleep(0.01)
             if not leads and not scheduler.hopper:
                 counts = store.counts(CAMPAIGN)
                 if not counts.get("pending") and not counts.get("in_call"):
@@ -129,7 +133,8 @@ def test_two_engines_claiming_at_once_never_share_a_lead(any_url: str, tmp_path:
     pg_url = any_url
     deadline = time.time() + 120
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    workers = [FORK.Process(target=run_worker, args=(pg_url, name, str(log), 30.0, deadline))
+    start = FORK.Barrier(2)
+    workers = [FORK.Process(target=run_worker, args=(pg_url, name, str(log), 30.0, deadline, start))
                for name, log in zip(("a", "b"), logs, strict=True)]
     for w in workers:
         w.start()

@@ -276,7 +276,9 @@ def test_an_attempts_end_and_its_side_effects_commit_together_or_not_at_all(stor
         with store.transaction() as tx:
             store.end_attempt(attempt_uuid, AttemptEnd("completed", grade="A"), T0 + 60)
             store.apply([Finish(lead.lead_id, "done", "completed")], T0 + 60, owner="a")
-            tx.execute("INSERT INTO side_effects (attempt, kind) VALUES (?, ?)", (attempt_uuid, "hangup_sms"))
+            mark = "?" if tx.backend == "sqlite" else "%s"  # the driver's own connection, as outbox.enqueue uses it
+            tx.connection.execute(f"INSERT INTO side_effects (attempt, kind) VALUES ({mark}, {mark})",
+                                  (attempt_uuid, "hangup_sms"))
             if fail:
                 raise RuntimeError("the outbox could not write")
 

@@ -27,7 +27,7 @@ from voicebot.campaign.numbers import NumberError, normalize
 from voicebot.campaign.store import CampaignStore, NewLead
 from voicebot.campaign.windows import WindowError, zone
 
-Progress = Callable[[int, int], None]  # (rows done, rows in all)
+Progress = Callable[[int, int], None]  # (rows checked, rows in the file); the last call comes after the commit
 CHUNK = 1000  # rows per insert batch and per progress report
 
 
@@ -170,6 +170,8 @@ def import_leads(store: CampaignStore, campaign_id: str, path: str | Path, mappi
     good: list[tuple[int, NewLead]] = []
     for index, values in enumerate(rows):
         row = index + 2
+        if progress is not None and index and index % CHUNK == 0:
+            progress(index, len(rows))
         lead = _parse_row(dict(zip(header, values, strict=False)), mapping, default_region, row, report.errors)
         if lead is None:
             continue
@@ -194,8 +196,8 @@ def import_leads(store: CampaignStore, campaign_id: str, path: str | Path, mappi
                            if lead.number in added and lead.number not in blocked]
         for start in range(0, len(keep), CHUNK):
             store.add_leads(campaign_id, keep[start:start + CHUNK], at)
-            if progress is not None:
-                progress(min(start + CHUNK, len(keep)), len(keep))
+    if progress is not None:
+        progress(len(rows), len(rows))
     report.imported = len(keep)
     report.skipped.sort(key=lambda p: p.row)
     return report

@@ -15,6 +15,10 @@ The runner's loop, for one campaign::
         store.apply(scheduler.handle(Ended(...), now), now, owner=owner)
         outbox.enqueue(tx.connection, ...)                                    # side effects, same transaction
 
+The notification outbox (``voicebot.notify.outbox``) lives in the same database: run its ``migrate(tx.connection)``
+once inside ``store.transaction()`` at start, then ``enqueue(tx.connection, messages)`` as above; both take the
+driver's connection in an open transaction, and both schemas are versioned in the same ``schema_versions`` table.
+
 An engine renews its leases while it works (:meth:`CampaignStore.renew`); if it
 dies they expire and another engine's claim takes the leads back.
 """
