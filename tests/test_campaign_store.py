@@ -3,6 +3,7 @@ per-number caps across campaigns, the caller-ID pool, one transaction for an att
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -333,3 +334,39 @@ def test_a_dropped_postgres_connection_is_one_plain_error_then_reconnected(pg_se
     finally:
         store.close()
         locations.close()
+
+
+def test_threads_share_a_store_only_under_a_lock(campaign_db: str) -> None:
+    bare = CampaignStore(campaign_db)
+    seeded(bare)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with bare.transaction():
+            inside.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert inside.wait(10)
+    with pytest.raises(CampaignStoreError, match="another thread or greenlet"):  # never a share of its transaction
+        bare.counts("c1")
+    release.set()
+    holder.join(10)
+    assert bare.counts("c1") == {"pending": len(NUMBERS)}
+    bare.close()
+
+    shared = CampaignStore(campaign_db, lock=threading.RLock())
+    got: list[str] = []
+
+    def claim(owner: str) -> None:
+        for _ in range(5):
+            got.extend(lead.lead_id for lead in shared.claim_due("c1", owner, T0, limit=1))
+
+    threads = [threading.Thread(target=claim, args=(f"t{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(got) == len(NUMBERS) == len(set(got))
+    shared.close()

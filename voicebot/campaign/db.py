@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,14 +86,22 @@ class Tx:
         return [tuple(row) for row in self.execute(sql, params).fetchall()]
 
 
-class Database:
-    """One connection shared under a lock; :meth:`transaction` nests (an inner one joins the outer one)."""
+_INSIDE: ContextVar[tuple[int, ...]] = ContextVar("campaign_db_inside", default=())  # ids of Databases in a transaction
 
-    def __init__(self, location: str, *, timeout_s: float = 10.0) -> None:
+
+class Database:
+    """One connection; :meth:`transaction` nests (an inner one joins the outer one of the same thread or greenlet).
+
+    No threads here (the campaign package is sans-I/O by rule): a store belongs to one thread or greenlet, or is
+    shared under the re-entrant ``lock`` its owner passes (``threading.RLock()``, gevent's ``RLock``). Without
+    one, a second thread entering while a transaction is open gets :class:`CampaignStoreError`, never a share of
+    the other's transaction.
+    """
+
+    def __init__(self, location: str, *, timeout_s: float = 10.0, lock: AbstractContextManager[Any] | None = None) -> None:
         self.location = location
         self.timeout_s = timeout_s
-        self._lock = threading.RLock()
-        self._depth = 0
+        self._lock: AbstractContextManager[Any] = lock if lock is not None else nullcontext()
         self.errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
         self._tx: Tx | None = None
         try:
@@ -134,17 +142,18 @@ class Database:
         """A writing transaction (SQLite: ``BEGIN IMMEDIATE``); committed when the block ends, rolled back on error.
         Inside another one it joins it: everything commits (or not) together."""
         with self._lock:
-            if self._tx is not None:
-                self._depth += 1
-                try:
-                    yield self._tx
-                finally:
-                    self._depth -= 1
+            if self._tx is not None and id(self) in _INSIDE.get():
+                yield self._tx  # this thread's (greenlet's) own transaction: join it
                 return
+            if self._tx is not None:
+                raise CampaignStoreError("this campaign store is in a transaction of another thread or greenlet: open "
+                                         "one store for each, or share it with a lock (CampaignStore(..., lock=RLock()))")
+            token = _INSIDE.set((*_INSIDE.get(), id(self)))
             try:
                 self._reconnect_if_broken()
                 self.conn.execute(self.dialect.begin)
             except self.errors as exc:
+                _INSIDE.reset(token)
                 raise self._error(exc) from exc
             self._tx = Tx(self.conn, self.dialect)
             try:
@@ -158,6 +167,7 @@ class Database:
                 raise
             finally:
                 self._tx = None
+                _INSIDE.reset(token)
 
     def _error(self, exc: BaseException) -> CampaignStoreError:
         """The driver's error in plain words (one type for callers: the database could not answer)."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -125,10 +125,11 @@ _LEAD_COLUMNS = ("id", "campaign_id", "number", "status", "finish_reason", "atte
 
 
 class CampaignStore:
-    """Campaigns, leads and attempts in one database (one connection, shared under a lock)."""
+    """Campaigns, leads and attempts in one database (one connection; one thread or greenlet, or a shared lock)."""
 
-    def __init__(self, location: str) -> None:
-        self.db = Database(location)
+    def __init__(self, location: str, *, lock: AbstractContextManager[Any] | None = None) -> None:
+        """``lock``: a re-entrant lock when threads or greenlets share this store (see :class:`Database`)."""
+        self.db = Database(location, lock=lock)
 
     @property
     def backend(self) -> str:
@@ -335,6 +336,6 @@ def _lead_row(row: Sequence[Any]) -> LeadRow:
                    json.loads(data["variables"]))
 
 
-def open_campaign_store(location: str) -> CampaignStore:
+def open_campaign_store(location: str, *, lock: AbstractContextManager[Any] | None = None) -> CampaignStore:
     """The store at a file path, ``sqlite:///PATH`` or ``postgresql://…`` (created and migrated as needed)."""
-    return CampaignStore(str(location))
+    return CampaignStore(str(location), lock=lock)
