@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from voicebot.campaign.db import POSTGRES, Tx
+from voicebot.campaign.db import Tx
 from voicebot.campaign.scheduler import BlockNumber, Book, Command, Defer, Dial, Finish, Lead
 from voicebot.campaign.windows import zone
 
@@ -223,7 +223,3 @@ def release(tx: Tx, owner: str) -> int:
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-def is_postgres(tx: Tx) -> bool:
-    return tx.dialect is POSTGRES
