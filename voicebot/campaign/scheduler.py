@@ -39,6 +39,7 @@ Rules (the whole contract, in the order the code applies them):
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeAlias
@@ -209,6 +210,7 @@ class Scheduler:
         self.hopper: dict[str, Lead] = {}
         self._offered_at: dict[str, float] = {}  # when each hopper lead's counters were read from the store
         self._dials: dict[str, list[float]] = {}  # number -> this scheduler's dials in the last two days
+        self._dial_log: deque[tuple[float, str]] = deque()  # (time, number) of those dials, oldest first
         self.flights: dict[str, _Flight] = {}
         self.blocked: set[str] = set()
         self.free_bots = 0
@@ -307,6 +309,7 @@ class Scheduler:
             del self.hopper[lead.lead_id]
             self._offered_at.pop(lead.lead_id, None)
             self._dials.setdefault(lead.number, []).append(now)
+            self._dial_log.append((now, lead.number))
             self.flights[lead.lead_id] = _Flight(lead)
             self._tokens -= 1.0
             out.append(Dial(lead.lead_id, lead.number, lead.attempts + 1))
@@ -364,9 +367,17 @@ class Scheduler:
         return max(0, min(budget, math.floor(self._tokens + 1e-9)))
 
     def _forget(self, now: float) -> None:
-        """Drop dial times older than two days (no rule looks further back)."""
-        for number in [n for n, times in self._dials.items() if times[-1] < now - 2 * 86400]:
-            del self._dials[number]
+        """Drop dial times older than two days (no rule looks further back); the cost is the dials dropped."""
+        cutoff = now - 2 * 86400
+        while self._dial_log and self._dial_log[0][0] < cutoff:
+            _, number = self._dial_log.popleft()
+            times = self._dials.get(number)
+            if times is None:
+                continue
+            while times and times[0] < cutoff:
+                times.pop(0)
+            if not times:
+                del self._dials[number]
 
     def _refill(self, now: float) -> None:
         cps = self.policy.pacing.max_cps
