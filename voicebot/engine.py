@@ -141,8 +141,8 @@ class Engine:
         progress = getattr(self, "_progress", None) or (lambda _: None)
         what = f"flow {flow.id} at {rate} Hz" + (f", voice {voice.name}" if voice is not None else "")
 
-        def rendered(done: int, total: int, source: str) -> None:
-            if source == "synth":
+        def rendered(done: int, total: int, source: str) -> None:  # the first, each quarter and the last: 5 lines
+            if source == "synth" and (done in (1, total) or done * 4 // total != (done - 1) * 4 // total):
                 progress(f"rendering prompts {done}/{total} ({what})")
 
         started = time.perf_counter()
