@@ -26,6 +26,7 @@ from fsdouble.config import (
     ANSWER,
     CODEC_SPEC_RE,
     ORIGINATE_USAGE,
+    SIP_FOR_CAUSE,
     Endpoint,
     match_endpoint,
     parse_inline_dialplan,
@@ -75,8 +76,9 @@ class AgentsMixin(DoubleCore):
         except ValueError:
             return "-ERR DESTINATION_OUT_OF_ORDER\n"
         uuid = variables.get("origination_uuid") or new_uuid()
-        if uuid in self._channels:
-            return "-ERR INVALID_UUID\n"
+        if uuid in self._channels:  # FreeSWITCH 1.11.1 places the call anyway, under a fresh uuid (dial_outcomes)
+            uuid = new_uuid()
+            variables["origination_uuid"] = uuid
         return self._originate_to(endpoint, uuid, variables, app)
 
     def _originate_to(self, endpoint: str, uuid: str, variables: dict[str, str], app: tuple[str, str]) -> str | ApiResult:
@@ -138,6 +140,8 @@ class AgentsMixin(DoubleCore):
         a.originating, a.originate_app, a.call_state = outcome, app, "RINGING"
         self._emit(a, "CHANNEL_PROGRESS")
         timeout = float(variables.get("originate_timeout") or DEFAULT_ORIGINATE_TIMEOUT_S)
+        if spec.early_media is not None and spec.early_media < min(spec.ring_s, timeout):
+            self._later(spec.early_media, functools.partial(self._early_media, a))
         if spec.ring_s > timeout:
             self._later(timeout, functools.partial(self._ring_failed, a, "NO_ANSWER"))
         elif spec.result.lower() == ANSWER:
@@ -151,8 +155,20 @@ class AgentsMixin(DoubleCore):
             self._mark_answered(a)
             self._later(self.timing.originate_answered_s, functools.partial(self._originate_answered, a))
 
+    def _early_media(self, a: Channel) -> None:
+        """183 Session Progress with SDP: ringback or an announcement plays before any answer."""
+        if a.originating is not None and not a.hung_up:
+            a.call_state, a.answer_state = "EARLY", "early"
+            self._emit(a, "CHANNEL_PROGRESS_MEDIA")
+
     def _ring_failed(self, a: Channel, cause: str) -> None:
         if a.originating is not None and not a.hung_up:
+            if a.name.startswith("sofia/"):  # a SIP leg says which response ended it
+                spec = match_endpoint(self._endpoints, a.name)
+                status = spec.sip_status or SIP_FOR_CAUSE.get(cause, "")
+                if status:
+                    a.variables["sip_term_status"] = status
+                a.variables["sip_hangup_disposition"] = "send_cancel" if cause == "NO_ANSWER" else "recv_refuse"
             self._hangup_now(a, cause)  # the originate replies -ERR <cause>
 
     def _loopback_legs(self, uuid: str, variables: dict[str, str], endpoint: str) -> tuple[Channel, Channel]:
