@@ -244,8 +244,10 @@ def test_a_duplicate_dial_places_one_call_even_after_a_restart(fs: FreeSwitchDou
         assert restarted.dial(dial) == first  # another engine instance: FreeSWITCH already has the call
         originates = [c for c in fs.commands if c.startswith("bgapi originate")]
         assert len(originates) == 1
+        assert [r.lead_id for r in reports if isinstance(r, Answered)] == ["lead-1", "lead-1"]  # adopted: up
         fs.hangup(first)
-        wait(lambda: restarted.tracker.awaiting_outcome() or restarted.tracker.finished, 3, "the hangup seen")
+        wait(lambda: restarted.tracker.awaiting_outcome(), 3, "the hangup of an answered call")
+        assert not restarted.tracker.finished  # never taken for a dial that failed before the answer
     finally:
         dialer.stop()
         restarted.stop()
@@ -278,6 +280,23 @@ def test_a_box_that_goes_down_is_skipped(fs: FreeSwitchDouble) -> None:
             dialer.stop()
             conn1.stop()
             conn2.stop()
+
+
+def test_a_dial_whose_box_dies_is_ended_at_its_deadline_never_lost(fs: FreeSwitchDouble) -> None:
+    fs.set_endpoint("sofia/gateway/trunk/*", ring_s=30.0)
+    conn = _inbound(fs)
+    reports: list[Report] = []
+    dialer = _dialer([DialBox("fs", conn, TRUNK)], reports, ring_s=0.5, margin_s=0.3)
+    try:
+        uuid = dialer.dial(Dial("lead-1", "+12125550123", 1))
+        wait(lambda: dialer.tracker.active[uuid].ringing, 2, "ringing")
+        fs.stop()  # FreeSWITCH dies: no BACKGROUND_JOB, no hangup will ever come
+        wait(lambda: reports, 3, "the deadline")
+    finally:
+        dialer.stop()
+        conn.stop()
+    assert reports == [Ended(reports[0].at, "lead-1", "no_answer")]
+    assert dialer.tracker.finished[uuid].cause == "DIALER_TIMEOUT"
 
 
 def test_the_double_sends_heartbeats_as_the_capture_shows(fs: FreeSwitchDouble) -> None:

@@ -152,8 +152,11 @@ class Dialer:
         now = self.clock()
         found = self._already_up(uuid)
         if found is not None:
-            self.tracker.start(dial, uuid, found, self.ring_s, now)
-            self.log.warning("dialer.adopted", attempt=uuid, box=found)
+            box_name, answered = found
+            self.tracker.start(dial, uuid, box_name, self.ring_s, now)
+            self.log.warning("dialer.adopted", attempt=uuid, box=box_name, answered=answered)
+            if answered:
+                self._send(self.tracker.channel_event("CHANNEL_ANSWER", uuid, {}, now))
             return uuid
         for box_name, box_entry in self.boxes.items():
             self.health.connection(box_name, box_entry.connection.up)
@@ -180,14 +183,15 @@ class Dialer:
         self.log.info("dialer.dialed", attempt=uuid, box=name, lead=dial.lead_id, pii={"number": dial.number})
         return uuid
 
-    def _already_up(self, uuid: str) -> str | None:
-        """The box where FreeSWITCH already has channel ``uuid`` (rule 2), else None."""
+    def _already_up(self, uuid: str) -> tuple[str, bool] | None:
+        """(box, answered) where FreeSWITCH already has channel ``uuid`` (rule 2), else None."""
         for name, box in self.boxes.items():
             if not box.connection.up:
                 continue
             with contextlib.suppress(EslFailure):
                 if box.connection.api(f"uuid_exists {uuid}", 2.0).strip() == "true":
-                    return name
+                    dump = box.connection.api(f"uuid_dump {uuid}", 2.0)
+                    return name, "\nAnswer-State: answered\n" in f"\n{dump}"
         return None
 
     def _fail(self, dial: Dial, uuid: str, box: str, why: str) -> None:

@@ -24,6 +24,7 @@ Rules:
 from __future__ import annotations
 
 import uuid as uuidlib
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -34,6 +35,7 @@ from voicebot.esl.socketapp import originate_socket_app, originate_vars
 RING_S = 30.0  # default ring time before FreeSWITCH gives up (originate_timeout, s)
 MARGIN_S = 15.0  # how long past the ring time a silent dial waits before it is ended by the dialer (s)
 OUTCOME_WAIT_S = 30.0  # after an answered call hangs up, how long its record may take before "dropped" (s)
+FINISHED_KEEP = 100_000  # ended attempts remembered for rule 1 (the store remembers the rest)
 _NAMESPACE = uuidlib.UUID("5b0c4f3e-2f6b-4e0c-9c1e-7a64a1d0b7c1")
 
 # FreeSWITCH hangup causes (switch_types.h names) → dispositions of voicebot.campaign.model.
@@ -128,7 +130,7 @@ class DialTracker:
         self.classify = classify
         self.margin_s, self.outcome_wait_s = margin_s, outcome_wait_s
         self.active: dict[str, Attempt] = {}
-        self.finished: dict[str, Attempt] = {}  # uuid → ended attempt (the idempotency memory of rule 1)
+        self.finished: OrderedDict[str, Attempt] = OrderedDict()  # uuid → ended attempt (rule 1's memory)
         self._by_job: dict[str, str] = {}
 
     def known(self, uuid: str) -> bool:
@@ -225,4 +227,6 @@ class DialTracker:
         self.active.pop(attempt.uuid, None)
         self._by_job = {j: u for j, u in self._by_job.items() if u != attempt.uuid}
         self.finished[attempt.uuid] = attempt
+        while len(self.finished) > FINISHED_KEEP:
+            self.finished.popitem(last=False)
         return [Ended(now, attempt.lead_id, disposition, callback_at, handed_off)]
