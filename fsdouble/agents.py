@@ -151,18 +151,29 @@ class AgentsMixin(DoubleCore):
         return ApiResult("", outcome=outcome)
 
     def _ring_answered(self, a: Channel) -> None:
+        if a.early_app and not a.hung_up:  # the originate already returned at early media; now the far end answers
+            self._mark_answered(a)
+            return
         if a.originating is not None and not a.hung_up:
             self._mark_answered(a)
             self._later(self.timing.originate_answered_s, functools.partial(self._originate_answered, a))
 
     def _early_media(self, a: Channel) -> None:
-        """183 Session Progress with SDP: ringback or an announcement plays before any answer."""
-        if a.originating is not None and not a.hung_up:
-            a.call_state, a.answer_state = "EARLY", "early"
-            self._emit(a, "CHANNEL_PROGRESS_MEDIA")
+        """183 Session Progress with SDP: ringback or an announcement plays before any answer. As FreeSWITCH
+        1.11.1 does (capture dial_early_media), the originate succeeds here and runs its app on the unanswered
+        leg unless ``ignore_early_media=true``; the leg's fate (answer or cause) comes later either way."""
+        if a.originating is None or a.hung_up:
+            return
+        a.call_state, a.answer_state = "EARLY", "early"
+        self._emit(a, "CHANNEL_PROGRESS_MEDIA")
+        if a.variables.get("ignore_early_media") != "true":
+            outcome, a.originating = a.originating, None
+            outcome.resolve(f"+OK {a.uuid}\n")
+            a.early_app = True
+            self._run_originate_app(a, *a.originate_app)
 
     def _ring_failed(self, a: Channel, cause: str) -> None:
-        if a.originating is not None and not a.hung_up:
+        if (a.originating is not None or a.early_app) and not a.hung_up:
             if a.name.startswith("sofia/"):  # a SIP leg says which response ended it
                 spec = match_endpoint(self._endpoints, a.name)
                 status = spec.sip_status or SIP_FOR_CAUSE.get(cause, "")

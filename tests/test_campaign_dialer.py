@@ -115,7 +115,7 @@ def test_originate_quotes_the_socket_app_and_values_with_spaces() -> None:
     cmd = Originate(uuid, "sofia/gateway/trunk/+12125550123", "+12125550001", "127.0.0.1:8084", "c1", "lead-1", 1,
                     25.0, {"name": "Ann Lee"}).command()
     assert cmd.startswith(f"originate {{origination_uuid={uuid},origination_caller_id_number=+12125550001,"
-                          f"originate_timeout=25,vb_campaign_id=c1,vb_lead_id=lead-1,vb_attempt_id={uuid},vb_attempt=1,")
+                          f"originate_timeout=25,ignore_early_media=true,vb_campaign_id=c1,vb_lead_id=lead-1,vb_attempt_id={uuid},vb_attempt=1,")
     assert "vb_var_name='Ann Lee'}sofia/gateway/trunk/+12125550123 &socket('127.0.0.1:8084 async full')" in cmd
     with pytest.raises(ValueError, match="vb_var_x"):
         Originate(uuid, "e", "1", "127.0.0.1:1", "c", "l", 1, 5.0, {"x": "a,b"}).command()
@@ -352,3 +352,35 @@ def test_an_answered_dial_runs_in_the_engine_and_its_record_links_back(tmp_path:
         "campaign_id": "camp-9", "lead_id": "lead-7", "attempt_id": uuid, "attempt": "3"}
     ended = [r for r in reports if isinstance(r, Ended)]
     assert ended == [Ended(ended[0].at, "lead-7", record.disposition)] and record.disposition == "wrong_person"
+
+
+@pytest.mark.parametrize("ignore", [False, True])
+def test_the_double_succeeds_an_originate_at_early_media_unless_told_to_ignore_it(fs: FreeSwitchDouble,
+                                                                                   ignore: bool) -> None:
+    """As FreeSWITCH 1.11.1 does (capture dial_early_media): +OK at early media, the app runs unanswered."""
+    fs.set_endpoint("sofia/gateway/trunk/*", ring_s=0.3, early_media=0.05, result="UNALLOCATED_NUMBER")
+    conn = _inbound(fs)
+    extra = ",ignore_early_media=true" if ignore else ""
+    try:
+        started = time.monotonic()
+        result = conn.bgapi_result(f"originate {{origination_uuid=em{extra}}}sofia/gateway/trunk/+1555 &park()", 3)
+    except Exception as err:  # -ERR comes as EslError
+        result = str(err)
+    finally:
+        conn.stop()
+    took = time.monotonic() - started
+    if ignore:
+        assert "-ERR UNALLOCATED_NUMBER" in result and took >= 0.3
+    else:
+        assert result == "+OK em\n" and took < 0.3
+        fs.wait_for(lambda: fs.channel("em").hung_up, 2, "the leg fails later")
+        assert not fs.channel("em").answered and fs.channel("em").cause == "UNALLOCATED_NUMBER"
+    assert "CHANNEL_PROGRESS_MEDIA" in fs.channel("em").events
+
+
+def test_the_captured_early_media_dial_succeeds_unless_early_media_is_ignored() -> None:
+    raw = (FIXTURES / "dial_early_media.recv.raw.txt").read_bytes()
+    events = [parse_event(m) for m in parse_messages(raw) if m.content_type == "text/event-plain"]
+    jobs = [e.body_text.strip() for e in events if e.name == "BACKGROUND_JOB"]
+    assert jobs[0].startswith("+OK ") and jobs[1] == "-ERR UNALLOCATED_NUMBER"
+    assert events[-1].name == "BACKGROUND_JOB"  # with ignore_early_media the result comes after the hangup

@@ -9,7 +9,9 @@ Rules:
    ``dial_outcomes`` in tests/fixtures/esl). So the dialer never originates a UUID it tracks or has finished, and
    asks ``uuid_exists`` first; a ``+OK`` naming another UUID is a stray call, reported so the edge kills it.
 2. The originate: ``originate {vars}ENDPOINT &socket('HOST:PORT async full')``: the socket app's argument is
-   single-quoted (voicebot.esl.socketapp), values with spaces too; the variables carry the caller ID, the ring
+   single-quoted (voicebot.esl.socketapp), values with spaces too; ``ignore_early_media=true``, because without
+   it the originate succeeds at early media and runs the socket app on an unanswered leg (capture
+   ``dial_early_media``; unicast before the answer crashes FreeSWITCH); the variables carry the caller ID, the ring
    time (``originate_timeout``, s), the campaign, lead and attempt ids (``vb_campaign_id``, ``vb_lead_id``,
    ``vb_attempt_id``, ``vb_attempt``) and the flow's variables (``vb_var_NAME``).
 3. An attempt ends at the first of: ``CHANNEL_HANGUP`` / ``CHANNEL_HANGUP_COMPLETE`` for its UUID (cause and SIP
@@ -89,7 +91,8 @@ class Originate:
     def command(self) -> str:
         """The ``originate`` arguments (what follows ``bgapi``); ValueError naming a variable it cannot carry."""
         call_vars = {"origination_uuid": self.uuid, "origination_caller_id_number": self.caller_id,
-                     "originate_timeout": str(max(1, round(self.ring_s))), "vb_campaign_id": self.campaign_id,
+                     "originate_timeout": str(max(1, round(self.ring_s))), "ignore_early_media": "true",
+                     "vb_campaign_id": self.campaign_id,
                      "vb_lead_id": self.lead_id, "vb_attempt_id": self.uuid, "vb_attempt": str(self.attempt),
                      **{f"vb_var_{k}": v for k, v in self.variables.items()}}
         return f"originate {{{originate_vars(call_vars)}}}{self.endpoint} {originate_socket_app(self.socket_address)}"
