@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import gevent
@@ -16,7 +17,9 @@ from voicebot.campaign.boxes import Boxes
 from voicebot.campaign.callerid import CallerId, CallerIdPool
 from voicebot.campaign.dialer import DialBox, Dialer, DialTarget, record_outcomes
 from voicebot.campaign.dialing import DialTracker, Originate, Report, attempt_uuid, classify_hangup
-from voicebot.campaign.scheduler import Answered, Dial, Ended
+from voicebot.campaign.model import CampaignPolicy, Pacing
+from voicebot.campaign.scheduler import Answered, Book, Capacity, Command, Dial, Ended, Finish, Lead, Offered, Scheduler
+from voicebot.campaign.windows import CallingWindow
 from voicebot.esl.connection import InboundConnection
 from voicebot.esl.protocol import parse_event, parse_messages
 
@@ -384,3 +387,54 @@ def test_the_captured_early_media_dial_succeeds_unless_early_media_is_ignored() 
     jobs = [e.body_text.strip() for e in events if e.name == "BACKGROUND_JOB"]
     assert jobs[0].startswith("+OK ") and jobs[1] == "-ERR UNALLOCATED_NUMBER"
     assert events[-1].name == "BACKGROUND_JOB"  # with ignore_early_media the result comes after the hangup
+
+
+def test_a_scheduler_drives_the_dialer_and_books_each_outcome(fs: FreeSwitchDouble) -> None:
+    """12 leads through Scheduler → Dialer → double → Scheduler: each outcome is booked or finished by policy."""
+    kinds = {"1": ("USER_BUSY", 0.05), "2": ("UNALLOCATED_NUMBER", 0.05), "3": ("CALL_REJECTED", 0.05),
+             "4": ("answer", 30.0)}  # 4: rings past originate_timeout
+    for digit, (result, ring) in kinds.items():
+        fs.set_endpoint(f"sofia/gateway/trunk/+1212555{digit}*", ring_s=ring, result=result)
+    t0 = datetime(2026, 12, 9, 17, 0, tzinfo=UTC).timestamp()  # a Wednesday, 12:00 in New York
+    started = time.monotonic()
+
+    def clock() -> float:
+        return t0 + (time.monotonic() - started)
+
+    policy = CampaignPolicy("camp-1", CallingWindow.parse({"mon-sun": ["08:00-21:00"]}), pacing=Pacing(max_cps=100))
+    scheduler = Scheduler(policy)
+    leads = tuple(Lead(f"lead-{d}{i}", f"+1212555{d}00{i}", "America/New_York") for d in kinds for i in range(3))
+    conn = _inbound(fs)
+    reports: list[Report] = []
+    dialer = _dialer([DialBox("fs", conn, TRUNK)], reports, ring_s=1.0)
+    dialer.clock = clock
+    outcomes: dict[str, Book | Finish] = {}
+
+    def run(commands: list[Command]) -> None:
+        for command in commands:
+            if isinstance(command, Dial):
+                dialer.dial(command)
+            elif isinstance(command, Book | Finish):
+                outcomes[command.lead_id] = command
+
+    try:
+        run(scheduler.handle(Capacity(clock(), free_bots=50), clock()))
+        run(scheduler.handle(Offered(clock(), leads), clock()))
+        assert len(scheduler.flights) == len(leads)
+        deadline = time.monotonic() + 10
+        while len(outcomes) < len(leads) and time.monotonic() < deadline:
+            while reports:
+                report = reports.pop(0)
+                run(scheduler.handle(report, clock()))
+            gevent.sleep(0.01)
+    finally:
+        dialer.stop()
+        conn.stop()
+    expected = {"1": ("Book", "busy"), "2": ("Finish", "invalid_number"), "3": ("Book", "rejected"),
+                "4": ("Book", "no_answer")}
+    got = {lead_id: (type(c).__name__, c.disposition if isinstance(c, Book) else c.reason)
+           for lead_id, c in outcomes.items()}
+    assert got == {lead.lead_id: expected[lead.lead_id[5]] for lead in leads}
+    busy = outcomes["lead-10"]
+    assert isinstance(busy, Book) and busy.next_at >= t0 + policy.min_gap_s
+    assert not scheduler.flights
