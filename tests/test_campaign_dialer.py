@@ -3,6 +3,7 @@ dials through the FreeSWITCH double (mixed outcomes, duplicate UUIDs, a box goin
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -438,3 +439,52 @@ def test_a_scheduler_drives_the_dialer_and_books_each_outcome(fs: FreeSwitchDoub
     busy = outcomes["lead-10"]
     assert isinstance(busy, Book) and busy.next_at >= t0 + policy.min_gap_s
     assert not scheduler.flights
+
+
+class _BlindToDuplicates:
+    """An inbound connection whose ``uuid_exists`` always says false (as in a race between two engines)."""
+
+    def __init__(self, conn: InboundConnection) -> None:
+        self.conn = conn
+
+    @property
+    def up(self) -> bool:
+        return self.conn.up
+
+    def api(self, command: str, timeout: float | None = None) -> str:
+        return "false\n" if command.startswith("uuid_exists") else self.conn.api(command, timeout)
+
+    def bgapi(self, command: str, timeout: float | None = None) -> str:
+        return self.conn.bgapi(command, timeout)
+
+    def uuid_kill(self, uuid: str, cause: str = "NORMAL_CLEARING", timeout: float | None = None) -> str:
+        return self.conn.uuid_kill(uuid, cause, timeout)
+
+    def on_event(self, callback: Callable[..., None], names: object = None) -> object:
+        return self.conn.on_event(callback, names)  # type: ignore[arg-type]
+
+
+def test_a_second_call_placed_for_a_duplicate_uuid_is_killed(fs: FreeSwitchDouble) -> None:
+    conn = _inbound(fs)
+    reports: list[Report] = []
+    engine = socket.socket()  # a listener that holds the socket apps' connections (the calls stay up)
+    engine.bind(("127.0.0.1", 0))
+    engine.listen(8)
+    address = f"127.0.0.1:{engine.getsockname()[1]}"
+    first = _dialer([DialBox("fs", conn, "loopback/{number}/voicebot")], reports, ring_s=5.0, socket_address=address)
+    racing = _dialer([DialBox("fs", _BlindToDuplicates(conn), "loopback/{number}/voicebot")], reports, ring_s=5.0,
+                     socket_address=address)
+    try:
+        uuid = first.dial(Dial("lead-1", "7001", 1))
+        fs.wait_for(lambda: any(c.uuid == uuid and c.answered for c in fs.channels()), 3, "the first call up")
+        assert racing.dial(Dial("lead-1", "7001", 1)) == uuid
+        fs.wait_for(lambda: len([c for c in fs.channels() if c.name == "loopback/7001-a"]) == 2, 3, "the stray call")
+        stray = next(c for c in fs.channels() if c.name == "loopback/7001-a" and c.uuid != uuid)
+        fs.wait_for(lambda: stray.hung_up, 3, "the stray call killed")
+        assert not fs.channel(uuid).hung_up  # the real call goes on
+        assert f"api uuid_kill {stray.uuid} NORMAL_CLEARING" in fs.commands
+    finally:
+        first.stop()
+        racing.stop()
+        conn.stop()
+        engine.close()
