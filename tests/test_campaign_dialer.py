@@ -84,6 +84,19 @@ def test_boxes_pick_the_most_free_sessions_and_skip_a_box_that_is_down() -> None
     boxes.heartbeat("fs1", {"Session-Count": "x"}, 90.0)  # garbage is ignored
 
 
+def test_a_status_reply_counts_as_a_heartbeat() -> None:
+    real = ("UP 0 years, 0 days, 0 hours, 41 minutes, 33 seconds, 29 milliseconds, 751 microseconds\n"
+            "FreeSWITCH (Version 1.11.1-release  64bit) is ready\n164 session(s) since startup\n"
+            "7 session(s) - peak 6, last 5min 0 \n0 session(s) per Sec out of max 30, peak 4, last 5min 0 \n"
+            "1000 session(s) max\nmin idle cpu 0.00/0.07\nCurrent Stack Size/Max 240K/8192K\n")  # FreeSWITCH 1.11.1
+    boxes = Boxes(("fs",))
+    boxes.connection("fs", True)
+    assert boxes.needs_status("fs", 0.0)
+    assert boxes.status("fs", real, 0.0) and boxes.states["fs"].free(0.0) == 993
+    assert not boxes.needs_status("fs", 1.0) and boxes.needs_status("fs", 100.0)
+    assert not boxes.status("fs", "-ERR no", 1.0)
+
+
 def test_the_captured_heartbeat_gives_the_box_its_free_sessions() -> None:
     raw = (FIXTURES / "dial_outcomes.recv.raw.txt").read_bytes()
     beats = [e for e in (parse_event(m) for m in parse_messages(raw) if m.content_type == "text/event-plain")

@@ -6,18 +6,22 @@ Each box's ``HEARTBEAT`` event (every 20 s by default, ``event-heartbeat-interva
 1. A box whose ESL connection is down is never picked.
 2. Free sessions = ``Max-Sessions - Session-Count - dials placed since that heartbeat`` (a heartbeat is up to
    20 s old; the dials this engine placed since then count against it).
-3. A box never heard from counts as ``unknown_free`` free sessions (it may be fresh); one whose last heartbeat is
-   older than ``stale_s`` also falls back to ``unknown_free``.
+3. A box without counts (no HEARTBEAT yet, and ``api status`` unanswered: :meth:`Boxes.status` reads that reply
+   the same way) counts as ``unknown_free`` free sessions; so does one whose counts are older than ``stale_s``.
 4. The most free sessions wins; ties go to the box listed first. None when no box is up or none has a free session.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+_STATUS_NOW = re.compile(r"^(\d+) session\(s\) - peak", re.M)
+_STATUS_MAX = re.compile(r"^(\d+) session\(s\) max", re.M)
+
 STALE_S = 65.0  # three missed heartbeats at FreeSWITCH's default 20 s interval
-UNKNOWN_FREE = 50  # free sessions assumed for a box without a recent heartbeat (the first comes within 20 s)
+UNKNOWN_FREE = 1  # free sessions assumed for a box whose load is unknown: one dial at a time until it answers
 
 
 @dataclass
@@ -62,6 +66,20 @@ class Boxes:
             return
         state = self.states[name]
         state.session_count, state.max_sessions, state.heard_at, state.placed_since = count, most, now, 0
+
+    def status(self, name: str, text: str, now: float) -> bool:
+        """An ``api status`` reply from box ``name`` (``N session(s) - peak ...``, ``M session(s) max``), read as
+        a heartbeat: how the engine learns a box's load before its first HEARTBEAT. False if unreadable."""
+        count, most = _STATUS_NOW.search(text), _STATUS_MAX.search(text)
+        if count is None or most is None:
+            return False
+        self.heartbeat(name, {"Session-Count": count[1], "Max-Sessions": most[1]}, now)
+        return True
+
+    def needs_status(self, name: str, now: float) -> bool:
+        """Box ``name`` is up but its counts are missing or stale (ask it with ``api status``)."""
+        state = self.states[name]
+        return state.up and (state.heard_at is None or now - state.heard_at > self.stale_s)
 
     def connection(self, name: str, up: bool) -> None:
         """Box ``name``'s connection came up or went down (rule 1)."""

@@ -109,18 +109,24 @@ def record_outcomes(store: RecordStore) -> CallOutcomes:
 
 
 class Dialer:
-    """Places a campaign's dials and reports how each went (rules in the module docstring)."""
+    """Places a campaign's dials and reports how each went (rules in the module docstring).
+
+    ``attempt_key(campaign_id, lead_id, attempt) -> uuid``: the attempt's origination UUID (default
+    :func:`~voicebot.campaign.dialing.attempt_uuid`; a store that creates attempt rows passes its own lookup).
+    ``ring_s``: originate_timeout (s); ``margin_s``: extra wait before a silent dial is ended (s).
+    """
 
     def __init__(self, boxes: Sequence[DialBox], *, campaign_id: str, socket_address: str,
                  caller_ids: CallerIdSource, leads: LeadDetails, outcomes: CallOutcomes,
                  report: Callable[[Report], None], classify: HangupClassifier = classify_hangup,
-                 ring_s: float = RING_S, margin_s: float = MARGIN_S, clock: Callable[[], float] = time.time) -> None:
+                 ring_s: float = RING_S, margin_s: float = MARGIN_S, clock: Callable[[], float] = time.time,
+                 attempt_key: Callable[[str, str, int], str] = attempt_uuid) -> None:
         self.boxes = {b.name: b for b in boxes}
         self.health = Boxes(tuple(self.boxes))
         self.campaign_id, self.socket_address = campaign_id, socket_address
         self.caller_ids, self.leads, self.outcomes, self.report = caller_ids, leads, outcomes, report
         self.tracker = DialTracker(classify, margin_s=margin_s)
-        self.ring_s, self.clock = ring_s, clock
+        self.ring_s, self.clock, self.attempt_key = ring_s, clock, attempt_key
         self.log = get_logger("campaign.dialer")
         self._subscriptions: list[object] = []
         self._ticker: gevent.Greenlet | None = None
@@ -145,7 +151,7 @@ class Dialer:
 
     def dial(self, dial: Dial) -> str:
         """Place ``dial`` (rules 1-3); returns its attempt UUID."""
-        uuid = attempt_uuid(self.campaign_id, dial.lead_id, dial.attempt)
+        uuid = self.attempt_key(self.campaign_id, dial.lead_id, dial.attempt)
         if self.tracker.known(uuid):
             self.log.info("dialer.duplicate_dial", attempt=uuid)
             return uuid
@@ -158,8 +164,7 @@ class Dialer:
             if answered:
                 self._send(self.tracker.channel_event("CHANNEL_ANSWER", uuid, {}, now))
             return uuid
-        for box_name, box_entry in self.boxes.items():
-            self.health.connection(box_name, box_entry.connection.up)
+        self._refresh_boxes(time.monotonic())
         name = self.health.pick(time.monotonic())
         target = self.leads(dial.lead_id)
         caller_id = self.caller_ids.pick(target.region, now)
@@ -182,6 +187,14 @@ class Dialer:
         self.caller_ids.used(caller_id, now)
         self.log.info("dialer.dialed", attempt=uuid, box=name, lead=dial.lead_id, pii={"number": dial.number})
         return uuid
+
+    def _refresh_boxes(self, now: float) -> None:
+        """Which boxes are up; a box up without fresh counts is asked ``api status`` (boxes rule 3)."""
+        for name, box in self.boxes.items():
+            self.health.connection(name, box.connection.up)
+            if self.health.needs_status(name, now):
+                with contextlib.suppress(EslFailure):
+                    self.health.status(name, box.connection.api("status", 2.0), now)
 
     def _already_up(self, uuid: str) -> tuple[str, bool] | None:
         """(box, answered) where FreeSWITCH already has channel ``uuid`` (rule 2), else None."""
