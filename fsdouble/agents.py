@@ -26,6 +26,7 @@ from fsdouble.config import (
     ANSWER,
     CODEC_SPEC_RE,
     ORIGINATE_USAGE,
+    SIP_FOR_CAUSE,
     Endpoint,
     match_endpoint,
     parse_inline_dialplan,
@@ -75,8 +76,9 @@ class AgentsMixin(DoubleCore):
         except ValueError:
             return "-ERR DESTINATION_OUT_OF_ORDER\n"
         uuid = variables.get("origination_uuid") or new_uuid()
-        if uuid in self._channels:
-            return "-ERR INVALID_UUID\n"
+        if uuid in self._channels:  # FreeSWITCH 1.11.1 places the call anyway, under a fresh uuid (dial_outcomes)
+            uuid = new_uuid()
+            variables["origination_uuid"] = uuid
         return self._originate_to(endpoint, uuid, variables, app)
 
     def _originate_to(self, endpoint: str, uuid: str, variables: dict[str, str], app: tuple[str, str]) -> str | ApiResult:
@@ -138,6 +140,8 @@ class AgentsMixin(DoubleCore):
         a.originating, a.originate_app, a.call_state = outcome, app, "RINGING"
         self._emit(a, "CHANNEL_PROGRESS")
         timeout = float(variables.get("originate_timeout") or DEFAULT_ORIGINATE_TIMEOUT_S)
+        if spec.early_media is not None and spec.early_media < min(spec.ring_s, timeout):
+            self._later(spec.early_media, functools.partial(self._early_media, a))
         if spec.ring_s > timeout:
             self._later(timeout, functools.partial(self._ring_failed, a, "NO_ANSWER"))
         elif spec.result.lower() == ANSWER:
@@ -147,12 +151,35 @@ class AgentsMixin(DoubleCore):
         return ApiResult("", outcome=outcome)
 
     def _ring_answered(self, a: Channel) -> None:
+        if a.early_app and not a.hung_up:  # the originate already returned at early media; now the far end answers
+            self._mark_answered(a)
+            return
         if a.originating is not None and not a.hung_up:
             self._mark_answered(a)
             self._later(self.timing.originate_answered_s, functools.partial(self._originate_answered, a))
 
+    def _early_media(self, a: Channel) -> None:
+        """183 Session Progress with SDP: ringback or an announcement plays before any answer. As FreeSWITCH
+        1.11.1 does (capture dial_early_media), the originate succeeds here and runs its app on the unanswered
+        leg unless ``ignore_early_media=true``; the leg's fate (answer or cause) comes later either way."""
+        if a.originating is None or a.hung_up:
+            return
+        a.call_state, a.answer_state = "EARLY", "early"
+        self._emit(a, "CHANNEL_PROGRESS_MEDIA")
+        if a.variables.get("ignore_early_media") != "true":
+            outcome, a.originating = a.originating, None
+            outcome.resolve(f"+OK {a.uuid}\n")
+            a.early_app = True
+            self._run_originate_app(a, *a.originate_app)
+
     def _ring_failed(self, a: Channel, cause: str) -> None:
-        if a.originating is not None and not a.hung_up:
+        if (a.originating is not None or a.early_app) and not a.hung_up:
+            if a.name.startswith("sofia/"):  # a SIP leg says which response ended it
+                spec = match_endpoint(self._endpoints, a.name)
+                status = spec.sip_status or SIP_FOR_CAUSE.get(cause, "")
+                if status:
+                    a.variables["sip_term_status"] = status
+                a.variables["sip_hangup_disposition"] = "send_cancel" if cause == "NO_ANSWER" else "recv_refuse"
             self._hangup_now(a, cause)  # the originate replies -ERR <cause>
 
     def _loopback_legs(self, uuid: str, variables: dict[str, str], endpoint: str) -> tuple[Channel, Channel]:

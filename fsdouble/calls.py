@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 
 from fsdouble.channel import App, Channel, Pairs, now_us
-from fsdouble.config import STATE_NUMBERS, TONE_RE
+from fsdouble.config import Q850, STATE_NUMBERS, TONE_RE
 from fsdouble.core import DoubleCore, new_uuid
 from fsdouble.wire import Conn
 from voicebot.esl.protocol import format_disconnect_notice, format_linger_notice
@@ -214,7 +214,7 @@ class CallsMixin(DoubleCore):
         self._stop_unicast(ch, "hangup")
         ch.hung_up, ch.cause, ch.hangup_us = True, cause, now_us()
         ch.answer_state = "hangup"
-        ch.variables.update({"hangup_cause": cause, "hangup_cause_q850": "16"})
+        ch.variables.update({"hangup_cause": cause, "hangup_cause_q850": Q850.get(cause, "16")})
         self._emit(ch, "CHANNEL_HANGUP", lead=[("Hangup-Cause", cause)])
         outcome, ch.originating = ch.originating, None
         if outcome is not None:  # hung up before the answer: the originate fails with the cause

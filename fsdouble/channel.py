@@ -122,6 +122,7 @@ class Channel:
         self.variables: dict[str, str] = {}
         self.wire: deque[bytes] = deque()  # s16le frames written here, waiting to be read by the loopback peer
         self.originating: Outcome | None = None  # an originate waiting for this leg's answer
+        self.early_app = False  # the originate returned at early media and its app runs on the unanswered leg
         self.originate_app: tuple[str, str] = ("park", "")  # what it runs once that originate returns
         self._heard: list[Packet] = []
 

@@ -72,12 +72,17 @@ class Endpoint:
     ``ring_s``: seconds it rings (CHANNEL_PROGRESS) before the outcome (0: at once, as loopback legs);
     ``result``: "answer", or the hangup cause it fails with (USER_BUSY, NO_ANSWER, CALL_REJECTED, ...): the
     ``originate`` replies ``-ERR <cause>``; ``agent_audio``: what the agent says once up (None: a 1000 Hz
-    tone at -12 dBFS). Loopback dial strings use only ``agent_audio`` (they answer as their dialplan says).
+    tone at -12 dBFS); ``early_media``: seconds into the ring when the far end sends early media (ringback or
+    an operator announcement: CHANNEL_PROGRESS_MEDIA); ``sip_status``: the SIP response a failing ``sofia/``
+    leg records (default: the cause's usual one, :data:`SIP_FOR_CAUSE`). Loopback dial strings use only
+    ``agent_audio`` (they answer as their dialplan says).
     """
 
     ring_s: float = 0.0
     result: str = ANSWER
     agent_audio: CallerAudio | None = None
+    early_media: float | None = None  # seconds into the ring when early media starts (CHANNEL_PROGRESS_MEDIA)
+    sip_status: str = ""  # the SIP final response of a failing sofia leg (variable_sip_term_status)
 
     def __post_init__(self) -> None:
         if self.ring_s < 0:
@@ -89,6 +94,15 @@ class Endpoint:
     def immediate(self) -> bool:
         """Answers at once (the double's behaviour for endpoints nobody configured)."""
         return self.ring_s == 0 and self.result.lower() == ANSWER
+
+
+# The SIP response a sofia leg records for a cause (variable_sip_term_status), and Q.850 codes (hangup_cause_q850),
+# as FreeSWITCH's sofia_glue/switch_channel cause tables pair them.
+SIP_FOR_CAUSE = {"USER_BUSY": "486", "NO_ANSWER": "487", "UNALLOCATED_NUMBER": "404", "CALL_REJECTED": "603",
+                 "NO_USER_RESPONSE": "408", "SUBSCRIBER_ABSENT": "480", "NORMAL_TEMPORARY_FAILURE": "503"}
+Q850 = {"UNALLOCATED_NUMBER": "1", "NO_ROUTE_DESTINATION": "3", "NORMAL_CLEARING": "16", "USER_BUSY": "17",
+        "NO_USER_RESPONSE": "18", "NO_ANSWER": "19", "SUBSCRIBER_ABSENT": "20", "CALL_REJECTED": "21",
+        "DESTINATION_OUT_OF_ORDER": "27", "NORMAL_TEMPORARY_FAILURE": "41", "ORIGINATOR_CANCEL": "487"}
 
 
 def match_endpoint(endpoints: dict[str, Endpoint], dial: str) -> Endpoint:
@@ -137,6 +151,7 @@ CALLING: dict[str, tuple[str, str, str]] = {
     "CHANNEL_HANGUP_COMPLETE": ("switch_core_state_machine.c", "switch_core_session_reporting_state", "943"),
     "CHANNEL_PARK": ("switch_ivr.c", "switch_ivr_park", "1002"),
     "CHANNEL_PROGRESS": ("switch_channel.c", "switch_channel_perform_mark_ring_ready_value", "0"),
+    "HEARTBEAT": ("switch_core.c", "send_heartbeat", "95"),  # capture dial_outcomes
     "CHANNEL_PROGRESS_MEDIA": ("switch_channel.c", "switch_channel_perform_mark_pre_answered", "3562"),
     "CHANNEL_STATE": ("switch_channel.c", "switch_channel_perform_set_running_state", "2409"),
     "CHANNEL_UNBRIDGE": ("switch_ivr_bridge.c", "switch_ivr_multi_threaded_bridge", "1879"),

@@ -23,7 +23,8 @@ Public API
     ``channel(uuid)``, ``channels()``, ``wait_for(predicate, timeout, what)``;
     ``press(uuid, digits)`` (caller or agent), ``hangup(uuid, cause)`` (caller or agent, ringing or up),
     ``set_caller_audio(uuid, audio)``, ``set_agent_audio(uuid, audio)``; ``change_ptime(uuid, ptime)``;
-    dialplan and agents: ``route(extension, app, arg)``, ``set_endpoint(pattern, ring_s, result, agent_audio)``;
+    dialplan and agents: ``route(extension, app, arg)``, ``set_endpoint(pattern, ring_s, result, agent_audio,
+    early_media, sip_status)``; ``heartbeat(session_count, max_sessions)`` (a HEARTBEAT event);
     ears: ``ear_timeline(uuid)``, ``first_heard(uuid, source, after, min_dbfs)``;
     faults: ``cut_media(uuid)``, ``drop_connection(uuid)``, ``send_garbage(uuid, data)``, ``send_udp(uuid, data)``,
     ``set_media_faults(uuid, faults)``; checks: ``fatal_errors``, ``assert_no_crash()``, ``commands``.
@@ -94,6 +95,7 @@ composed of mixins, one module each: ``fsdouble.core`` (state, events),
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from fsdouble.agents import AgentsMixin
@@ -198,11 +200,28 @@ class FreeSwitchDouble(EslMixin, AgentsMixin, CallsMixin, EarMixin):
             self.channel(uuid).agent_audio = as_caller_audio(audio)
 
     def set_endpoint(self, pattern: str, *, ring_s: float = 0.0, result: str = "answer",
-                     agent_audio: CallerAudio | None = None) -> None:
+                     agent_audio: CallerAudio | None = None, early_media: float | None = None,
+                     sip_status: str = "") -> None:
         """Originates to dial strings matching ``pattern`` (exact, or a glob like ``user/10*``) ring ``ring_s``
-        s, then ``result``: "answer" or a hangup cause (USER_BUSY, NO_ANSWER, CALL_REJECTED, ...)."""
+        s, then ``result``: "answer" or a hangup cause (USER_BUSY, NO_ANSWER, CALL_REJECTED, ...);
+        ``early_media``: s into the ring when early media starts; ``sip_status``: a failing sofia leg's SIP code."""
         with self._lock:
-            self._endpoints[pattern] = Endpoint(ring_s, result, agent_audio)
+            self._endpoints[pattern] = Endpoint(ring_s, result, agent_audio, early_media, sip_status)
+
+    def heartbeat(self, session_count: int | None = None, max_sessions: int = 1000) -> None:
+        """A HEARTBEAT event as FreeSWITCH sends every 20 s (capture dial_outcomes): ``Session-Count`` (default:
+        the live channels) and ``Max-Sessions``."""
+        with self._lock:
+            count = len(self.channels(live_only=True)) if session_count is None else session_count
+            up_ms = int((time.monotonic() - self._started_at) * 1000)
+            self._emit(None, "HEARTBEAT", [
+                ("Event-Info", "System Ready"), ("Up-Time", f"0 years, 0 days, 0 hours, 0 minutes, {up_ms // 1000} "
+                                                            f"seconds, {up_ms % 1000} milliseconds, 0 microseconds"),
+                ("FreeSWITCH-Version", "1.11.1-release~64bit"), ("Uptime-msec", str(up_ms)),
+                ("Session-Count", str(count)), ("Max-Sessions", str(max_sessions)), ("Session-Per-Sec", "30"),
+                ("Session-Per-Sec-Last", "0"), ("Session-Per-Sec-Max", "0"), ("Session-Per-Sec-FiveMin", "0"),
+                ("Session-Since-Startup", str(len(self._channels))), ("Session-Peak-Max", str(count)),
+                ("Session-Peak-FiveMin", str(count)), ("Idle-CPU", "0.000000")])
 
     def ear_timeline(self, uuid: str) -> list[tuple[float, str, float]]:
         """What leg ``uuid`` heard: ``(monotonic s, source, dBFS)`` per frame (see :meth:`Channel.ear_timeline`)."""

@@ -71,6 +71,7 @@ from voicebot.warmup import warm_pipeline
 SWITCH_INTERVAL_S = 0.001  # the GIL switch interval the engine runs with (s): see Engine.start
 SWITCH_PROBE_S = 1.0  # how long `api status` may take when a call's socket closed, before FreeSWITCH is taken for lost
 PRELOAD_RATES = (8000, 16000)  # Hz: narrowband (PCMU/PCMA) and wideband (L16@16k, G.722) calls find their models loaded
+CAMPAIGN_IDS = ("campaign_id", "lead_id", "attempt_id", "attempt")  # vb_* channel variables a campaign dial sets
 RECORDS_DRAIN_S = 10.0  # at shutdown, how long the record writer may take to save what is queued (s)
 Progress = Callable[[str], None]  # one line of start-up progress (``voicebot serve`` prints it to stderr)
 
@@ -411,6 +412,10 @@ def _extras(result: CallResult) -> dict[str, Any] | None:
         extras["agent"] = result.handoff["agent_id"]
     if result.thread_stuck:
         extras["thread_stuck"] = True
+    headers = result.data.headers if result.data is not None else {}
+    campaign = {k: headers[f"variable_vb_{k}"] for k in CAMPAIGN_IDS if headers.get(f"variable_vb_{k}")}
+    if campaign:  # a campaign's dial (voicebot.campaign.dialing): the attempt links back to this record
+        extras["campaign"] = campaign
     return extras or None
 
 

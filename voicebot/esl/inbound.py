@@ -39,6 +39,7 @@ DEFAULT_EVENTS = (
     "CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_PARK", "CHANNEL_UNPARK", "CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE",
     "CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE",
     "CHANNEL_PROGRESS_MEDIA", "PLAYBACK_START", "PLAYBACK_STOP", "DTMF", "BACKGROUND_JOB",
+    "CHANNEL_PROGRESS", "HEARTBEAT",  # the campaign dialer: ringing, and each box's free sessions
 )
 # Added to `myevents` on an outbound socket: it lacks PLAYBACK_* (capture check3 in tests/fixtures/esl); the rest is explicit.
 _REQUIRED_EVENTS = ("BACKGROUND_JOB", "CHANNEL_PARK")  # bgapi results and uuid_transfer_park need them
