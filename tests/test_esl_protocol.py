@@ -38,7 +38,7 @@ from voicebot.esl.protocol import (
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "esl"  # described in its README.txt
 RECV = sorted(FIXTURES.glob("*.recv.raw.txt"))
 SENT = sorted(FIXTURES.glob("*.sent.raw.txt"))
-CAPTURES = 47  # ESL captures (each a .recv, .sent and .transcript file) checked in under tests/fixtures/esl
+CAPTURES = 49  # ESL captures (each a .recv, .sent and .transcript file) checked in under tests/fixtures/esl
 
 
 def test_the_captures_are_in_the_repository() -> None:
