@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # graphviz: `voicebot graph`; fonts-wqy-microhei: Chinese text in PNG diagrams;
 # pocketsphinx-testdata: real human speech (with transcripts) for the demo, tests and benchmarks;
-# postgresql: the test suite starts a throwaway server on loopback (scripts/postgres-test.sh).
-APT_PACKAGES=(graphviz fonts-wqy-microhei pocketsphinx-testdata postgresql)
+# postgresql: the test suite starts a throwaway server on loopback (scripts/postgres-test.sh);
+# espeak-ng: caller voices other than the bot's for the hearing evaluation (bench/hearing_eval.py).
+APT_PACKAGES=(graphviz fonts-wqy-microhei pocketsphinx-testdata postgresql espeak-ng)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
