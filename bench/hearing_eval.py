@@ -10,7 +10,7 @@ babble, pink or line noise at 20 and 10 dB SNR, then through each recogniser:
 * ``pocketsphinx``: the streaming pass with its full language model (the old default), 20 ms frames;
 * ``pocketsphinx-hints``: the same with the node's hint phrases (flow lines only: human clips have no node);
 * ``whisper-tiny.en`` / ``whisper-base``: the accurate pass (voicebot.asr.whisper, one CTranslate2 thread);
-* ``whisper-tiny.en-prompt``: tiny.en with the node's hints as its initial prompt (flow lines only).
+* ``whisper-tiny.en-prompt`` / ``whisper-base-prompt``: with the node's hints as the initial prompt (flow lines only).
 
 Reported per source, condition and recogniser: WER (spoken form: numbers as words, no punctuation), split into the
 held-out half (a clip id whose SHA-1 ends in an even hex digit; nothing was tuned on it) and the rest; decode
@@ -56,8 +56,9 @@ CACHE = ROOT / ".voicebot-cache" / "hearing_eval"
 RESULTS = ROOT / "bench" / "results" / "hearing_eval.json"
 RATE = 16000  # clips are kept at 16 kHz until the channel
 Int16 = npt.NDArray[np.int16]
-FLOW_ONLY = ("pocketsphinx-hints", "whisper-tiny.en-prompt")  # recognisers that need a node's hints
-ALL_RECOGNISERS = ("pocketsphinx", "pocketsphinx-hints", "whisper-tiny.en", "whisper-tiny.en-prompt", "whisper-base")
+FLOW_ONLY = ("pocketsphinx-hints", "whisper-tiny.en-prompt", "whisper-base-prompt")  # recognisers that need a node's hints
+ALL_RECOGNISERS = ("pocketsphinx", "pocketsphinx-hints", "whisper-tiny.en", "whisper-tiny.en-prompt", "whisper-base",
+                   "whisper-base-prompt")
 
 
 @dataclass

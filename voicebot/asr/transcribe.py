@@ -51,7 +51,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--asr", default="both", choices=PASSES, help="which pass to run (default both)")
     p.add_argument("--hints", metavar="FLOW:NODE", help="bias both passes toward what this node of this flow expects")
     p.add_argument("--model", default=None, metavar="PATH",
-                   help="accurate pass: tiny.en (default), base (multilingual), or a faster-whisper model directory")
+                   help="accurate pass: base (default, multilingual), tiny.en (faster), or a faster-whisper model directory")
     p.add_argument("--fast-model", type=Path, default=None, metavar="DIR",
                    help="fast pass: a Vosk model directory (default: pocketsphinx, English)")
     p.add_argument("--language", default=None, help="language code (default: the --hints flow's, else en)")
