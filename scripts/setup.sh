@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 # graphviz: `voicebot graph`; fonts-wqy-microhei: Chinese text in PNG diagrams;
 # pocketsphinx-testdata: real human speech (with transcripts) for the demo, tests and benchmarks;
-# espeak-ng: voices other than the bot's for the answering-machine benchmark (bench/amd_bench.py);
+# espeak-ng: voices other than the bot's for the answering-machine benchmark and the hearing evaluation
+#   (bench/amd_bench.py, bench/hearing_eval.py);
 # postgresql: the test suite starts a throwaway server on loopback (scripts/postgres-test.sh).
 APT_PACKAGES=(graphviz fonts-wqy-microhei pocketsphinx-testdata espeak-ng postgresql)
 

@@ -112,11 +112,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-s", type=float, default=120.0, help="with --caller: end the call after this (default 120 s)")
     p.set_defaults(run=cmd_call)
 
+    from voicebot.asr import transcribe
     from voicebot.records import cli as records_cli
     from voicebot.tts import voicecli
 
     voicecli.register(sub)
     records_cli.register(sub)
+    transcribe.register(sub)
     return parser
 
 

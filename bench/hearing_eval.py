@@ -1,0 +1,404 @@
+"""Hearing, measured honestly: word error rate and intents on speech that is not the bot's own voice.
+
+Run: PYTHONPATH=. nice -n 10 .venv/bin/python bench/hearing_eval.py [--quick] [--recognisers a,b] [--conditions a,b]
+
+Sources (bench/hearing_eval.yaml): every human clip of Debian's pocketsphinx-testdata with a transcript, and the
+example flows' caller lines spoken by espeak-ng voices (US/UK, male/female). Every clip goes through the telephone
+channel the engine hears (voicebot.audio.telephone: 8 kHz, 300-3400 Hz, G.711 µ-law or A-law), clean and with
+babble, pink or line noise at 20 and 10 dB SNR, then through each recogniser:
+
+* ``pocketsphinx``: the streaming pass with its full language model (the old default), 20 ms frames;
+* ``pocketsphinx-hints``: the same with the node's hint phrases (flow lines only: human clips have no node);
+* ``whisper-tiny.en`` / ``whisper-base``: the accurate pass (voicebot.asr.whisper, one CTranslate2 thread);
+* ``whisper-tiny.en-prompt`` / ``whisper-base-prompt``: with the node's hints as the initial prompt (flow lines only).
+
+Reported per source, condition and recogniser: WER (spoken form: numbers as words, no punctuation), split into the
+held-out half (a clip id whose SHA-1 ends in an even hex digit; nothing was tuned on it) and the rest; decode
+time per utterance p50/p95 and real-time factor (decode time / audio time, one core); intent accuracy of the flow
+lines through the flow's IntentMatcher (the dialog machine's rule: the node's intents and the globals, the flow's
+min_intent_score, a tie to the node's own intent), with the matcher on the reference text as the ceiling; and
+false intents: human clips heard at every listening node of the English flows (they say nothing a flow knows).
+
+Generated audio is cached in .voicebot-cache/hearing_eval/ (git-ignored). Results: bench/results/hearing_eval.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from voicebot import yamlutil  # noqa: E402
+from voicebot.asr.spoken import spoken_form  # noqa: E402
+from voicebot.audio.telephone import mix_at_snr, telephone_channel, to_rate  # noqa: E402
+from voicebot.audio.wav import frames_from_array, read_wav  # noqa: E402
+from voicebot.dialog.flow import Flow  # noqa: E402
+from voicebot.dialog.loader import load_flow  # noqa: E402
+from voicebot.dialog.machine import build_matcher  # noqa: E402
+
+MANIFEST = ROOT / "bench" / "hearing_eval.yaml"
+CACHE = ROOT / ".voicebot-cache" / "hearing_eval"
+RESULTS = ROOT / "bench" / "results" / "hearing_eval.json"
+RATE = 16000  # clips are kept at 16 kHz until the channel
+Int16 = npt.NDArray[np.int16]
+FLOW_ONLY = ("pocketsphinx-hints", "whisper-tiny.en-prompt", "whisper-base-prompt")  # recognisers that need a node's hints
+ALL_RECOGNISERS = ("pocketsphinx", "pocketsphinx-hints", "whisper-tiny.en", "whisper-tiny.en-prompt", "whisper-base",
+                   "whisper-base-prompt")
+
+
+@dataclass
+class Clip:
+    """One utterance: ``source`` "human", "human-offscript" or "espeak:<voice>"; flow lines carry flow/node/expect."""
+
+    id: str
+    source: str
+    audio: Int16
+    text: str | None = None
+    flow: str | None = None
+    node: str | None = None
+    expect: str | None = None
+    heard: dict[str, dict[str, tuple[str, float, float]]] = field(default_factory=dict)  # condition -> recogniser ->
+    # (text, wall-clock s, CPU s of this process: the cost on one core, whatever else the machine runs)
+
+
+def digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def held_out(clip_id: str) -> bool:
+    """The held-out half: the clip id's SHA-1 ends in an even hex digit (stable, independent of the manifest order)."""
+    return int(digest(clip_id)[-1], 16) % 2 == 0
+
+
+# ---------------------------------------------------------------- sources
+
+
+def _raw_or_wav(path: Path, rate: int | None) -> Int16:
+    if path.suffix == ".raw":
+        return to_rate(np.fromfile(path, dtype="<i2"), rate or RATE, RATE)
+    samples, src = read_wav(path)
+    return to_rate(samples, src, RATE)
+
+
+def human_clips(spec: dict[str, Any]) -> list[Clip]:
+    """Every testdata clip with a transcript (source "human") and the off-script ones (no transcript)."""
+    root = Path(spec["root"])
+    clips = []
+    for name in spec["transcriptions"]:
+        listing = root / name
+        for line in listing.read_text().splitlines():
+            found = re.match(r"\s*(?:<s>)?(.*?)(?:</s>)?\s*\((\S+)\)\s*$", line)
+            if found:
+                text, clip_id = found.group(1).strip(), found.group(2)
+                clips.append(Clip(clip_id, "human", _raw_or_wav(listing.parent / f"{clip_id}.wav", None), text))
+    for item in spec["clips"]:
+        clips.append(Clip(item["id"], "human", _raw_or_wav(root / item["file"], item.get("rate")), item["text"]))
+    for item in spec.get("offscript", []):
+        clips.append(Clip(item["id"], "human-offscript", _raw_or_wav(root / item["file"], item.get("rate"))))
+    return clips
+
+
+def espeak(text: str, voice: str) -> Int16:
+    """``text`` said by espeak-ng ``voice`` at 16 kHz (cached)."""
+    path = CACHE / f"espeak-{digest(voice + '|' + text)[:16]}.wav"
+    if not path.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True, capture_output=True)
+    samples, rate = read_wav(path)
+    return to_rate(samples, rate, RATE)
+
+
+def flow_lines(spec: dict[str, Any], voices: Sequence[str]) -> tuple[list[Clip], dict[str, Flow]]:
+    """The flows' caller lines, each spoken by one voice (by hash of its id)."""
+    clips, flows = [], {}
+    for name, item in spec.items():
+        flows[name] = load_flow(ROOT / item["file"])
+        lines = list(item.get("lines", []))
+        if "from" in item:
+            lines += [t for t in yamlutil.load((ROOT / item["from"]).read_text(encoding="utf-8"))["turns"] if "say" in t]
+        for line in lines:
+            clip_id = f"{name}:{line['node']}:{line['say']}"
+            voice = voices[int(digest(clip_id)[:8], 16) % len(voices)]
+            clips.append(Clip(clip_id, f"espeak:{voice}", espeak(line["say"], voice), line["say"], name, line["node"],
+                              str(line["expect"])))
+    return clips, flows
+
+
+# ---------------------------------------------------------------- the channel
+
+
+def pink_noise(n: int, rng: np.random.Generator) -> npt.NDArray[np.float64]:
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1))
+    return np.fft.irfft(spectrum, n=n)
+
+
+def line_noise(n: int, rng: np.random.Generator) -> npt.NDArray[np.float64]:
+    t = np.arange(n) / RATE
+    hum = sum(np.sin(2 * np.pi * 60 * k * t) / k for k in (1, 2, 3, 5))
+    return 0.6 * hum + rng.standard_normal(n)
+
+
+def babble(clip: Clip, pool: Sequence[Clip], rng: np.random.Generator) -> npt.NDArray[np.float64]:
+    others = [c for c in pool if c.id != clip.id and len(c.audio)]
+    mix = np.zeros(len(clip.audio))
+    for other in rng.choice(len(others), size=min(3, len(others)), replace=False):
+        voice = np.resize(others[other].audio.astype(np.float64), len(mix))
+        mix += voice / (np.std(voice) or 1.0)
+    return mix
+
+
+def through(clip: Clip, condition: dict[str, Any], pool: Sequence[Clip]) -> Int16:
+    """The clip as the engine hears it under ``condition``: 8 kHz int16."""
+    audio = clip.audio
+    if "noise" in condition:
+        rng = np.random.default_rng(int(digest(clip.id)[:8], 16))
+        kinds = ("babble", "pink", "line")
+        kind = condition["noise"] if condition["noise"] != "rotate" else kinds[int(digest(clip.id)[:4], 16) % 3]
+        noise = babble(clip, pool, rng) if kind == "babble" else (pink_noise if kind == "pink" else line_noise)(
+            len(audio), rng)
+        audio = mix_at_snr(audio, noise, float(condition["snr_db"]))
+    return telephone_channel(audio, RATE, condition.get("codec", "PCMU"))
+
+
+# ---------------------------------------------------------------- recognisers
+
+Recognise = Callable[[Int16, Sequence[str], str], tuple[str, float]]
+
+
+def recognisers(names: Sequence[str]) -> dict[str, Recognise]:
+    """name -> fn(8 kHz audio, hints, language) -> (spoken-form text, decode seconds)."""
+    out: dict[str, Recognise] = {}
+    if any(n.startswith("pocketsphinx") for n in names):
+        from voicebot.asr.pocketsphinx_asr import PocketsphinxModel
+
+        sphinx = PocketsphinxModel()
+
+        def fast(audio: Int16, hints: Sequence[str], language: str) -> tuple[str, float]:
+            started = time.perf_counter()
+            stream = sphinx.stream(8000, hints)
+            for frame in frames_from_array(audio, 8000):
+                stream.accept(frame)
+            text = stream.finish().text
+            stream.close()
+            return text, time.perf_counter() - started
+
+        out["pocketsphinx"] = lambda a, h, lang: fast(a, (), lang)
+        out["pocketsphinx-hints"] = fast
+    for model in ("tiny.en", "base"):
+        if any(n.startswith(f"whisper-{model}") for n in names):
+            out.update(_whisper(model))
+    return {name: out[name] for name in names}
+
+
+def _whisper(model: str) -> dict[str, Recognise]:
+    from voicebot.asr.whisper import WhisperRecogniser
+
+    recogniser = WhisperRecogniser(model, threads=1)
+
+    def run(audio: Int16, hints: Sequence[str], language: str, prompt: bool) -> tuple[str, float]:
+        result = recogniser.transcribe(audio, 8000, hints, language, prompt=prompt)
+        return result.text, result.seconds
+
+    return {f"whisper-{model}": lambda a, h, lang: run(a, h, lang, False),
+            f"whisper-{model}-prompt": lambda a, h, lang: run(a, h, lang, True)}
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1]
+
+
+def wer(pairs: Sequence[tuple[str, str]]) -> float | None:
+    """Corpus WER of (reference, hypothesis) pairs in spoken form."""
+    words = sum(len(spoken_form(r).split()) for r, _ in pairs)
+    if not words:
+        return None
+    return sum(edit_distance(spoken_form(r).split(), spoken_form(h).split()) for r, h in pairs) / words
+
+
+def intent_of(flow: Flow, matcher: Any, node_id: str, text: str) -> str:
+    """What the dialog machine would match at ``node_id`` for ``text`` ("none" if nothing)."""
+    node = flow.nodes[node_id]
+    allowed = list(node.routes) + ([g for g in flow.global_routes if g not in node.routes] if node.globals_enabled else [])
+    matches = [m for m in matcher.match(text, allowed) if m.score >= flow.min_intent_score]
+    if not matches:
+        return "none"
+    best: str = next((m.intent for m in matches if m.intent in node.routes and m.score >= matches[0].score),
+                     matches[0].intent)
+    return best
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+# ---------------------------------------------------------------- the run
+
+
+def hints_for(flows: dict[str, Flow], matchers: dict[str, Any], clip: Clip) -> list[str]:
+    if clip.flow is None or clip.node is None:
+        return []
+    node, flow = flows[clip.flow].nodes[clip.node], flows[clip.flow]
+    allowed = list(node.routes) + ([g for g in flow.global_routes if g not in node.routes] if node.globals_enabled else [])
+    return list(matchers[clip.flow].hint_phrases(allowed))
+
+
+def decode_all(clips: list[Clip], conditions: dict[str, dict[str, Any]], recs: dict[str, Recognise],
+               flows: dict[str, Flow], matchers: dict[str, Any]) -> None:
+    done, total = 0, len(clips) * len(conditions)
+    for cname, condition in conditions.items():
+        for clip in clips:
+            audio = through(clip, condition, clips)
+            hints = hints_for(flows, matchers, clip)
+            heard = clip.heard.setdefault(cname, {})
+            for rname, recognise in recs.items():
+                if rname in FLOW_ONLY and clip.flow is None:
+                    continue
+                cpu = time.process_time()
+                text, wall = recognise(audio, hints, "en")
+                heard[rname] = (text, wall, time.process_time() - cpu)
+            done += 1
+            if done % 25 == 0:
+                print(f"  {done}/{total} clip-conditions decoded", file=sys.stderr, flush=True)
+
+
+def summarise(clips: list[Clip], flows: dict[str, Flow], matchers: dict[str, Any]) -> dict[str, Any]:
+    wers: dict[str, Any] = {}
+    groups: dict[tuple[str, str, str, str], list[tuple[str, str]]] = defaultdict(list)
+    times: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    intents: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    for clip in clips:
+        source = "human" if clip.source == "human" else ("espeak" if clip.source.startswith("espeak") else None)
+        for cname, heard in clip.heard.items():
+            for rname, (text, seconds, cpu) in heard.items():
+                times[rname].append((seconds, cpu, len(clip.audio) / RATE))
+                if source and clip.text is not None:
+                    for part in ("held-out" if held_out(clip.id) else "tune", "all"):
+                        groups[(source, cname, rname, part)].append((clip.text, text))
+                if clip.flow is not None and clip.node is not None and clip.expect is not None:
+                    got = intent_of(flows[clip.flow], matchers[clip.flow], clip.node, text)
+                    intents[(cname, rname)].append(got == clip.expect)
+    for (source, cname, rname, part), pairs in sorted(groups.items()):
+        wers.setdefault(source, {}).setdefault(cname, {}).setdefault(rname, {})[part] = {"wer": wer(pairs), "n": len(pairs)}
+    ceiling = [intent_of(flows[c.flow], matchers[c.flow], c.node, c.text or "") == c.expect for c in clips
+               if c.flow and c.node and c.expect]
+    speed = {r: {"cpu_p50_s": percentile([c for _, c, _ in v], 50), "cpu_p95_s": percentile([c for _, c, _ in v], 95),
+                 "cpu_rtf": sum(c for _, c, _ in v) / max(1e-9, sum(d for _, _, d in v)),
+                 "wall_p50_s": percentile([s for s, _, _ in v], 50), "wall_p95_s": percentile([s for s, _, _ in v], 95),
+                 "n": len(v)} for r, v in times.items()}
+    accuracy = {f"{c}|{r}": {"accuracy": sum(v) / len(v), "n": len(v)} for (c, r), v in sorted(intents.items())}
+    accuracy["reference text|(matcher ceiling)"] = {"accuracy": sum(ceiling) / max(1, len(ceiling)), "n": len(ceiling)}
+    return {"wer": wers, "speed": speed, "intent_accuracy": accuracy, "false_intents": false_intents(clips, flows, matchers)}
+
+
+def false_intents(clips: list[Clip], flows: dict[str, Flow], matchers: dict[str, Any]) -> dict[str, Any]:
+    """Human clips (they say nothing a flow knows) heard at every listening node of every flow: intents matched."""
+    out: dict[str, Any] = {}
+    for clip in (c for c in clips if c.source.startswith("human")):
+        for cname, heard in clip.heard.items():
+            for rname, (text, *_) in heard.items():
+                for fname, flow in flows.items():
+                    for node in (n for n in flow.nodes.values() if n.routes):
+                        got = intent_of(flow, matchers[fname], node.id, text)
+                        entry = out.setdefault(f"{cname}|{rname}", {"false": 0, "n": 0, "examples": []})
+                        entry["n"] += 1
+                        if got != "none":
+                            entry["false"] += 1
+                            if len(entry["examples"]) < 5:
+                                entry["examples"].append(f"{clip.id} at {fname}:{node.id}: {text!r} -> {got}")
+    return out
+
+
+def report(summary: dict[str, Any]) -> str:
+    """The summary as Markdown tables."""
+    lines = ["## WER (spoken form) per source, condition and recogniser: held-out / tune / all (n clips)", "",
+             "| source | condition | recogniser | held-out | tune | all |", "|---|---|---|---|---|---|"]
+    for source, by_cond in summary["wer"].items():
+        for cname, by_rec in by_cond.items():
+            for rname, parts in by_rec.items():
+                cells = [f"{parts[p]['wer']:.1%} ({parts[p]['n']})" if p in parts and parts[p]["wer"] is not None else "-"
+                         for p in ("held-out", "tune", "all")]
+                lines.append(f"| {source} | {cname} | {rname} | {' | '.join(cells)} |")
+    lines += ["", "## Decode time per utterance: CPU seconds (one core) and real-time factor; wall clock on this machine", "",
+              "| recogniser | CPU p50 s | CPU p95 s | CPU RTF | wall p50 s | wall p95 s | n |", "|---|---|---|---|---|---|---|"]
+    for rname, s in summary["speed"].items():
+        lines.append(f"| {rname} | {s['cpu_p50_s']:.3f} | {s['cpu_p95_s']:.3f} | {s['cpu_rtf']:.3f} | {s['wall_p50_s']:.3f} | "
+                     f"{s['wall_p95_s']:.3f} | {s['n']} |")
+    lines += ["", "## Intent accuracy on the flow lines (espeak-ng voices)", "", "| condition | recogniser | accuracy | n |",
+              "|---|---|---|---|"]
+    for key, a in summary["intent_accuracy"].items():
+        cname, rname = key.split("|")
+        lines.append(f"| {cname} | {rname} | {a['accuracy']:.1%} | {a['n']} |")
+    lines += ["", "## False intents: human clips at every listening node", "", "| condition | recogniser | false | n |",
+              "|---|---|---|---|"]
+    for key, f in summary["false_intents"].items():
+        cname, rname = key.split("|")
+        lines.append(f"| {cname} | {rname} | {f['false']} | {f['n']} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a handful of clips, one condition, two recognisers")
+    parser.add_argument("--recognisers", default=",".join(ALL_RECOGNISERS))
+    parser.add_argument("--conditions", default=None, help="comma-separated condition names (default: all)")
+    parser.add_argument("--lines", type=int, default=None, help="only the first N flow lines (a timing run)")
+    parser.add_argument("--manifest", type=Path, default=MANIFEST)
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    manifest = yamlutil.load(args.manifest.read_text(encoding="utf-8"))
+    clips = human_clips(manifest["human"])
+    lines, flows = flow_lines(manifest["flows"], manifest["voices"])
+    conditions = dict(manifest["conditions"])
+    names = args.recognisers.split(",")
+    if args.quick:
+        quick = manifest["quick"]
+        clips = [c for c in clips if c.id in quick["human"]]
+        lines, names = lines[: quick["lines"]], list(quick["recognisers"])
+        conditions = {k: conditions[k] for k in quick["conditions"]}
+    if args.lines is not None:
+        lines = lines[: args.lines]
+    if args.conditions:
+        conditions = {k: conditions[k] for k in args.conditions.split(",")}
+    clips += lines
+    matchers = {name: build_matcher(flow) for name, flow in flows.items()}
+    started = time.perf_counter()
+    decode_all(clips, conditions, recognisers(names), flows, matchers)
+    summary = summarise(clips, flows, matchers)
+    summary["run"] = {"quick": args.quick, "clips": len(clips), "conditions": list(conditions), "recognisers": names,
+                      "seconds": round(time.perf_counter() - started, 1),
+                      "held_out": "clip id SHA-1 ends in an even hex digit",
+                      "clips_heard": [{"id": c.id, "source": c.source, "ref": c.text, "held_out": held_out(c.id),
+                                       "heard": c.heard} for c in clips]}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+    print(report(summary))
+    print(f"\nwrote {args.json} ({summary['run']['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
