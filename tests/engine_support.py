@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,16 @@ from voicebot.tts.render import PromptCache
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = ROOT / "examples" / "flows" / "lead_screening_en.yaml"
 PASSWORD = "test-pw"
+
+
+@dataclass(frozen=True)
+class EngineSetup:
+    """A test module's shared engine (tests/conftest.py's ``engine``): its media port range, ``EngineConfig`` overrides,
+    and whether starting waits (up to 10 s) for the engine to connect to the double."""
+
+    media_ports: tuple[int, int]
+    options: dict[str, Any] = field(default_factory=dict)
+    wait_up: bool = True
 
 
 def free_port() -> int:

@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import gevent
 import gevent.socket
 import numpy as np
-import pytest
 
 from fsdouble.double import ArrayAudio, FreeSwitchDouble
-from tests.engine_support import PASSWORD, engine_config, free_port, running_engine, steady_speech
+from tests.engine_support import EngineSetup, engine_config, free_port, steady_speech
 from voicebot.engine import Engine
 
-
-@pytest.fixture(scope="module")
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password=PASSWORD) as double:
-        yield double
-
-
-@pytest.fixture(scope="module")
-def engine(fs: FreeSwitchDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    config = engine_config(fs.inbound_port, tmp_path_factory.mktemp("engine"), (42000, 42199))
-    with running_engine(config, wait_up=False) as eng:
-        yield eng
+ENGINE = EngineSetup((42000, 42199), wait_up=False)
 
 
 def speech(engine: Engine, text: str) -> np.ndarray:

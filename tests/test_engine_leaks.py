@@ -12,29 +12,19 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import gevent
 import numpy as np
-import pytest
 
 from fsdouble.double import ArrayAudio, FreeSwitchDouble
-from tests.engine_support import PASSWORD, engine_config, running_engine
+from tests.engine_support import EngineSetup
 from voicebot.engine import Engine
 
 CALLS = 50
 
 
-@pytest.fixture(scope="module")
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password=PASSWORD) as double:
-        yield double
-
-
-@pytest.fixture(scope="module")
-def engine(fs: FreeSwitchDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    with running_engine(engine_config(fs.inbound_port, tmp_path_factory.mktemp("leaks"), (43400, 43599))) as eng:
-        yield eng
+ENGINE = EngineSetup((43400, 43599))
 
 
 def live_greenlets() -> int:

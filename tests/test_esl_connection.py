@@ -157,26 +157,6 @@ class MediaBot:
 
 
 @pytest.fixture
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password="ClueCon") as double:
-        yield double
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., OutboundServer]]:
-    servers: list[OutboundServer] = []
-
-    def start(handler: Callable[[OutboundCall], None], **kwargs: Any) -> OutboundServer:
-        server = OutboundServer("127.0.0.1", 0, handler, **kwargs)
-        server.start()
-        servers.append(server)
-        return server
-    yield start
-    for server in servers:
-        server.stop(timeout=0.1)
-
-
-@pytest.fixture
 def inbound(fs: FreeSwitchDouble) -> Iterator[InboundConnection]:
     conn = InboundConnection("127.0.0.1", fs.inbound_port, "ClueCon", command_timeout_s=2,
                              backoff_initial_s=0.05, backoff_max_s=0.2)

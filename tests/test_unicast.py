@@ -36,26 +36,6 @@ get_logger("tests")  # configure logging now, so capture_logs() is not undone by
 
 
 @pytest.fixture
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password="ClueCon") as double:
-        yield double
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., OutboundServer]]:
-    servers: list[OutboundServer] = []
-
-    def start(handler: Callable[..., None]) -> OutboundServer:
-        server = OutboundServer("127.0.0.1", 0, handler)
-        server.start()
-        servers.append(server)
-        return server
-    yield start
-    for server in servers:
-        server.stop(timeout=0.1)
-
-
-@pytest.fixture
 def stream() -> Iterator[UnicastMedia]:
     """A PCMU 8 kHz, 20 ms stream on an ephemeral port whose FreeSWITCH side is PEER (nothing listens)."""
     media = UnicastMedia(media_format("PCMU", 8000, 20), 0, PEER[1])
