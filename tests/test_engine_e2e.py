@@ -76,8 +76,8 @@ def test_caller_hangs_up_mid_prompt_and_nothing_leaks(fs: FreeSwitchDouble, engi
     assert engine.flush_records(), "the record writer saved the records"
     record = next(r for r in engine.store.list(limit=5) if r.call_id == uuid)
     assert record.disposition == "caller_hangup" and record.path[0] == "greet"
-    gevent.sleep(0.2)
-    assert engine.pool.in_use == 0 and threading.active_count() <= threads_before + 1
+    fs.wait_for(lambda: engine.pool.in_use == 0 and threading.active_count() <= threads_before + 1, timeout=5,
+                what="the call's media ports and threads released")
 
 
 def test_the_engine_runs_with_a_1_ms_gil_switch_interval(engine: Engine) -> None:
