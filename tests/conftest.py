@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from fsdouble.double import FreeSwitchDouble
+from tests.data_support import missing
 from tests.engine_support import PASSWORD, EngineSetup, engine_config, running_engine
 from voicebot.engine import Engine
 from voicebot.esl.connection import OutboundServer
@@ -95,3 +96,13 @@ def serve() -> Iterator[Callable[..., OutboundServer]]:
     for server in servers:
         server.stop(timeout=0.1)
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_data(present, package, what): fails the test when package's data is missing")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Data the project installs and a test needs: missing, the test fails (tests/data_support.py)."""
+    for mark in item.iter_markers("needs_data"):
+        if not mark.kwargs["present"]:
+            missing(mark.kwargs["package"], mark.kwargs.get("what", ""))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.data_support import needs_data
 from voicebot.asr.base import AsrResult, ModelError
 from voicebot.asr.pocketsphinx_asr import PocketsphinxModel
 from voicebot.asr.procpool import ProcessPoolModel, load_pool
@@ -25,7 +26,7 @@ from voicebot.audio.frame import AudioFrame
 from voicebot.audio.resample import resample
 
 DATA = Path("/usr/share/pocketsphinx/test/data")
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="pocketsphinx-testdata is not installed")
+pytestmark = needs_data(DATA.is_dir(), "pocketsphinx-testdata")
 HINTS = ["yes", "no", "stop calling me", "go forward ten meters"]
 REPO = Path(__file__).resolve().parent.parent
 

@@ -342,7 +342,6 @@ print(ticks, frames)
 
 
 def test_worker_is_native_under_gevent() -> None:
-    pytest.importorskip("gevent")
     out = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr
