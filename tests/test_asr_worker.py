@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.decode_worker import DecodeWorker, gevent_patched
 from tests.data_support import needs_data
 from voicebot.asr.base import AsrResult, ModelError
 from voicebot.asr.pocketsphinx_asr import PocketsphinxModel
 from voicebot.asr.procpool import ProcessPoolModel, load_pool
 from voicebot.asr.registry import AsrConfig
-from voicebot.asr.worker import DecodeWorker, gevent_patched
 from voicebot.audio.frame import AudioFrame
 from voicebot.audio.resample import resample
 
@@ -132,7 +132,7 @@ sys.path.insert(0, sys.argv[1])
 from voicebot.asr.pocketsphinx_asr import PocketsphinxModel
 from voicebot.asr.procpool import ProcessPoolModel, load_pool
 from voicebot.asr.registry import AsrConfig
-from voicebot.asr.worker import DecodeWorker, gevent_patched
+from bench.decode_worker import DecodeWorker, gevent_patched
 from voicebot.audio.frame import AudioFrame
 from voicebot.audio.resample import resample
 

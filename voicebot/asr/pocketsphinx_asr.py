@@ -80,12 +80,10 @@ human test speech from Debian's pocketsphinx-testdata, 8 kHz = downsampled):
 
 from __future__ import annotations
 
-import _thread
 import io
 import math
 import os
 import re
-import sys
 import tempfile
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -100,6 +98,7 @@ from voicebot.audio.frame import AudioFrame
 from voicebot.audio.resample import SUPPORTED_RATES, StreamResampler
 from voicebot.dialog.backchannel import BACKCHANNELS
 from voicebot.logs import get_logger
+from voicebot.native import native_lock
 
 DECODER_RATE = 16000  # Hz; the acoustic model's rate
 FRAMES_PER_S = 100  # pocketsphinx's feature frame rate (10 ms frames)
@@ -147,13 +146,6 @@ EXTRA_PRONUNCIATIONS: dict[str, tuple[str, ...]] = {
 SPELL_MAX_PARTS = 3  # a compound is spelled from at most this many dictionary words
 
 log = get_logger("asr.pocketsphinx")
-
-
-def native_lock() -> Any:
-    """A real OS lock, even under gevent monkey-patching."""
-    monkey = sys.modules.get("gevent.monkey")
-    allocate = monkey.get_original("_thread", "allocate_lock") if monkey is not None else _thread.allocate_lock
-    return allocate()
 
 
 def _words(text: str) -> list[str]:
