@@ -304,8 +304,10 @@ def test_synthesis_error_reaches_the_reader() -> None:
 
 def test_bounded_buffer_and_abandoned_stream_stops() -> None:
     stream = SentenceStream(_fake(seconds=1.0), "One. Two. Three. Four.", 8000, source_rate=22050, max_ahead_ms=200)
-    time.sleep(0.2)
-    assert len(stream._state.frames) <= 10  # 200 ms of 20 ms frames
+    deadline = time.monotonic() + 5
+    while len(stream._state.frames) < 10 and time.monotonic() < deadline:  # the buffer fills: 200 ms of 20 ms frames
+        time.sleep(0.005)
+    assert len(stream._state.frames) == 10  # full, and no further (1 s of audio was synthesized for each sentence)
     worker = stream._thread
     assert worker.is_alive()  # waiting for room
     del stream
