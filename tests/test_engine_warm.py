@@ -7,7 +7,7 @@ Through the FreeSWITCH test double (real sockets, real UDP, real models).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from fsdouble.double import ArrayAudio, FreeSwitchDouble
-from tests.engine_support import PASSWORD, engine_config, running_engine
+from tests.engine_support import engine_config, running_engine
 from voicebot import engine as engine_module
 from voicebot.asr.base import AsrModel
 from voicebot.dialog.flow import Flow
@@ -36,10 +36,7 @@ variables:
 """
 
 
-@pytest.fixture(scope="module")
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password=PASSWORD) as double:
-        yield double
+SHARED_DOUBLE = True  # tests/conftest.py: one double (password PASSWORD) for the module
 
 
 def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
