@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gevent
 import numpy as np
 
 from voicebot.config import EngineConfig
@@ -70,3 +72,12 @@ def running_engine(config: EngineConfig, *, wait_up: bool = True) -> Iterator[En
         yield engine
     finally:
         engine.shutdown()
+
+
+def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 10 ms while yielding to the hub (the engine runs on it); TimeoutError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        gevent.sleep(0.01)

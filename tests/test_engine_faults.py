@@ -8,7 +8,6 @@ afterwards, or another call in flight carries on), the affected call ends cleanl
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from structlog.testing import capture_logs
 
 from fsdouble.double import ArrayAudio, FreeSwitchDouble, MediaFaults
 from tests.engine_support import PASSWORD, EngineSetup, engine_config, free_port, steady_speech
+from tests.engine_support import wait as gevent_wait
 from voicebot.call import CallSession
 from voicebot.engine import Engine
 from voicebot.esl.stall import REARM_MAX_FAILED
@@ -55,15 +55,6 @@ def record_of(engine: Engine, uuid: str, timeout: float = 10.0) -> CallRecord:
 
     gevent_wait(written, timeout, f"the record of {uuid}")
     return found[0]
-
-
-def gevent_wait(predicate: Any, timeout: float, what: str) -> None:
-    """Like fs.wait_for, for conditions of the engine: yields to the hub between checks."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        gevent.sleep(0.01)
 
 
 def released(engine: Engine) -> None:

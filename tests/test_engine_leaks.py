@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
-from collections.abc import Callable
 
 import gevent
 import numpy as np
 
 from fsdouble.double import ArrayAudio, FreeSwitchDouble
-from tests.engine_support import EngineSetup
+from tests.engine_support import EngineSetup, wait
 from voicebot.engine import Engine
 
 CALLS = 50
@@ -38,15 +36,6 @@ def engine_threads() -> int:
     outbound socket the engine closed blocked on its queue (its ``_Conn`` only ends it on its own close), which
     is the double's leak, not the engine's."""
     return sum(1 for t in threading.enumerate() if not t.name.startswith("fsdouble-"))
-
-
-def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` while yielding to the hub (the engine runs on it)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        gevent.sleep(0.01)
 
 
 def settled(engine: Engine, fs: FreeSwitchDouble) -> bool:

@@ -30,7 +30,7 @@ import pytest
 
 from fsdouble.double import ArrayAudio, FreeSwitchDouble
 from tests import test_records
-from tests.engine_support import PASSWORD, EngineSetup, engine_config
+from tests.engine_support import PASSWORD, EngineSetup, engine_config, wait
 from tests.test_records import PgServer
 from voicebot.call import CallSession
 from voicebot.engine import Engine
@@ -45,15 +45,6 @@ pg_server = test_records.pg_server  # the session's PostgreSQL server (a fixture
 
 
 ENGINE = EngineSetup((44000, 44199))
-
-
-def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` while yielding to the hub (the engine runs on it)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        gevent.sleep(0.01)
 
 
 def silent_caller(seconds: float = 60.0) -> ArrayAudio:
