@@ -52,9 +52,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.decode_worker import DecodeWorker  # noqa: E402
 from voicebot.asr.base import AsrModel, AsrResult, AsrStream  # noqa: E402
 from voicebot.asr.pocketsphinx_asr import CMNINIT_8K, PocketsphinxModel  # noqa: E402
-from voicebot.asr.worker import DecodeWorker  # noqa: E402
 from voicebot.audio.frame import AudioFrame  # noqa: E402
 from voicebot.audio.resample import resample  # noqa: E402
 
@@ -320,7 +320,7 @@ from gevent import monkey
 monkey.patch_all()
 """ + MODEL_SETUP + r"""
 import gevent
-from voicebot.asr.worker import DecodeWorker
+from bench.decode_worker import DecodeWorker
 paced, warm = sys.argv[7] == "paced", sys.argv[8] == "warm"
 gaps, running = [], True
 

@@ -127,10 +127,13 @@ def handoff_section(data: dict[str, Any]) -> list[str]:
         for key, s in data.get(scenario, {}).items():
             if key != "raw" and isinstance(s, dict) and s.get("n"):
                 out.append(f"| {scenario} | {key} | {s['n']} | {_v(s.get('p50'))} | {_v(s.get('p95'))} | {_v(s.get('max'))} |")
-    configured = data.get("double_timings") or {}
-    if configured:  # the double replays these delays: they are in the figures, but not measured
-        out += ["", "Configured in the FreeSWITCH double (`fsdouble.config.Timing`), not measured, and part of the "
-                "figures above: " + ", ".join(f"{k} {_v(v)}" for k, v in configured.items()) + "."]
+    timings = data.get("double_timings_ms") or {}
+    if timings:
+        out += ["", "The switch's delays in these figures are configured in the test double (`fsdouble/config.py` "
+                "`Timing`), not measured: " + "; ".join(f"{t['what']} {_v(t['ms'])} ms" for t in timings.values()) + "."]
+    else:
+        out += ["", "The switch's delays in these figures are the test double's configured timings (`fsdouble/config.py` "
+                "`Timing`), not measurements of a real FreeSWITCH."]
     return [*out, ""]
 
 

@@ -10,7 +10,7 @@ Prints:
 - the same with 2 streams started at once (2 calls on the 2 cores);
 - onnxruntime intra_op_num_threads 1 vs 2 (one call, and 2 calls at once).
 
-Time to first audio is ``SentenceStream.first_audio_s``: from ``voice.stream()`` to
+Time to first audio is ``SentenceStream.first_audio_s``: from ``voice_stream()`` to
 the first 20 ms frame being ready (normalization, phonemes, onnx, resampling).
 """
 
@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.sentence_stream import voice_stream  # noqa: E402
 from voicebot.tts.normalize import normalize_text  # noqa: E402
 from voicebot.tts.piper_voice import PiperVoice, default_model_paths  # noqa: E402
 
@@ -101,9 +102,9 @@ def real_time_factor(voice: PiperVoice, sentences: list[str]) -> tuple[float, fl
 
 
 def first_audio(voice: PiperVoice, text: str, fast_start: bool) -> float:
-    """Seconds from ``voice.stream(text)`` (normalization included) to holding its first 8 kHz frame."""
+    """Seconds from ``voice_stream(voice, text)`` (normalization included) to holding its first 8 kHz frame."""
     started = time.perf_counter()
-    stream = voice.stream(text, 8000, fast_start=fast_start)
+    stream = voice_stream(voice, text, 8000, fast_start=fast_start)
     next(iter(stream))
     seconds = time.perf_counter() - started
     stream.cancel()

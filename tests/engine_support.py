@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gevent
 import numpy as np
 
 from voicebot.config import EngineConfig
@@ -17,6 +20,16 @@ from voicebot.tts.render import PromptCache
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = ROOT / "examples" / "flows" / "lead_screening_en.yaml"
 PASSWORD = "test-pw"
+
+
+@dataclass(frozen=True)
+class EngineSetup:
+    """A test module's shared engine (tests/conftest.py's ``engine``): its media port range, ``EngineConfig`` overrides,
+    and whether starting waits (up to 10 s) for the engine to connect to the double."""
+
+    media_ports: tuple[int, int]
+    options: dict[str, Any] = field(default_factory=dict)
+    wait_up: bool = True
 
 
 def free_port() -> int:
@@ -59,3 +72,12 @@ def running_engine(config: EngineConfig, *, wait_up: bool = True) -> Iterator[En
         yield engine
     finally:
         engine.shutdown()
+
+
+def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 10 ms while yielding to the hub (the engine runs on it); TimeoutError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        gevent.sleep(0.01)

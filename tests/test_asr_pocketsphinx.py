@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
+from tests.data_support import needs_data
 from voicebot.asr.base import UNK, AsrResult, ModelError, Word
 from voicebot.asr.pocketsphinx_asr import PocketsphinxModel, PocketsphinxStream, hint_lm_text, spell, sure_text
 from voicebot.asr.registry import AsrConfig, load_asr
@@ -21,7 +22,7 @@ from voicebot.dialog.machine import build_matcher
 
 DATA = Path("/usr/share/pocketsphinx/test/data")
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="pocketsphinx-testdata is not installed")
+pytestmark = needs_data(DATA.is_dir(), "pocketsphinx-testdata")
 HINTS = ["yes", "no", "not interested", "stop calling me", "tell me more", "send me a text message"]
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
+from tests.data_support import needs_data
 from voicebot.asr.base import AsrResult, ModelError
 from voicebot.asr.registry import AsrConfig, load_asr
 from voicebot.asr.vosk_asr import UNK, VoskModel, VoskStream, check_model_dir, default_korean_model_dir
@@ -27,7 +28,7 @@ from voicebot.audio.resample import resample
 from voicebot.dialog.backchannel import BACKCHANNELS
 
 DATA = Path("/usr/share/pocketsphinx/test/data")
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="pocketsphinx-testdata is not installed")
+pytestmark = needs_data(DATA.is_dir(), "pocketsphinx-testdata")
 LONG = "librivox/sense_and_sensibility_01_austen_64kb-0930.wav"  # 3.3 s of continuous speech
 
 

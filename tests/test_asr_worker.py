@@ -16,16 +16,17 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.decode_worker import DecodeWorker, gevent_patched
+from tests.data_support import needs_data
 from voicebot.asr.base import AsrResult, ModelError
 from voicebot.asr.pocketsphinx_asr import PocketsphinxModel
 from voicebot.asr.procpool import ProcessPoolModel, load_pool
 from voicebot.asr.registry import AsrConfig
-from voicebot.asr.worker import DecodeWorker, gevent_patched
 from voicebot.audio.frame import AudioFrame
 from voicebot.audio.resample import resample
 
 DATA = Path("/usr/share/pocketsphinx/test/data")
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="pocketsphinx-testdata is not installed")
+pytestmark = needs_data(DATA.is_dir(), "pocketsphinx-testdata")
 HINTS = ["yes", "no", "stop calling me", "go forward ten meters"]
 REPO = Path(__file__).resolve().parent.parent
 
@@ -131,7 +132,7 @@ sys.path.insert(0, sys.argv[1])
 from voicebot.asr.pocketsphinx_asr import PocketsphinxModel
 from voicebot.asr.procpool import ProcessPoolModel, load_pool
 from voicebot.asr.registry import AsrConfig
-from voicebot.asr.worker import DecodeWorker, gevent_patched
+from bench.decode_worker import DecodeWorker, gevent_patched
 from voicebot.audio.frame import AudioFrame
 from voicebot.audio.resample import resample
 

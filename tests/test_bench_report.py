@@ -95,3 +95,12 @@ def test_a_new_labelled_run_replaces_its_row_and_new_labels_are_added() -> None:
     assert "2026-11-23 18:41 UTC" in footer and "2026-12-07 01:00 UTC" in footer
     again = report.merged_series(new, merged)  # the same run written twice: each date once
     assert again[-2].count("2026-12-07 01:00 UTC") == 1 and again == merged
+
+
+def test_the_handoff_table_says_the_switch_delays_are_the_doubles_configured_timings() -> None:
+    report = load_report()
+    timings = {"bridge_s": {"ms": 61.0, "what": "uuid_bridge → CHANNEL_BRIDGE", "source": "configured"}}
+    labelled = "\n".join(report.handoff_section({"calls": 2, "double_timings_ms": timings}))
+    assert "(`fsdouble/config.py` `Timing`), not measured: uuid_bridge → CHANNEL_BRIDGE 61" in labelled
+    older = "\n".join(report.handoff_section({"calls": 2}))  # a handoff.json from before the timings were saved
+    assert "the test double's configured timings (`fsdouble/config.py` `Timing`), not measurements" in older

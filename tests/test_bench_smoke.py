@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
+from tests.data_support import needs_data
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path("/usr/share/pocketsphinx/test/data")
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="pocketsphinx-testdata is not installed (the human caller clip)")
+pytestmark = needs_data(DATA.is_dir(), "pocketsphinx-testdata", "the human caller clip")
 
 LATENCY_FIGURES = ("response_ear_ms", "response_engine_ms", "barge_in_ear_ms", "barge_in_engine_ms", "asr_final_ms",
                    "tts_first_dynamic_ms", "tts_first_cached_ms")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fsdouble.double import FreeSwitchDouble, Silence
-from tests.engine_support import PASSWORD, engine_config, running_engine
+from tests.engine_support import EngineSetup
 from voicebot.call import CallSession
 from voicebot.config import ConfigError, EngineConfig, load_config
 from voicebot.engine import Engine
@@ -18,19 +17,11 @@ from voicebot.esl.protocol import media_format
 
 SPEECH_DBFS = -45.0  # a 20 ms frame louder than this is speech, not line silence
 
-
-@pytest.fixture(scope="module")
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password=PASSWORD) as double:
-        yield double
+ENGINE = EngineSetup((42400, 42449), {"max_calls": 1}, wait_up=False)
 
 
-@pytest.fixture(scope="module")
-def engine(fs: FreeSwitchDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    config = engine_config(fs.inbound_port, tmp_path_factory.mktemp("busy"), (42400, 42449), max_calls=1)
-    assert config.busy_action == "prompt", "the busy prompt is the default busy action"
-    with running_engine(config, wait_up=False) as eng:
-        yield eng
+def test_the_busy_prompt_is_the_default_busy_action(engine: Engine) -> None:
+    assert engine.config.busy_action == "prompt"
 
 
 def frame_levels(pcm: bytes, rate: int = 8000) -> np.ndarray:

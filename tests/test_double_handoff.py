@@ -74,22 +74,6 @@ class Streamer:
         self.thread.join(timeout=2)
 
 
-@pytest.fixture
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password="ClueCon") as double:
-        yield double
-
-
-@pytest.fixture
-def engine() -> Iterator[socket.socket]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    srv.settimeout(5)
-    yield srv
-    srv.close()
-
-
 def answer(esl: RawEsl) -> None:
     esl.command("sendmsg\ncall-command: execute\nexecute-app-name: answer\n\n")
     esl.take(event_named("CHANNEL_EXECUTE_COMPLETE"))

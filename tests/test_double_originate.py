@@ -8,7 +8,6 @@ FreeSWITCH 1.11.1 behaviour reproduced here: switch_separate_string (originate, 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -20,22 +19,6 @@ from fsdouble.double import FreeSwitchDouble
 from tests.engine_support import PASSWORD, engine_config, running_engine
 from tests.test_esl_double import RawEsl, accept, inbound
 from voicebot.esl.socketapp import originate_socket_app, originate_vars, socket_mode_problem
-
-
-@pytest.fixture
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password="ClueCon") as double:
-        yield double
-
-
-@pytest.fixture
-def engine() -> Iterator[socket.socket]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    srv.settimeout(5)
-    yield srv
-    srv.close()
 
 
 @pytest.mark.parametrize(("text", "tokens"), [

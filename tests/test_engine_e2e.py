@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import gevent
 import gevent.socket
 import numpy as np
-import pytest
 
 from fsdouble.double import ArrayAudio, FreeSwitchDouble
-from tests.engine_support import PASSWORD, engine_config, free_port, running_engine, steady_speech
+from tests.engine_support import EngineSetup, engine_config, free_port, steady_speech
 from voicebot.engine import Engine
 
-
-@pytest.fixture(scope="module")
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password=PASSWORD) as double:
-        yield double
-
-
-@pytest.fixture(scope="module")
-def engine(fs: FreeSwitchDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    config = engine_config(fs.inbound_port, tmp_path_factory.mktemp("engine"), (42000, 42199))
-    with running_engine(config, wait_up=False) as eng:
-        yield eng
+ENGINE = EngineSetup((42000, 42199), wait_up=False)
 
 
 def speech(engine: Engine, text: str) -> np.ndarray:
@@ -89,8 +76,8 @@ def test_caller_hangs_up_mid_prompt_and_nothing_leaks(fs: FreeSwitchDouble, engi
     assert engine.flush_records(), "the record writer saved the records"
     record = next(r for r in engine.store.list(limit=5) if r.call_id == uuid)
     assert record.disposition == "caller_hangup" and record.path[0] == "greet"
-    gevent.sleep(0.2)
-    assert engine.pool.in_use == 0 and threading.active_count() <= threads_before + 1
+    fs.wait_for(lambda: engine.pool.in_use == 0 and threading.active_count() <= threads_before + 1, timeout=5,
+                what="the call's media ports and threads released")
 
 
 def test_the_engine_runs_with_a_1_ms_gil_switch_interval(engine: Engine) -> None:

@@ -8,41 +8,23 @@ afterwards, or another call in flight carries on), the affected call ends cleanl
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import gevent
 import gevent.socket
 import numpy as np
-import pytest
 from structlog.testing import capture_logs
 
 from fsdouble.double import ArrayAudio, FreeSwitchDouble, MediaFaults
-from tests.engine_support import PASSWORD, engine_config, free_port, running_engine, steady_speech
+from tests.engine_support import PASSWORD, EngineSetup, engine_config, free_port, steady_speech
+from tests.engine_support import wait as gevent_wait
 from voicebot.call import CallSession
 from voicebot.engine import Engine
 from voicebot.esl.stall import REARM_MAX_FAILED
 from voicebot.records.model import CallRecord
 
-
-@pytest.fixture(scope="module")
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password=PASSWORD) as double:
-        yield double
-
-
-@pytest.fixture(scope="module")
-def engine(fs: FreeSwitchDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    with running_engine(engine_config(fs.inbound_port, tmp_path_factory.mktemp("faults"), (43000, 43199))) as eng:
-        yield eng
-
-
-@pytest.fixture(autouse=True)
-def _no_session_hook(engine: Engine) -> Iterator[None]:
-    yield
-    engine.on_session = None
+ENGINE = EngineSetup((43000, 43199))
 
 
 def silence(seconds: float = 1.0) -> ArrayAudio:
@@ -73,15 +55,6 @@ def record_of(engine: Engine, uuid: str, timeout: float = 10.0) -> CallRecord:
 
     gevent_wait(written, timeout, f"the record of {uuid}")
     return found[0]
-
-
-def gevent_wait(predicate: Any, timeout: float, what: str) -> None:
-    """Like fs.wait_for, for conditions of the engine: yields to the hub between checks."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        gevent.sleep(0.01)
 
 
 def released(engine: Engine) -> None:

@@ -11,30 +11,18 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
-from collections.abc import Callable, Iterator
 
 import gevent
 import numpy as np
-import pytest
 
 from fsdouble.double import ArrayAudio, FreeSwitchDouble
-from tests.engine_support import PASSWORD, engine_config, running_engine
+from tests.engine_support import EngineSetup, wait
 from voicebot.engine import Engine
 
 CALLS = 50
 
 
-@pytest.fixture(scope="module")
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password=PASSWORD) as double:
-        yield double
-
-
-@pytest.fixture(scope="module")
-def engine(fs: FreeSwitchDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    with running_engine(engine_config(fs.inbound_port, tmp_path_factory.mktemp("leaks"), (43400, 43599))) as eng:
-        yield eng
+ENGINE = EngineSetup((43400, 43599))
 
 
 def live_greenlets() -> int:
@@ -48,15 +36,6 @@ def engine_threads() -> int:
     outbound socket the engine closed blocked on its queue (its ``_Conn`` only ends it on its own close), which
     is the double's leak, not the engine's."""
     return sum(1 for t in threading.enumerate() if not t.name.startswith("fsdouble-"))
-
-
-def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` while yielding to the hub (the engine runs on it)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        gevent.sleep(0.01)
 
 
 def settled(engine: Engine, fs: FreeSwitchDouble) -> bool:

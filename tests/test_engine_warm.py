@@ -7,16 +7,14 @@ Through the FreeSWITCH test double (real sockets, real UDP, real models).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import gevent
 import numpy as np
 import pytest
 
 from fsdouble.double import ArrayAudio, FreeSwitchDouble
-from tests.engine_support import PASSWORD, engine_config, running_engine
+from tests.engine_support import engine_config, running_engine, wait
 from voicebot import engine as engine_module
 from voicebot.asr.base import AsrModel
 from voicebot.dialog.flow import Flow
@@ -36,18 +34,7 @@ variables:
 """
 
 
-@pytest.fixture(scope="module")
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password=PASSWORD) as double:
-        yield double
-
-
-def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        gevent.sleep(0.01)
+SHARED_DOUBLE = True  # tests/conftest.py: one double (password PASSWORD) for the module
 
 
 def silent(rate: int, seconds: float = 60.0) -> ArrayAudio:

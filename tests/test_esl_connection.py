@@ -102,6 +102,7 @@ class BotRecord:
     frames: list[AudioFrame] = field(default_factory=list)
     events: list[EslEvent] = field(default_factory=list)
     done: Any = field(default_factory=gevent.event.Event)
+    paused_polls: int = 0  # stall-watch polls that found no stream expected (bridged)
 
 
 class MediaBot:
@@ -143,9 +144,11 @@ class MediaBot:
         rec.source = self.make_source(media.media.samples_per_frame)
         workers = [gevent.spawn(media.send_loop, rec.source), gevent.spawn(lambda: rec.frames.extend(media.frames()))]
         if self.watch_stall_s is not None:
+            def live() -> bool:
+                rec.paused_polls += not call.unicast_expected
+                return call.unicast_expected
             workers.append(gevent.spawn(watch_stall, media, lambda: self._arm(call, media, rearm=True),
-                                        threshold_s=self.watch_stall_s,
-                                        live=lambda: call.unicast_expected))
+                                        threshold_s=self.watch_stall_s, live=live))
         try:
             for event in call.events():
                 rec.events.append(event)
@@ -154,26 +157,6 @@ class MediaBot:
         finally:
             media.close()
             gevent.killall(workers)
-
-
-@pytest.fixture
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password="ClueCon") as double:
-        yield double
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., OutboundServer]]:
-    servers: list[OutboundServer] = []
-
-    def start(handler: Callable[[OutboundCall], None], **kwargs: Any) -> OutboundServer:
-        server = OutboundServer("127.0.0.1", 0, handler, **kwargs)
-        server.start()
-        servers.append(server)
-        return server
-    yield start
-    for server in servers:
-        server.stop(timeout=0.1)
 
 
 @pytest.fixture
@@ -589,9 +572,8 @@ def test_garbage_on_one_call_ends_it_cleanly_while_another_carries_on(fs: FreeSw
     assert bot.calls[victim].call.closed and "protocol error" in bot.calls[victim].call.close_reason
     fs.wait_for(lambda: fs.channel(victim).state is ChannelState.HUNG_UP, timeout=3, what="victim hung up")
     before = len(bot.calls[other].frames), len(fs.channel(other).packets_heard())
-    gevent.sleep(0.3)
-    after = len(bot.calls[other].frames), len(fs.channel(other).packets_heard())
-    assert after[0] - before[0] >= 10 and after[1] - before[1] >= 10  # the other call's media goes on
+    wait(lambda: len(bot.calls[other].frames) >= before[0] + 10 and len(fs.channel(other).packets_heard()) >= before[1] + 10,
+         what="the other call's media goes on")
     assert not bot.calls[other].call.closed
     third = fs.place_call(server.port)
     wait(lambda: third in bot.calls and len(bot.calls[third].frames) >= 5, what="the server still serves")
@@ -611,7 +593,9 @@ def test_a_bridge_stops_the_stall_watch_and_park_after_bridge_brings_media_back(
     inbound.originate("loopback/7010/voicebot", "&park()", uuid="agent", timeout=2)
     inbound.uuid_bridge(caller, "agent")
     wait(lambda: call.bridged and not call.unicast_expected, what="bridged")
-    gevent.sleep(0.4)  # unicast is down while bridged: no re-arm may pull the caller out of the bridge
+    paused = bot.calls[caller].paused_polls
+    # unicast is down while bridged: 8 polls of the watch (0.4 s, 4 thresholds) may not pull the caller out of the bridge
+    wait(lambda: bot.calls[caller].paused_polls >= paused + 8, what="8 stall-watch polls while bridged")
     assert fs.channel(caller).state is ChannelState.BRIDGED and call.can_unicast
     assert not any(c.startswith("api uuid_transfer") for c in fs.commands)
     with pytest.raises(RuntimeError, match="bridged"):

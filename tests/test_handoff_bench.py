@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fsdouble.config import Timing
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -26,5 +24,8 @@ def test_handoff_bench_smoke(tmp_path: Path) -> None:
     assert bridge["gap_ms"]["p50"] >= 20, "a bridge leaves dead air (captured 40-80 ms)"
     assert no_agent["ring_ms"]["p50"] >= 450, "the ring time is part of the no-agent case"
     assert "talk       decision_to_agent_ms" in done.stdout
-    assert results["double_timings"]["uuid_bridge_to_agent_audio_ms"] == round(Timing().bridge_audio_s * 1000, 1)
-    assert "configured in the double (fsdouble.config.Timing), not measured" in done.stdout
+    # the switch's delays are the double's configured timings, and the output says so
+    configured = results["double_timings_ms"]
+    assert {"bridge_s", "bridge_audio_s", "dtmf_s"} <= configured.keys()
+    assert all("configured" in t["source"] and "fsdouble/config.py" in t["source"] for t in configured.values())
+    assert "configured in the test double (fsdouble/config.py Timing), not measured" in done.stdout

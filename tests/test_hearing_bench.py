@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.data_support import needs_data
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench" / "hearing_bench.py"
 DATA = Path("/usr/share/pocketsphinx/test/data")
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="pocketsphinx-testdata is not installed")
+pytestmark = needs_data(DATA.is_dir(), "pocketsphinx-testdata")
 
 
 def test_quick_run_prints_every_section(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -30,7 +30,7 @@ import pytest
 
 from fsdouble.double import ArrayAudio, FreeSwitchDouble
 from tests import test_records
-from tests.engine_support import PASSWORD, engine_config, running_engine
+from tests.engine_support import PASSWORD, EngineSetup, engine_config, wait
 from tests.test_records import PgServer
 from voicebot.call import CallSession
 from voicebot.engine import Engine
@@ -44,31 +44,7 @@ GREETING_FRAMES = 150  # 3 s of the greeting heard before the fault
 pg_server = test_records.pg_server  # the session's PostgreSQL server (a fixture)
 
 
-@pytest.fixture(scope="module")
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password=PASSWORD) as double:
-        yield double
-
-
-@pytest.fixture(scope="module")
-def engine(fs: FreeSwitchDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    with running_engine(engine_config(fs.inbound_port, tmp_path_factory.mktemp("recfaults"), (44000, 44199))) as eng:
-        yield eng
-
-
-@pytest.fixture(autouse=True)
-def _no_session_hook(engine: Engine) -> Iterator[None]:
-    yield
-    engine.on_session = None
-
-
-def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` while yielding to the hub (the engine runs on it)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        gevent.sleep(0.01)
+ENGINE = EngineSetup((44000, 44199))
 
 
 def silent_caller(seconds: float = 60.0) -> ArrayAudio:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.data_support import needs_data
 from voicebot.audio.wav import read_wav, write_wav
 from voicebot.dialog.loader import load_flow
 from voicebot.tts.base import VoiceError
@@ -31,7 +32,7 @@ from voicebot.tts.render import (
 FLOW = Path(__file__).resolve().parent.parent / "examples" / "flows" / "lead_screening_en.yaml"
 DATA = Path("/usr/share/pocketsphinx/test/data")
 REAL_SPEECH = sorted((DATA / "librivox").glob("*.wav")) + sorted((DATA / "cards").glob("*.wav"))
-needs_speech = pytest.mark.skipif(not REAL_SPEECH, reason="Debian pocketsphinx-testdata not installed")
+needs_speech = needs_data(bool(REAL_SPEECH), "pocketsphinx-testdata", "real speech clips")
 UNRECORDED = ("greet.say.1.part1", "greet.say.1.part2", "greet.say.1.part3")  # left to the neural voice
 RATE = 8000
 

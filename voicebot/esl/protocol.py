@@ -34,14 +34,18 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+
+# The media format and URL coding live in their own modules; re-exported here so imports keep working.
+from voicebot.esl.channelmedia import ChannelMedia as ChannelMedia
+from voicebot.esl.channelmedia import channel_media as channel_media
+from voicebot.esl.channelmedia import media_format as media_format
+from voicebot.esl.urlcode import url_decode as url_decode
+from voicebot.esl.urlcode import url_encode as url_encode
 
 MIB = 1 << 20
 DEFAULT_MAX_HEADER_BYTES = MIB
 DEFAULT_MAX_BODY_BYTES = 8 * MIB  # `show channels` on a busy switch can pass 1 MiB
 
-# switch_url_encode's unsafe set; bytes outside 0x20..0x7E are encoded too.
-_URL_UNSAFE = frozenset(b'\r\n "#%&+:;<=>?@[\\]^`{|}')
 _HEADER_NAME = re.compile(rb"[A-Za-z0-9_.\-]+\Z")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")  # anything but \t, \n (and \r, stripped)
 _EXCERPT = 80
@@ -53,25 +57,6 @@ class EslProtocolError(ValueError):
     def __init__(self, message: str, seen: bytes = b"") -> None:
         super().__init__(f"{message}: {seen[:_EXCERPT]!r}" if seen else message)
         self.seen = seen[:_EXCERPT]
-
-
-# ---------------------------------------------------------------- encoding
-
-
-def url_encode(value: str) -> str:
-    """Encode ``value`` as FreeSWITCH's ``switch_url_encode`` does for plain events."""
-    out = []
-    for byte in value.encode("utf-8"):
-        if byte < 0x20 or byte > 0x7E or byte in _URL_UNSAFE:
-            out.append(f"%{byte:02X}")
-        else:
-            out.append(chr(byte))
-    return "".join(out)
-
-
-def url_decode(value: str) -> str:
-    """Decode a URL-encoded header value (``+`` stays ``+``; bad UTF-8 is replaced)."""
-    return unquote(value, errors="replace") if "%" in value else value
 
 
 def _get(pairs: Iterable[tuple[str, str]], name: str) -> str | None:
@@ -449,78 +434,3 @@ def format_linger_notice(session_uuid: str, channel_name: str, linger_s: int) ->
     return (f"Content-Type: text/disconnect-notice\nControlled-Session-UUID: {session_uuid}\n"
             f"Content-Disposition: linger\nChannel-Name: {channel_name}\nLinger-Time: {linger_s}\n"
             "Content-Length: 0\n\n").encode()
-
-
-# ---------------------------------------------------------------- media format
-
-
-_CODEC_STRING = re.compile(r"(?:[A-Z0-9_]+\.)?(?P<codec>[A-Za-z0-9\-]+)@(?P<rate>\d+)h(?:@(?P<ptime>\d+)i)?")
-_G711 = ("PCMU", "PCMA")
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelMedia:
-    """The unicast frame format of a channel.
-
-    ``codec`` is the read codec (PCMU, PCMA, L16, ...), ``rate`` in Hz, ``ptime_ms``
-    the packet time. ``frame_bytes`` is one UDP datagram: s16le at ``rate`` without
-    ``flags: native``; with it, G.711 bytes (one per sample) for PCMU/PCMA.
-    """
-
-    codec: str
-    rate: int
-    ptime_ms: int
-    frame_bytes: int
-    native: bool = False
-
-    @property
-    def samples_per_frame(self) -> int:
-        """Samples in one datagram."""
-        return self.rate * self.ptime_ms // 1000
-
-    @property
-    def wire_codec(self) -> str:
-        """How datagrams are encoded, for :func:`voicebot.audio.codecs.decode`: L16 (s16le), PCMU or PCMA."""
-        return self.codec if self.native and self.codec in _G711 else "L16"
-
-
-def _codec_strings(headers: Mapping[str, str]) -> list[re.Match[str]]:
-    keys = ("variable_rtp_last_audio_codec_string", "variable_ep_codec_string")
-    found = (_CODEC_STRING.search(url_decode(headers.get(k, ""))) for k in keys)
-    return [m for m in found if m]
-
-
-def _first(headers: Mapping[str, str], keys: Sequence[str]) -> str:
-    return next((url_decode(headers[k]) for k in keys if headers.get(k)), "")
-
-
-def channel_media(headers: Mapping[str, str], *, native: bool = False) -> ChannelMedia:
-    """Unicast frame format from channel headers (an event, the connect reply or ``uuid_dump``).
-
-    Read codec: ``Channel-Read-Codec-Name``/``-Rate``, else ``variable_read_codec``/
-    ``variable_read_rate``, else ``variable_rtp_use_codec_name``/``_rate``, else the codec
-    string (``variable_rtp_last_audio_codec_string``, ``variable_ep_codec_string``:
-    ``PCMA@8000h@20i``). Ptime: ``variable_rtp_use_codec_ptime``, else the codec
-    string, else 20 ms (loopback legs carry no ptime; they run at 20 ms). A SIP
-    channel's connect reply, before answer, has only ``variable_ep_codec_string``.
-    """
-    strings = _codec_strings(headers)
-    codec = _first(headers, ("Channel-Read-Codec-Name", "variable_read_codec", "variable_rtp_use_codec_name"))
-    rate = _first(headers, ("Channel-Read-Codec-Rate", "variable_read_rate", "variable_rtp_use_codec_rate"))
-    ptime = _first(headers, ("variable_rtp_use_codec_ptime",))
-    codec = codec or (strings[0]["codec"] if strings else "")
-    rate = rate or (strings[0]["rate"] if strings else "")
-    ptime = ptime or next((m["ptime"] for m in strings if m["ptime"]), "20")
-    if not codec or not rate.isdigit() or not ptime.isdigit():
-        raise ValueError(f"channel data has no usable read codec (codec={codec!r} rate={rate!r} ptime={ptime!r})")
-    return media_format(codec, int(rate), int(ptime), native=native)
-
-
-def media_format(codec: str, rate: int, ptime_ms: int = 20, *, native: bool = False) -> ChannelMedia:
-    """The :class:`ChannelMedia` of a known codec, rate (Hz) and ptime (ms)."""
-    codec = codec.upper()
-    samples = rate * ptime_ms // 1000
-    if native and codec not in (*_G711, "L16"):
-        raise ValueError(f"unicast flags: native with codec {codec}: frame size unknown (use PCMU, PCMA or L16)")
-    per_sample = 1 if native and codec in _G711 else 2
-    return ChannelMedia(codec, rate, ptime_ms, samples * per_sample, native)

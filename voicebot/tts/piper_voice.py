@@ -40,9 +40,10 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from voicebot.audio.resample import SUPPORTED_RATES
+from voicebot.native import native_lock
 from voicebot.tts.base import VoiceError
 from voicebot.tts.normalize import language_family, normalize_text
-from voicebot.tts.stream import SentenceStream, native_lock, split_sentences
+from voicebot.tts.sentences import split_sentences
 
 Int16Array = npt.NDArray[np.int16]
 EXPECTED = "a Piper voice is MODEL.onnx plus MODEL.onnx.json"
@@ -148,7 +149,7 @@ def _session(model_path: Path, threads: int) -> ort.InferenceSession:
 
 
 class PiperVoice:
-    """A loaded Piper voice, shared by every call: ``stream`` and ``synthesize`` are thread-safe."""
+    """A loaded Piper voice, shared by every call: ``synthesize`` is thread-safe."""
 
     def __init__(self, session: ort.InferenceSession, config: VoiceConfig, name: str,
                  model_path: Path, length_scale: float | None = None) -> None:
@@ -223,17 +224,6 @@ class PiperVoice:
             audio = self.synthesize_sentence(sentence)
             if len(audio):
                 yield audio
-
-    def stream(self, text: str, rate: int, frame_ms: int = 20, *, normalize: bool = True,
-               fast_start: bool = True) -> SentenceStream:
-        """``text`` as ``frame_ms`` frames at ``rate`` Hz, synthesized in the background sentence by sentence.
-
-        ``fast_start`` cuts a long first sentence so the first audio comes sooner
-        (turn it off for offline rendering, where prosody matters more than latency).
-        """
-        said = normalize_text(text, self.language) if normalize else text
-        return SentenceStream(self.synthesize_sentence, said, rate, frame_ms, source_rate=self.sample_rate,
-                              language=self.language, fast_start=fast_start)
 
 
 _default: dict[int, PiperVoice] = {}

@@ -1,4 +1,7 @@
-"""Sentence-by-sentence streaming synthesis with barge-in cancellation.
+"""Sentence-by-sentence streaming synthesis with barge-in cancellation (for bench/tts_bench.py).
+
+The engine does not use this: a call's prompts are produced by its synthesis worker (voicebot/synthesis.py,
+docs/decisions.md entry 4). It lives in bench/ to measure Piper's time to first audio with and without fast start.
 
 :class:`SentenceStream` splits text into sentences, synthesizes them one by one
 on a background *native* thread, resamples each sentence in one shot from the
@@ -41,12 +44,13 @@ import numpy.typing as npt
 from voicebot.audio.frame import AudioFrame
 from voicebot.audio.resample import SUPPORTED_RATES, resample
 from voicebot.tts.base import VoiceError
+from voicebot.tts.normalize import normalize_text
+from voicebot.tts.piper_voice import PiperVoice
+from voicebot.tts.sentences import split_sentences
 
 Int16Array = npt.NDArray[np.int16]
 SynthFn = Callable[[str], Int16Array]
 
-LONG_CLAUSE_WORDS = 20  # en: sentences longer than this are split at commas
-LONG_CLAUSE_CHARS = 30  # zh: the same, in characters, at ，
 FADE_MS = 3.0  # raised-cosine fade at both ends of every piece: no clicks at joins
 HEAD_LETTERS = 12  # fast start: the first piece is the shortest word prefix with this many letters (and 2+ words)
 HEAD_MIN_WORDS = 7  # fast start only cuts sentences of at least this many words
@@ -115,56 +119,6 @@ class NativeThread:
             self._done.release()
             return True
         return False
-
-
-# --------------------------------------------------------------------------- text splitting
-
-_EN_ABBREVIATIONS = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|vs|etc|e\.g|i\.e|No)\.$", re.IGNORECASE)
-
-
-def split_sentences(text: str, language: str = "en") -> list[str]:
-    """Sentences of ``text``: en at . ! ? ; (zh at 。！？；) and line breaks; long ones split at commas."""
-    zh = language.lower().startswith(("zh", "cmn", "yue"))
-    pieces: list[str] = []
-    for line in text.splitlines():
-        pattern = r"(?<=[。！？；!?;])" if zh else r"(?<=[.!?;])\s+"
-        sentences = _rejoin_abbreviations([s for s in re.split(pattern, line) if s.strip()], zh)
-        for sentence in sentences:
-            pieces.extend(_split_long(sentence.strip(), zh))
-    return pieces
-
-
-def _rejoin_abbreviations(parts: list[str], zh: bool) -> list[str]:
-    """Undo splits after "Mr." and friends (text that skipped normalization)."""
-    if zh:
-        return parts
-    out: list[str] = []
-    for part in parts:
-        if out and _EN_ABBREVIATIONS.search(out[-1]):
-            out[-1] = f"{out[-1]} {part}"
-        else:
-            out.append(part)
-    return out
-
-
-def _size(text: str, zh: bool) -> int:
-    return len(re.sub(r"\s", "", text)) if zh else len(text.split())
-
-
-def _split_long(sentence: str, zh: bool) -> list[str]:
-    """A long sentence as clauses cut at commas, merged back while they stay short."""
-    limit = LONG_CLAUSE_CHARS if zh else LONG_CLAUSE_WORDS
-    if _size(sentence, zh) <= limit:
-        return [sentence]
-    clauses = re.split(r"(?<=[，,、])" if zh else r"(?<=,)\s+", sentence)
-    out: list[str] = []
-    for clause in (c.strip() for c in clauses if c.strip()):
-        joined = f"{out[-1]}{'' if zh else ' '}{clause}" if out else clause
-        if out and _size(joined, zh) <= limit:
-            out[-1] = joined
-        else:
-            out.append(clause)
-    return out
 
 
 def split_head(sentence: str, language: str = "en") -> tuple[str, str] | None:
@@ -449,3 +403,15 @@ class SentenceStream:
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the worker thread; True when it has ended."""
         return self._thread.join(timeout)
+
+
+def voice_stream(voice: PiperVoice, text: str, rate: int, frame_ms: int = 20, *, normalize: bool = True,
+                 fast_start: bool = True) -> SentenceStream:
+    """``text`` in ``voice`` as ``frame_ms`` frames at ``rate`` Hz, synthesized in the background sentence by sentence.
+
+    ``fast_start`` cuts a long first sentence so the first audio comes sooner
+    (turn it off for offline rendering, where prosody matters more than latency).
+    """
+    said = normalize_text(text, voice.language) if normalize else text
+    return SentenceStream(voice.synthesize_sentence, said, rate, frame_ms, source_rate=voice.sample_rate,
+                          language=voice.language, fast_start=fast_start)

@@ -1,4 +1,7 @@
-"""Decode one call's audio on its own native thread, never on the gevent hub.
+"""Decode one call's audio on its own native thread, never on the gevent hub (for bench/asr_bench.py).
+
+The engine does not use this: a call's ASR stream is fed by its session thread, or decoded in worker processes
+(voicebot/asr/procpool.py); see docs/decisions.md entry 4.
 
 One OS thread per call stream, fed through a queue:
 
