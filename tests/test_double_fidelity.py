@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from fsdouble.double import FreeSwitchDouble
-from tests.test_esl_double import Msg, RawEsl, accept, engine, event_named, fs, inbound, outbound_call, receive, unicast
+from tests.test_esl_double import Msg, RawEsl, accept, event_named, inbound, outbound_call, receive, unicast
 
 __all__ = ["engine", "fs"]  # pytest fixtures used here
 
