@@ -15,8 +15,6 @@ from pathlib import Path
 from fsdouble.double import FreeSwitchDouble
 from tests.test_esl_double import Msg, RawEsl, accept, event_named, inbound, outbound_call, receive, unicast
 
-__all__ = ["engine", "fs"]  # pytest fixtures used here
-
 FIXTURES = Path(__file__).parent / "fixtures" / "esl"
 CAPTURE = FIXTURES / "check9_caller_states_plain.recv.raw.txt"
 WATCHED = "CHANNEL_STATE CHANNEL_PARK CHANNEL_UNPARK CHANNEL_BRIDGE CHANNEL_UNBRIDGE"
