@@ -174,17 +174,16 @@ class Timeline:
                    for e in self.entries[start or 0:end])
 
     def _listens(self, play_id: Any) -> bool:
-        """Whether the node that played ``play_id`` listens (a ``listen`` entry for it follows the ``play``)."""
+        """Whether the node that played ``play_id`` listens: a ``listen`` entry for that node between the plays before
+        and after it (the node's ``listen`` comes at its entry; the ``play`` when its audio is ready, which can be
+        later)."""
         at = next((i for i, e in enumerate(self.entries) if e["kind"] == "play" and e.get("play_id") == play_id), None)
         if at is None:
             return True
         node = self.entries[at].get("node")
-        for e in self.entries[at + 1:]:
-            if e["kind"] == "play":
-                return False
-            if e["kind"] == "listen" and e.get("node") == node:
-                return True
-        return False
+        before = next((i for i in range(at - 1, -1, -1) if self.entries[i]["kind"] == "play"), -1)
+        after = next((i for i in range(at + 1, len(self.entries)) if self.entries[i]["kind"] == "play"), len(self.entries))
+        return any(e["kind"] == "listen" and e.get("node") == node for e in self.entries[before + 1:after])
 
     def _after_pause(self, index: int, play_id: Any) -> str:
         """What followed a pause: "stopped", "resumed", or "" when the call ended first."""
