@@ -53,6 +53,13 @@ class HandoffConfig:
 
 
 @dataclass(frozen=True)
+class CampaignsConfig:
+    """Outbound campaigns (``campaigns:``): ``db`` is a SQLite path (absolute once loaded) or a postgresql:// URL."""
+
+    db: str = "voicebot-campaigns.sqlite"
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     """Everything ``voicebot serve`` needs. See the module docstring for the YAML."""
 
@@ -84,6 +91,7 @@ class EngineConfig:
     handoff: HandoffConfig = field(default_factory=HandoffConfig)
     agents: AgentDirectory = field(default_factory=lambda: parse_agents(None))
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)  # docs/notifications.md
+    campaigns: CampaignsConfig = field(default_factory=CampaignsConfig)
     source: str = ""
 
 
@@ -188,6 +196,12 @@ def _path(base: Path, value: Any) -> Path | None:
     return p if p.is_absolute() else base / p
 
 
+def _db(base: Path, value: Any) -> str:
+    """A database setting: a URL as written, a path relative to the config file made absolute."""
+    text = str(value)
+    return text if "://" in text else str(_path(base, text))
+
+
 def _build(data: dict[str, Any], base: Path, source: str, agents: AgentDirectory) -> EngineConfig:
     """The :class:`EngineConfig` for valid ``data`` (absent keys take the table's defaults)."""
     def v(key: str) -> Any:
@@ -206,11 +220,12 @@ def _build(data: dict[str, Any], base: Path, source: str, agents: AgentDirectory
         asr_offscript_rejection=v("asr.offscript_rejection"),
         vad=v("vad.name"), vad_aggressiveness=v("vad.aggressiveness"),
         voice_pack=_path(base, v("voice_pack")), cache_dir=_path(base, v("cache_dir")) or base / ".voicebot-cache",
-        records_db=db if "://" in db else str(_path(base, db)),
+        records_db=_db(base, db),
         recordings_dir=_path(base, v("records.recordings")) or base / "recordings",
         max_calls=v("limits.max_calls"), busy_prompt=v("limits.busy_prompt"), busy_action=v("limits.busy_action").strip(),
         http_host=v("http.host"), http_port=v("http.port"),
         shutdown_deadline_s=float(v("shutdown_deadline_s")), source=source, handoff=_handoff(v, base), agents=agents,
+        campaigns=CampaignsConfig(db=_db(base, v("campaigns.db"))),
     )
 
 

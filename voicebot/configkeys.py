@@ -77,6 +77,7 @@ SECTIONS: dict[str, str] = {
     "limits": "How many calls at once, and what callers over the limit hear.",
     "http": "The HTTP endpoint with `/health` and `/metrics` (Prometheus).",
     "handoff": "How calls reach human agents.",
+    "campaigns": "Outbound campaigns (docs/campaigns.md).",
     "handoff.screen_pop": "The signed POST that shows the caller's details on the agent's screen.",
 }
 
@@ -140,6 +141,9 @@ SETTINGS: tuple[Setting, ...] = (
             "What a flow's notify: sends (SMS gateway, webhooks, message templates): see docs/notifications.md.",
             '{sms_gateway: {url: "http://127.0.0.1:9100/sms", secret: CHANGE-ME}, '
             'sms: {call_outcome: {to: "{{caller}}", text: "Thanks"}}}'),
+    Setting("campaigns.db", "db", "voicebot-campaigns.sqlite",
+            "The campaign database (campaigns, leads, attempts); `voicebot campaign` commands use it too.",
+            "postgresql://voicebot@127.0.0.1/voicebot"),
     Setting("shutdown_deadline_s", "seconds", 30.0, "On stop, how long calls in progress may go on before they are ended.",
             "60"),
 )

@@ -102,4 +102,17 @@ V1 = (
     )""",
 )
 
-MIGRATIONS: list[tuple[str, ...]] = [V1]
+V2 = (
+    # what a campaign definition file says beyond V1's columns (voicebot.campaign.definition)
+    "ALTER TABLE campaign ADD COLUMN amd_message TEXT NOT NULL DEFAULT ''",  # the prompt left on a machine
+    "ALTER TABLE campaign ADD COLUMN settings TEXT NOT NULL DEFAULT '{{}}'",  # JSON: time-zone rules, source file
+    """CREATE TABLE engine_runtime (
+        campaign_id TEXT NOT NULL,
+        owner       TEXT NOT NULL,                     -- the engine (its lease owner name)
+        snapshot    TEXT NOT NULL,                     -- JSON: dial budget, answer rate, ringing, talking, free bots
+        updated_at  {real} NOT NULL,
+        PRIMARY KEY (campaign_id, owner)
+    )""",
+)
+
+MIGRATIONS: list[tuple[str, ...]] = [V1, V2]

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from voicebot.campaign import claims
+from voicebot.campaign import claims, stats
 from voicebot.campaign.claims import Applied
 from voicebot.campaign.db import CampaignStoreError, Database, Tx
 from voicebot.campaign.model import CampaignPolicy, Pacing, RetryRule
@@ -50,7 +50,9 @@ DEFAULT_LEASE_S = 60.0  # how long a claim or a call holds a lead before another
 class Campaign:
     """A campaign as stored. ``window`` is :meth:`CallingWindow.parse`'s spec (``{"mon-fri": ["08:00-21:00"]}``),
     ``holidays`` ISO dates, ``retries`` a rule per disposition, ``total_cap`` attempts per number across campaigns
-    (0: no cap)."""
+    (0: no cap). ``amd_policy``: ``hang_up`` or ``leave_message`` (then ``amd_message`` is what the bot says after
+    the beep; rows written before that name may hold ``hangup``, the same). ``settings``: what the definition file
+    says beyond these (``time_zone``: ``region`` and ``column`` for imports; ``source``: the file)."""
 
     id: str
     name: str = ""
@@ -65,8 +67,10 @@ class Campaign:
     pacing: Pacing = field(default_factory=Pacing)
     caller_id_pool: str = ""
     agent_group: str = ""
-    amd_policy: str = "hangup"
+    amd_policy: str = "hang_up"
     status: str = "paused"
+    amd_message: str = ""
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     def policy(self) -> CampaignPolicy:
         """What the scheduler applies (the window parsed; :class:`WindowError` if it cannot be)."""
@@ -119,7 +123,8 @@ class AttemptEnd:
 
 
 _CAMPAIGN_COLUMNS = ("id", "name", "flow_path", "window_spec", "retry_policy", "max_attempts", "min_gap_s", "daily_cap",
-                     "total_cap", "pacing", "caller_id_pool", "agent_group", "amd_policy", "status", "created_at")
+                     "total_cap", "pacing", "caller_id_pool", "agent_group", "amd_policy", "status", "created_at",
+                     "amd_message", "settings")
 _LEAD_COLUMNS = ("id", "campaign_id", "number", "status", "finish_reason", "attempts", "next_at", "lease_owner",
                  "lease_until", "retries", "variables")
 
@@ -162,7 +167,8 @@ class CampaignStore:
                   json.dumps({"weekly": {k: list(v) for k, v in campaign.window.items()}, "holidays": list(campaign.holidays)}),
                   json.dumps({k: asdict(v) for k, v in campaign.retries.items()}), campaign.max_attempts, campaign.min_gap_s,
                   campaign.daily_cap, campaign.total_cap, json.dumps(asdict(campaign.pacing)), campaign.caller_id_pool,
-                  campaign.agent_group, campaign.amd_policy, campaign.status, now)
+                  campaign.agent_group, campaign.amd_policy, campaign.status, now, campaign.amd_message,
+                  json.dumps(dict(campaign.settings)))
         with self.transaction() as tx:
             if tx.execute("SELECT 1 FROM campaign WHERE id = ?", (campaign.id,)).fetchone():
                 raise CampaignStoreError(f"campaign {campaign.id!r} exists already")
@@ -175,13 +181,13 @@ class CampaignStore:
             row = tx.execute(f"SELECT {', '.join(_CAMPAIGN_COLUMNS)} FROM campaign WHERE id = ?", (campaign_id,)).fetchone()
         if row is None:
             raise CampaignStoreError(f"no campaign {campaign_id!r}")
-        data = dict(zip(_CAMPAIGN_COLUMNS, row, strict=True))
-        window = json.loads(data["window_spec"])
-        return Campaign(data["id"], data["name"], data["flow_path"], window["weekly"], tuple(window["holidays"]),
-                        {k: RetryRule(**v) for k, v in json.loads(data["retry_policy"]).items()}, int(data["max_attempts"]),
-                        float(data["min_gap_s"]), int(data["daily_cap"]), int(data["total_cap"]),
-                        Pacing(**json.loads(data["pacing"])), data["caller_id_pool"], data["agent_group"],
-                        data["amd_policy"], data["status"])
+        return _campaign(row)
+
+    def campaigns(self) -> list[tuple[Campaign, float]]:
+        """Every campaign with its creation time (epoch s), oldest first."""
+        with self.transaction() as tx:
+            rows = tx.rows(f"SELECT {', '.join(_CAMPAIGN_COLUMNS)} FROM campaign ORDER BY created_at, id")
+        return [(_campaign(row), float(row[_CAMPAIGN_COLUMNS.index("created_at")])) for row in rows]
 
     def set_status(self, campaign_id: str, status: str) -> None:
         """Run, pause or stop a campaign."""
@@ -279,6 +285,37 @@ class CampaignStore:
                            (campaign_id,))
         return [dict(zip(names, row, strict=True)) for row in rows]
 
+    # ------------------------------------------------------------------ what operators read (voicebot.campaign.stats)
+
+    def report_facts(self, campaign_id: str, day: str = "") -> list[stats.Fact]:
+        """The campaign's attempts for the funnel report (``day``: an ISO date, local to each lead)."""
+        self.campaign(campaign_id)
+        with self.transaction() as tx:
+            return stats.facts(tx, campaign_id, day)
+
+    def progress(self, campaign_id: str, now: float) -> stats.Progress:
+        """Leads per status, attempts in flight, answer rates and the recent dial rate."""
+        self.campaign(campaign_id)
+        with self.transaction() as tx:
+            return stats.progress(tx, campaign_id, now)
+
+    def export_rows(self, campaign_id: str) -> list[dict[str, Any]]:
+        """Every lead with its last attempt's outcome (:data:`voicebot.campaign.stats.EXPORT_COLUMNS`)."""
+        self.campaign(campaign_id)
+        with self.transaction() as tx:
+            return stats.export_rows(tx, campaign_id)
+
+    def put_runtime(self, campaign_id: str, owner: str, snapshot: Mapping[str, Any], now: float) -> None:
+        """An engine's pacing snapshot for the campaign (dial budget, answer rate, ringing, talking, free bots);
+        the latest per engine is kept."""
+        with self.transaction() as tx:
+            stats.put_runtime(tx, campaign_id, owner, snapshot, now)
+
+    def runtime(self, campaign_id: str, now: float, max_age_s: float = 30) -> list[dict[str, Any]]:
+        """One row per engine that reported within ``max_age_s``: ``{"owner", "updated_at", "snapshot"}``."""
+        with self.transaction() as tx:
+            return stats.runtime(tx, campaign_id, now, max_age_s)
+
     # ------------------------------------------------------------------ blocklist
 
     def block(self, numbers: Sequence[str], now: float, *, scope: str = "", reason: str = "",
@@ -326,6 +363,16 @@ class CampaignStore:
             rate = float(row[0]) + alpha * (float(answered) - float(row[0]))
             tx.execute("UPDATE caller_id SET answer_rate = ?, cooldown_until = ? WHERE number = ?",
                        (rate, now + cooldown_s if rate < cooldown_below else None, number))
+
+
+def _campaign(row: Sequence[Any]) -> Campaign:
+    data = dict(zip(_CAMPAIGN_COLUMNS, row, strict=True))
+    window = json.loads(data["window_spec"])
+    return Campaign(data["id"], data["name"], data["flow_path"], window["weekly"], tuple(window["holidays"]),
+                    {k: RetryRule(**v) for k, v in json.loads(data["retry_policy"]).items()}, int(data["max_attempts"]),
+                    float(data["min_gap_s"]), int(data["daily_cap"]), int(data["total_cap"]),
+                    Pacing(**json.loads(data["pacing"])), data["caller_id_pool"], data["agent_group"],
+                    data["amd_policy"], data["status"], data["amd_message"], json.loads(data["settings"]))
 
 
 def _lead_row(row: Sequence[Any]) -> LeadRow:
