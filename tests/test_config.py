@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voicebot.config import ConfigError, EngineConfig, HandoffConfig, load_config, main
+from voicebot.config import CampaignsConfig, ConfigError, EngineConfig, HandoffConfig, load_config, main
 from voicebot.configkeys import ASR_BACKENDS, SETTINGS, VAD_NAMES, Setting, json_schema, markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +26,7 @@ FIELDS = {
     "flows.default": "default_flow", "flows.by_destination": "flows_by_destination", "asr.backend": "asr_backend",
     "asr.model": "asr_model", "asr.offscript_rejection": "asr_offscript_rejection", "vad.name": "vad",
     "vad.aggressiveness": "vad_aggressiveness", "voice_pack": "voice_pack", "cache_dir": "cache_dir",
-    "records.db": "records_db", "records.recordings": "recordings_dir", "limits.max_calls": "max_calls",
+    "records.db": "records_db", "campaigns.db": "campaigns.db", "records.recordings": "recordings_dir", "limits.max_calls": "max_calls",
     "limits.busy_prompt": "busy_prompt", "limits.busy_action": "busy_action", "http.host": "http_host",
     "http.port": "http_port", "agents": "agents", "notifications": "notifications", "shutdown_deadline_s": "shutdown_deadline_s",
     "handoff.mode": "handoff.mode", "handoff.takeover_digit": "handoff.takeover_digit",
@@ -110,21 +110,23 @@ def _unreadable(tmp_path: Path) -> list[str]:
 
 
 def _field(config: EngineConfig, name: str) -> object:
-    return getattr(config.handoff, name.split(".", 1)[1]) if name.startswith("handoff.") else getattr(config, name)
+    section, _, key = name.partition(".")
+    return getattr(getattr(config, section), key) if key else getattr(config, name)
 
 
 def test_every_table_key_sets_one_field_and_every_field_has_a_key() -> None:
     assert sorted(FIELDS) == sorted(s.key for s in SETTINGS)
-    fields = {f.name for f in dataclasses.fields(EngineConfig)} - {"handoff", "source"}
+    fields = {f.name for f in dataclasses.fields(EngineConfig)} - {"handoff", "source", "campaigns"}
     handoff = {"handoff." + f.name for f in dataclasses.fields(HandoffConfig)}
-    assert sorted(FIELDS.values()) == sorted(fields | handoff)
+    campaigns = {"campaigns." + f.name for f in dataclasses.fields(CampaignsConfig)}
+    assert sorted(FIELDS.values()) == sorted(fields | handoff | campaigns)
 
 
 def test_an_empty_config_gives_the_dataclass_defaults(tmp_path: Path) -> None:
     path = tmp_path / "voicebot.yaml"
     path.write_text("# nothing set\n", encoding="utf-8")
     loaded, default = load_config(path), EngineConfig()
-    relative = {"cache_dir", "records_db", "recordings_dir"}  # relative to the config file once loaded
+    relative = {"cache_dir", "records_db", "recordings_dir", "campaigns.db"}  # relative to the config file once loaded
     for key, name in FIELDS.items():
         want = _field(default, name)
         want = str(tmp_path / str(want)) if name in relative else want
