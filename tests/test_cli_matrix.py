@@ -24,6 +24,7 @@ from voicebot.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = ROOT / "examples" / "flows" / "lead_screening_en.yaml"
 SCRIPT = ROOT / "examples" / "callers" / "demo_en.yaml"
+CAMPAIGN = ROOT / "examples" / "campaigns" / "spring_offer_en.yaml"
 OK, FAILED, USAGE, UNREACHABLE, PORT_IN_USE, INTERNAL, BROKEN_PIPE = 0, 1, 2, 3, 6, 70, 141
 
 
@@ -51,7 +52,20 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from voicebot.records.store import open_store
 
     open_store(str(d / "calls.sqlite")).close()  # a records database with no calls in it
+    _campaign_inputs(d)
     return d
+
+
+def _campaign_inputs(d: Path) -> None:
+    """campaigns.sqlite with campaign c1, a bad campaign file, a CSV of leads with a bad row, a garbage .xlsx."""
+    from voicebot.campaign.store import Campaign, CampaignStore
+
+    with CampaignStore(str(d / "campaigns.sqlite")) as store:
+        store.create_campaign(Campaign("c1", flow_path=str(FLOW)), 0.0)
+    (d / "campaign_bad.yaml").write_text("campaign: c2\nflow: nowhere.yaml\nmax_atempts: 3\n")
+    (d / "leads.csv").write_text("phone,name\n+12125550142,Alex\n")
+    (d / "leads_bad.csv").write_text("phone,name\n+12125550142,Alex\n12,Bad\n")
+    (d / "garbage.xlsx").write_bytes(b"PK this is no workbook")
 
 
 @pytest.fixture(scope="module")
@@ -134,16 +148,55 @@ CASES = [
     ("voice say {bad}/missing hello -o {bad}/out.wav", USAGE, "voice pack directory not found"),
     ("voice say hello there now -o {bad}/out.wav", USAGE, "quote the text"),
     ("voice say hi,{{{{name}}}} -o {bad}/out.wav --var nme=Bob", USAGE, "did you mean name?"),
+    *[(f"campaign {argv}", status, words) for argv, status, words in [
+        ("", USAGE, "campaign: no action given"),
+        ("create {bad}/missing.yaml --db {bad}/new.sqlite", USAGE, "missing.yaml: no such file"),
+        ("create {bad}/empty.yaml --db {bad}/new.sqlite", USAGE, "the campaign file is empty"),
+        ("create {bad}/binary.yaml --db {bad}/new.sqlite", USAGE, "a binary file, not a campaign file"),
+        ("create {bad}/adir --db {bad}/new.sqlite", USAGE, "a directory, not a campaign file"),
+        ("create {bad}/campaign_bad.yaml --db {bad}/new.sqlite", USAGE, "2 problem(s) in the campaign file"),
+        ("create {campaign} --db {bad}/campaigns.sqlite --name a/b", USAGE, "--name a/b: not a campaign id"),
+        ("create {campaign} --db {bad}/campaigns.sqlite --name c1", USAGE, "campaign c1: exists already"),
+        ("validate {bad}/missing.yaml", FAILED, "missing.yaml: no such file"),
+        ("validate {bad}/campaign_bad.yaml", FAILED, "unknown key 'max_atempts' (hint: did you mean 'max_attempts'?)"),
+        ("import c1 {bad}/leads.csv --db {bad}/missing.sqlite", USAGE, "no campaign database there"),
+        ("import c9 {bad}/leads.csv --db {bad}/campaigns.sqlite", USAGE, "campaign c9: no such campaign"),
+        ("import c1 {bad}/missing.csv --db {bad}/campaigns.sqlite", USAGE, "missing.csv: no such file"),
+        ("import c1 {bad}/notes.txt --db {bad}/campaigns.sqlite", USAGE, "no column 'phone'"),
+        ("import c1 {bad}/binary.yaml --db {bad}/campaigns.sqlite", USAGE, "not UTF-8 text"),
+        ("import c1 {bad}/garbage.xlsx --db {bad}/campaigns.sqlite", USAGE, "not a readable XLSX workbook"),
+        ("import c1 {bad}/leads.csv --db {bad}/campaigns.sqlite --var oops", USAGE, "--var oops: expects COLUMN=NAME"),
+        ("import c1 {bad}/leads.csv --db {bad}/campaigns.sqlite --var name=custmer_name", USAGE,
+         "did you mean customer_name?"),
+        ("import c1 {bad}/leads_bad.csv --db {bad}/campaigns.sqlite", FAILED, "1 bad row(s) of 2, nothing imported"),
+        ("import-dnc {bad}/missing.csv --db {bad}/campaigns.sqlite", USAGE, "missing.csv: no such file"),
+        ("import-dnc {bad}/leads.csv --db {bad}/campaigns.sqlite --column nope", USAGE, "no column 'nope'"),
+        ("import-dnc {bad}/leads.csv --db {bad}/campaigns.sqlite --campaign c9", USAGE, "campaign c9: no such campaign"),
+        ("start c9 --db {bad}/campaigns.sqlite", USAGE, "campaign c9: no such campaign"),
+        ("pause c1 --db {bad}/adir", USAGE, "a directory, not a campaign database"),
+        ("resume c1 --db {bad}/notes.txt", USAGE, "file is not a database"),
+        ("stop c1 --db mysql://127.0.0.1/x", USAGE, "unknown campaign database"),
+        ("status c1 --db postgresql://u:secret@127.0.0.1:1/x", USAGE, "check --db"),
+        ("status c1 --config {bad}/missing.yaml", USAGE, "missing.yaml: no such file"),
+        ("status c1 --config {bad}/binary.yaml", USAGE, "a binary file, not a config file"),
+        ("status c1 --db {bad}/campaigns.sqlite --watch -1", USAGE, "--watch -1: the interval must be more than 0"),
+        ("report c1 --db {bad}/campaigns.sqlite --day 2026-13-01", USAGE, "--day 2026-13-01: not a date"),
+        ("report c1 --db {bad}/campaigns.sqlite --png {bad}/notes.txt", USAGE, "a file, not a folder"),
+        ("export c1 --db {bad}/campaigns.sqlite --out {bad}/adir", USAGE, "--out {bad}/adir: a directory"),
+        ("export c1 --db {bad}/campaigns.sqlite --out {bad}/nofolder/x.csv", USAGE, "no folder"),
+        ("list --db {bad}/missing.sqlite", USAGE, "no campaign database there"),
+    ]],
 ]
 
 
 @pytest.mark.parametrize(("command", "status", "words"), CASES, ids=[c[0].split(" {")[0] + f"-{i}" for i, c in enumerate(CASES)])
 def test_bad_input_gives_one_line_and_the_documented_status(command: str, status: int, words: str, bad: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    argv = command.format(bad=bad, flow=FLOW, script=SCRIPT).split()
+    argv = command.format(bad=bad, flow=FLOW, script=SCRIPT, campaign=CAMPAIGN).split()
     assert main(argv) == status
     err = capsys.readouterr().err
-    assert words in err, err
+    assert words.format(bad=bad) in err, err
+    assert "secret" not in err, err
     assert "Traceback" not in err and "unexpected error" not in err, err
 
 

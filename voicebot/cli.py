@@ -113,12 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_call)
 
     from voicebot.asr import transcribe
+    from voicebot.campaign import cli as campaign_cli
     from voicebot.records import cli as records_cli
     from voicebot.tts import voicecli
 
     voicecli.register(sub)
     records_cli.register(sub)
     transcribe.register(sub)
+    campaign_cli.register(sub)
     return parser
 
 
