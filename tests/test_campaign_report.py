@@ -96,3 +96,20 @@ def test_stages_follow_the_funnel_rules() -> None:
     assert stages(fact(True, "completed", "B")) == ["dialed", "connected", "human", "intent"]
     assert stages(fact(True, "transferred", "", "caller_gone"))[-1] == "passed_to_agent"
     assert stages(fact(True, "transferred", "", "connected"))[-1] == "agent_answered"
+
+
+def test_a_v1_database_migrates_to_v2_keeping_its_campaigns(campaign_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database an older engine wrote (schema v1) gains v2's columns and table; its campaigns read as before."""
+    with monkeypatch.context() as patch:
+        patch.setattr("voicebot.campaign.db.MIGRATIONS", MIGRATIONS[:1])
+        old = CampaignStore(campaign_db)
+        with old.transaction() as tx:
+            tx.execute("INSERT INTO campaign (id, window_spec, max_attempts, min_gap_s, daily_cap, created_at) "
+                       "VALUES ('old', ?, 5, 600, 3, 0)", ('{"weekly": {"all": ["08:00-21:00"]}, "holidays": []}',))
+        assert old.db.schema_version() == 1
+        old.close()
+    with CampaignStore(campaign_db) as store:
+        campaign = store.campaign("old")
+        assert (campaign.amd_policy, campaign.amd_message, dict(campaign.settings)) == ("hangup", "", {})
+        store.put_runtime("old", "e", {"ringing": 1}, 10.0)
+        assert store.runtime("old", 10.0)[0]["snapshot"] == {"ringing": 1} and store.db.schema_version() == 2
