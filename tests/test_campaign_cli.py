@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests import campaign_seed as seeds
+from tests.campaign_support import PgServer, campaign_db, pg_server
 from voicebot.campaign.cli import ProgressBar
 from voicebot.campaign.definition import DefinitionError, load_definition
 from voicebot.campaign.store import CampaignStore
 from voicebot.cli import main
+
+__all__ = ["PgServer", "campaign_db", "pg_server"]  # fixtures used by name
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "campaigns" / "spring_offer_en.yaml"
@@ -301,3 +304,20 @@ def test_the_example_folder_is_self_contained(tmp_path: Path, capsys: pytest.Cap
     assert run(capsys, "campaign", "create", str(tmp_path / "examples/campaigns/spring_offer_en.yaml"), "--db", db)[0] == OK
     with CampaignStore(db) as store:
         assert store.campaign("spring-offer").flow_path == str(tmp_path / "examples/flows/lead_screening_en.yaml")
+
+
+def test_the_commands_run_on_sqlite_and_postgresql(campaign_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same commands on a database URL: create, import, start, report, export."""
+    cid = created(capsys, campaign_db, "pg1")
+    assert run(capsys, "campaign", "start", cid, "--db", campaign_db)[0] == OK
+    with CampaignStore(campaign_db) as store:
+        seeds.seed(store, cid)  # ten leads and their attempts
+    assert run(capsys, "campaign", "import", cid, str(LEADS), "--db", campaign_db)[:2] == \
+        (OK, "imported 3 of 3 row(s) into pg1: 0 skipped (duplicates, already in the campaign, blocklisted), 0 bad row(s) "
+         "left out\n")
+    status, out, _ = run(capsys, "campaign", "report", cid, "--db", campaign_db, "--format", "csv")
+    funnel = {r["item"]: int(r["count"]) for r in csv.DictReader(io.StringIO(out)) if r["scope"] == "all"
+              and r["section"] == "funnel"}
+    assert status == OK and funnel == seeds.FUNNEL_ALL
+    status, out, _ = run(capsys, "campaign", "list", "--db", campaign_db)
+    assert status == OK and out.splitlines()[1].split()[:4] == [cid, "running", "13", "4"]
