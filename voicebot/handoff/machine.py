@@ -206,6 +206,9 @@ class HandoffMachine:
     # ------------------------------------------------------------- wanting an agent
 
     def _want(self, event: HandoffRequested, now: float) -> None:
+        if self.state is State.IDLE:  # a new request (the first, or after giving up): a fresh set of attempts
+            self._tried.clear()
+            self._attempts = 0
         self.snapshot = dict(event.snapshot)
         if self.figures.prepare_at is None:
             self.figures.prepare_at = now
