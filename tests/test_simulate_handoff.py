@@ -16,6 +16,8 @@ import pytest
 
 from tests.engine_support import ROOT
 from voicebot.cli import main
+from voicebot.dialog.loader import load_flow
+from voicebot.sim.text import AgentSim, CallerAction, TextCall
 
 FLOW = ROOT / "tests" / "flows" / "handoff" / "handoff.yaml"
 
@@ -57,3 +59,20 @@ def test_simulate_without_an_agent_gives_up_after_the_attempts_and_takes_the_fal
     assert seen[:4] == ["reserving", "ringing", "reserving", "ringing"] and "connected" not in seen
     assert next(e["event"] for e in entries if e["kind"] == "agent") == "AgentFailed"
     assert "path=greet > connect > callback" in transcript and "disposition=callback" in transcript
+
+
+@pytest.mark.parametrize(("agent", "outcome", "path"), [
+    (AgentSim(1500), ("talk", "connected"), ["greet", "connect"]),
+    (AgentSim(None), ("", "agent_failed"), ["greet", "connect", "callback"]),
+])
+def test_the_text_simulator_runs_the_same_machine(agent: AgentSim, outcome: tuple[str, str], path: list[str]) -> None:
+    """`voicebot chat` and `voicebot test-flow` hand off through the HandoffMachine too (no models needed)."""
+    call = TextCall(load_flow(FLOW), agent=agent)
+    list(call.start())
+    list(call.act(CallerAction("dtmf", "1")))
+    list(call.finish())
+    figures = call.handoff.figures
+    assert call.handoff.done and (figures.mode, figures.outcome) == outcome
+    assert call.machine.outcome.path == path
+    if agent.ready_ms is None:  # every attempt rang out: max_attempts (3) for the greeting's prepare, 3 for the transfer
+        assert {a["result"] for a in figures.attempts} == {"NO_ANSWER"} and len(figures.attempts) == 6

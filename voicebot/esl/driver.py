@@ -122,7 +122,7 @@ class SessionThread:
         self.inbox.put_nowait(("hangup", cause, self.now()))
 
     def post(self, event: Any) -> None:
-        """An agent event (AgentReady, AgentTookOver...) for the dialog."""
+        """An event from the call's handoff executor (voicebot.handoff.protocol) for the call's core."""
         self.inbox.put_nowait(("agent", event))
 
     def call_soon(self, fn: Callable[[], None]) -> None:

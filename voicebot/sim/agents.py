@@ -9,9 +9,10 @@ bridge after ``bridge_s``, and the caller hangs up ``talk_s`` after being put th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from voicebot.call import CallSession
 from voicebot.dialog import events as ev
 from voicebot.handoff.protocol import (
     AgentAnswered,
@@ -22,6 +23,7 @@ from voicebot.handoff.protocol import (
     CallerBridged,
     Eavesdrop,
     HandoffCommand,
+    HandoffEvent,
     HandoffFigures,
     LegFailed,
     OriginateAgent,
@@ -34,7 +36,12 @@ from voicebot.handoff.protocol import (
     WhisperDone,
 )
 
+if TYPE_CHECKING:
+    from voicebot.call import CallSession
+
 FRAME_S = 0.02  # eavesdrop and the talk key's DTMF come back one frame later (FreeSWITCH: ~20 ms)
+
+Schedule = Callable[[float, ev.Event | HandoffEvent], None]  # deliver an event at its time (s)
 
 
 @dataclass
@@ -49,33 +56,37 @@ class SimAgents:
     figures: HandoffFigures = field(default_factory=HandoffFigures)  # the handoff's outcome, once the call is over
 
     def __call__(self, command: HandoffCommand, session: CallSession) -> None:
-        now = session.core.now
+        """The audio simulator's hook (:class:`~voicebot.call.CallSession`): answers go to the call's core."""
+        self.answer(command, session.core.now, session.schedule)
+
+    def answer(self, command: HandoffCommand, now: float, schedule: Schedule) -> None:
+        """Carry out ``command`` issued at ``now`` (s): ``schedule(at, event)`` delivers each answer at its time."""
         match command:
             case ReserveAgent():
-                session.schedule(now, AgentReserved(now, self.agent_id, "Agent", f"sim/{self.agent_id}"))
+                schedule(now, AgentReserved(now, self.agent_id, "Agent", f"sim/{self.agent_id}"))
             case RetryReserveAt(at=at):
-                session.schedule(at, ReserveDue(at))
+                schedule(at, ReserveDue(at))
             case OriginateAgent(leg=leg) if self.ready_ms is None:
-                session.schedule(now + self.ring_s, LegFailed(now + self.ring_s, leg, "NO_ANSWER"))
+                schedule(now + self.ring_s, LegFailed(now + self.ring_s, leg, "NO_ANSWER"))
             case OriginateAgent(leg=leg):
                 at = now + (self.ready_ms or 0) / 1000
-                session.schedule(at, AgentAnswered(at, leg))
+                schedule(at, AgentAnswered(at, leg))
             case PlayWhisper(leg=leg):
-                session.schedule(now, WhisperDone(now, leg))
+                schedule(now, WhisperDone(now, leg))
             case Eavesdrop(leg=leg):
-                session.schedule(now + FRAME_S, AgentListening(now + FRAME_S, leg))
+                schedule(now + FRAME_S, AgentListening(now + FRAME_S, leg))
             case SendTalkKey(leg=leg, digit=digit):
-                session.schedule(now + FRAME_S, AgentKey(now + FRAME_S, leg, digit))
-                self._caller_leaves(session, now + FRAME_S)
+                schedule(now + FRAME_S, AgentKey(now + FRAME_S, leg, digit))
+                self._caller_leaves(schedule, now + FRAME_S)
             case Bridge():
-                session.schedule(now + self.bridge_s, CallerBridged(now + self.bridge_s))
-                self._caller_leaves(session, now + self.bridge_s)
+                schedule(now + self.bridge_s, CallerBridged(now + self.bridge_s))
+                self._caller_leaves(schedule, now + self.bridge_s)
             case RecordOutcome(figures=figures):
                 self.figures = figures
             case _:
                 pass  # screen-pops, the pool, media: nothing to simulate
 
-    def _caller_leaves(self, session: CallSession, connected_at: float) -> None:
+    def _caller_leaves(self, schedule: Schedule, connected_at: float) -> None:
         at = connected_at + self.talk_s
-        session.schedule(at, ev.HungUp(at, "agent_call_ended"))
+        schedule(at, ev.HungUp(at, "agent_call_ended"))
 
