@@ -321,13 +321,19 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
         media.close()
         if result.worker is not None:
             result.thread_stuck = not _stop_worker(result.worker, log)
-        if controller is not None:  # after the session thread: its last handoff commands are queued by now
-            stopped = result.worker is None or not result.worker.alive or result.worker._frozen
-            controller.finish(result.hangup_cause or "ended", session_stopped=stopped)
-            result.handoff = controller.figures.to_dict()
-        if handoff_runner is not None:
-            handoff_runner.kill(timeout=1)
+        _finish_handoff(controller, handoff_runner, result)
     return result
+
+
+def _finish_handoff(controller: CallHandoff | None, runner: gevent.Greenlet | None, result: CallResult) -> None:
+    """After the session thread (its last handoff commands are queued by now): close the handoff, keep its figures."""
+    if controller is not None:
+        worker = result.worker
+        stopped = worker is None or not worker.alive or worker._frozen
+        controller.finish(result.hangup_cause or "ended", session_stopped=stopped)
+        result.handoff = controller.figures.to_dict()
+    if runner is not None:
+        runner.kill(timeout=1)
 
 
 def _watch_media(call: OutboundCall, media: UnicastMedia, worker: SessionThread, media_ip: str,
