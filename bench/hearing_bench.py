@@ -85,7 +85,7 @@ from voicebot.dialog.loader import load_flow  # noqa: E402
 from voicebot.dialog.machine import DialogMachine  # noqa: E402
 from voicebot.logs import configure  # noqa: E402
 from voicebot.pipeline import Pipeline, PipelineConfig, load_pipeline  # noqa: E402
-from voicebot.sim.audio import AgentModel  # noqa: E402
+from voicebot.sim.agents import SimAgents  # noqa: E402
 from voicebot.sim.caller import _speech_bounds, raw_or_wav  # noqa: E402
 from voicebot.tts.render import voice_fingerprint  # noqa: E402
 
@@ -275,7 +275,7 @@ class Bench:
     def session(self, node: str) -> CallSession:
         if node not in self._at:
             self._at[node] = replace(self.pipeline, flow=replace(self.pipeline.flow, start=node))
-        session = self._at[node].session(charge_compute=True, handoff=AgentModel())
+        session = self._at[node].session(charge_compute=True, handoff=SimAgents())
         if self.no_hints or self.extra_hints:
             session.asr = _Hints(session.asr, None if self.no_hints else self.extra_hints)
         session.asr = _Finals(session.asr)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,6 +37,22 @@ from voicebot.callcore import (
 from voicebot.dialog import events as ev
 from voicebot.dialog.flow import BargeIn
 from voicebot.dialog.machine import DialogMachine
+from voicebot.handoff.protocol import (
+    AgentAnswered,
+    AgentKey,
+    AgentListening,
+    AgentReserved,
+    Bridge,
+    CallerBridged,
+    Eavesdrop,
+    OriginateAgent,
+    PlayWhisper,
+    RecordOutcome,
+    ReserveAgent,
+    SendTalkKey,
+    StopBotAudio,
+    WhisperDone,
+)
 from voicebot.player import LazyAudio
 
 PROMPT_S = 1.0  # every prompt is this long
@@ -49,7 +66,7 @@ class Harness:
     core: CallCore
     speech: Sequence[tuple[float, float]] = ()
     words: Mapping[float, str] = field(default_factory=dict)
-    agent_at: float | None = None  # AgentReady this long after a PrepareHandoff
+    agent_at: float | None = None  # the agent answers this long after their phone rings
     commands: list[tuple[float, CoreCommand]] = field(default_factory=list)
     sent: list[tuple[float, bool]] = field(default_factory=list)  # (slot, carried audio)
     said: str = ""
@@ -73,8 +90,18 @@ class Harness:
             case FinishRecognition(at=at):
                 text, self.said = self.said, ""
                 self.send(Finalised(at, AsrResult(text, True, 0.9 if text else 0.0)), now)
-            case ev.PrepareHandoff(at=at) if self.agent_at is not None:
-                self.core.schedule(at + self.agent_at, ev.AgentReady(at + self.agent_at, "agent-7"))
+            case ReserveAgent():  # the handoff machine's executor: an agent is free, answers after agent_at
+                self.send(AgentReserved(now, "agent-7", "Seven", "user/1007"), now)
+            case OriginateAgent(leg=leg) if self.agent_at is not None:
+                self.core.schedule(now + self.agent_at, AgentAnswered(now + self.agent_at, leg))
+            case PlayWhisper(leg=leg):
+                self.core.schedule(now, WhisperDone(now, leg))
+            case Eavesdrop(leg=leg):
+                self.core.schedule(now + FRAME_S, AgentListening(now + FRAME_S, leg))
+            case SendTalkKey(leg=leg, digit=digit):
+                self.core.schedule(now + FRAME_S, AgentKey(now + FRAME_S, leg, digit))
+            case Bridge():
+                self.core.schedule(now + 0.06, CallerBridged(now + 0.06))
             case SendFrame(at=at, audio=audio):
                 self.sent.append((at, audio is not None))
 
@@ -104,9 +131,12 @@ def core(barge_in: BargeIn | None = None) -> CallCore:
     return CallCore(DialogMachine(screening_flow(greet_barge_in=barge_in)), CallSettings(rate=RATE))
 
 
-def test_a_whole_call_answer_barge_in_and_handoff() -> None:
-    """Greet, answer "yes", barge into the pitch with "yes please", hold, the agent is ready, the call is transferred."""
-    h = Harness(core(), speech=[(1.4, 1.8), (2.6, 3.2)], words={1.6: "yes", 2.8: "yes", 2.9: "yes please"}, agent_at=1.5)
+@pytest.mark.parametrize(("agent_at", "mode"), [(1.5, "bridge"), (0.5, "talk")])
+def test_a_whole_call_answer_barge_in_and_handoff(agent_at: float, mode: str) -> None:
+    """Greet, answer "yes", barge into the pitch with "yes please", the call is transferred to the agent: bridged
+    when the caller waits for the agent (hold), through eavesdrop's talk key when the agent already listens."""
+    h = Harness(core(), speech=[(1.4, 1.8), (2.6, 3.2)], words={1.6: "yes", 2.8: "yes", 2.9: "yes please"},
+                agent_at=agent_at)
     h.run(8.0, extra={7.0: ev.HungUp(7.0, "agent_call_ended")})
     plays = [c.play.node for _, c in h.of(Synthesize)]
     assert plays[:3] == ["greet", "pitch", "hot"], plays
@@ -118,9 +148,17 @@ def test_a_whole_call_answer_barge_in_and_handoff() -> None:
     prepare = h.of(ev.PrepareHandoff)
     transfer = h.of(ev.TransferCall)
     assert len(prepare) == 1 and len(transfer) == 1
-    assert transfer[0][0] >= prepare[0][0] + 1.5 and transfer[0][1].agent_id == "agent-7"
+    assert transfer[0][0] >= prepare[0][0] + agent_at and transfer[0][1].agent_id == "agent-7"
     assert not [t for t, audio in h.sent if audio and t >= transfer[0][0]], "the bot is silent once transferred"
     assert h.core.ended and h.core.machine.outcome.disposition == "transferred"
+    # the handoff went through the call's HandoffMachine: its states, the dialog told by it, one outcome
+    states = [e["state"] for e in h.core.timeline.of("handoff") if "state" in e]
+    listening = ["listening"] if mode == "talk" else []  # held callers are bridged as soon as the agent answers
+    assert states == ["reserving", "ringing", "answered", *listening, "transferring", "connected", "done"]
+    assert [e["event"] for e in h.core.timeline.of("agent")] == ["AgentReady"]
+    assert len(h.of(StopBotAudio)) == (mode == "talk") and h.core.bot_muted == (mode == "talk")
+    [(_, record)] = h.of(RecordOutcome)
+    assert (record.figures.mode, record.figures.outcome, record.figures.agent_id) == (mode, "connected", "agent-7")
 
 
 def test_a_cough_over_a_protected_prompt_resumes_it_and_speech_past_the_window_pauses_at_once() -> None:

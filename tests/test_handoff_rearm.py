@@ -15,18 +15,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
+import gevent
 import pytest
 
 from fsdouble.double import FreeSwitchDouble, Timing
 from tests.engine_support import PASSWORD
 from tests.test_handoff_e2e import AGENTS, finished_record, handoff_engine, wait_listening
 from voicebot.config import HandoffConfig
-from voicebot.dialog import events as ev
 from voicebot.engine import Engine
 from voicebot.esl.connection import InboundConnection, OutboundCall
 from voicebot.esl.handoff import CallHandoff, HandoffContext
 from voicebot.esl.protocol import EslEvent
-from voicebot.handoff.agents import AgentPool, parse_agents
+from voicebot.handoff.agents import AgentPool, AgentState, parse_agents
+from voicebot.handoff.machine import State
+from voicebot.handoff.protocol import (
+    AgentAnswered,
+    AgentHungUp,
+    AgentListening,
+    CallerBridged,
+    HandoffRequested,
+    TransferRequested,
+)
 
 GAP_S = 0.3  # CHANNEL_UNBRIDGE → CHANNEL_PARK on the caller (real: 0.1 ms)
 
@@ -76,28 +85,54 @@ def test_one_rearm_after_the_agent_leaves_a_bridge(fs: FreeSwitchDouble, bridge:
 # ------------------------------------------------------------------ the handoff's side, event orders by hand
 
 
+class FakeEsl:
+    """The caller's socket and the inbound connection, as far as a bridge needs them: every api call is kept."""
+
+    def __init__(self) -> None:
+        self.apis: list[str] = []
+        self.originated: list[str] = []
+
+    def api(self, command: str, timeout: float | None = None) -> str:
+        self.apis.append(command)
+        return "+OK"
+
+    def originate(self, dial_string: str, app: str, *, uuid: str | None = None, timeout: float = 30.0) -> str:
+        self.originated.append(uuid or "")
+        return uuid or ""
+
+
 class Harness:
-    """A CallHandoff bridged to an agent (no sockets on these paths): what it re-arms and posts."""
+    """The FreeSWITCH executor and its HandoffMachine, fed directly, bridged to an agent: what it re-arms."""
 
     def __init__(self, tmp: Path, fail: bool = False) -> None:
-        pool = AgentPool(parse_agents(AGENTS), time.monotonic())
-        ctx = HandoffContext(pool, InboundConnection("127.0.0.1", 1, "unused"), HandoffConfig(whisper_dir=tmp), "")
+        self.pool = AgentPool(parse_agents(AGENTS), time.monotonic())
+        self.esl = FakeEsl()
+        ctx = HandoffContext(self.pool, cast(InboundConnection, self.esl), HandoffConfig(whisper_dir=tmp, mode="bridge"), "")
         self.rearms = 0
-        self.posted: list[object] = []
         self.fail = fail
-        self.handoff = CallHandoff(ctx, cast(OutboundCall, None), call_id="caller", caller_codec="PCMU",
-                                   clock=time.monotonic, post=self.posted.append, mute=lambda on: None,
-                                   rearm=self.rearm)
-        agent = pool.reserve("advisors", "caller", time.monotonic())
-        assert agent is not None
-        self.handoff.agent, self.handoff.state = agent, "transferring"
-        self.handoff.on_caller_event(EslEvent("CHANNEL_BRIDGE"))
-        assert self.handoff.state == "connected" and self.handoff.owns_rearm
+        self.handoff = CallHandoff(ctx, cast(OutboundCall, self.esl), call_id="caller", caller_codec="PCMU",
+                                   clock=time.monotonic, post=None, mute=lambda on: None, rearm=self.rearm)
+        feed, now = self.handoff.feed, time.monotonic
+        feed(HandoffRequested(now(), "advisors"))
+        self.leg = self.handoff.machine.leg
+        gevent.sleep(0.01)  # the originate greenlet
+        assert self.esl.originated == [self.leg]
+        feed(AgentAnswered(now(), self.leg))
+        gevent.sleep(0.01)  # the whisper greenlet (no whisper: done at once)
+        feed(AgentListening(now(), self.leg))
+        feed(TransferRequested(now()))
+        assert self.esl.apis[-1] == f"uuid_bridge caller {self.leg}" and self.handoff.owns_rearm
+        feed(CallerBridged(now()))
+        assert self.handoff.machine.state is State.CONNECTED and self.handoff.owns_rearm
 
     def rearm(self) -> None:
         self.rearms += 1
         if self.fail:
             raise RuntimeError("re-arm timed out")
+
+    def back_with_the_bot(self) -> bool:
+        agent = self.handoff.figures.agent_id
+        return self.handoff.machine.state is State.IDLE and self.pool.state(agent, time.monotonic()) is AgentState.AVAILABLE
 
 
 def test_the_caller_parks_before_the_agents_hang_up_is_seen(tmp_path: Path) -> None:
@@ -105,20 +140,20 @@ def test_the_caller_parks_before_the_agents_hang_up_is_seen(tmp_path: Path) -> N
     h = Harness(tmp_path)
     h.handoff.on_caller_event(EslEvent("CHANNEL_PARK"))
     assert h.rearms == 0 and h.handoff.owns_rearm, "the agent is still on: nothing to re-arm yet"
-    h.handoff._agent_leg_ended()
-    assert h.rearms == 1 and not h.handoff.owns_rearm and isinstance(h.posted[-1], ev.AgentLeft)
+    h.handoff.feed(AgentHungUp(time.monotonic(), h.leg))
+    assert h.rearms == 1 and not h.handoff.owns_rearm and h.back_with_the_bot()
 
 
 def test_the_agents_hang_up_then_the_park(tmp_path: Path) -> None:
     h = Harness(tmp_path)
-    h.handoff._agent_leg_ended()
+    h.handoff.feed(AgentHungUp(time.monotonic(), h.leg))
     assert h.rearms == 0 and h.handoff.owns_rearm, "the stall watch stands down until the park"
     h.handoff.on_caller_event(EslEvent("CHANNEL_PARK"))
-    assert h.rearms == 1 and not h.handoff.owns_rearm
+    assert h.rearms == 1 and not h.handoff.owns_rearm and h.back_with_the_bot()
 
 
 def test_a_failed_rearm_hands_the_stream_to_the_stall_watch(tmp_path: Path) -> None:
     h = Harness(tmp_path, fail=True)
-    h.handoff._agent_leg_ended()
+    h.handoff.feed(AgentHungUp(time.monotonic(), h.leg))
     h.handoff.on_caller_event(EslEvent("CHANNEL_PARK"))
-    assert h.rearms == 1 and not h.handoff.owns_rearm and isinstance(h.posted[-1], ev.AgentLeft)
+    assert h.rearms == 1 and not h.handoff.owns_rearm and h.back_with_the_bot()

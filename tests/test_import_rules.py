@@ -81,7 +81,8 @@ KNOWN = {
     "voicebot.handoff.agents -> threading",
 }
 
-SANS_IO = ("voicebot.dialog", "voicebot.audio", "voicebot.asr.turns", "voicebot.handoff.agents", "voicebot.campaign")
+SANS_IO = ("voicebot.dialog", "voicebot.audio", "voicebot.asr.turns", "voicebot.handoff.agents", "voicebot.handoff.machine",
+           "voicebot.handoff.protocol", "voicebot.campaign")
 EDGE_MODULES = ("gevent", "socket", "threading", "greenswitch", "selectors")
 
 

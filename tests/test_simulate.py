@@ -10,7 +10,8 @@ import pytest
 from tests.engine_support import steady_speech
 from voicebot.dialog.loader import load_flow
 from voicebot.pipeline import PipelineConfig, load_pipeline
-from voicebot.sim.audio import AgentModel, run_call
+from voicebot.sim.agents import SimAgents
+from voicebot.sim.audio import run_call
 from voicebot.sim.caller import CallerScript, CallerTurn, SimCaller, raw_or_wav
 from voicebot.sim.report import write_outputs
 
@@ -27,7 +28,7 @@ def test_a_call_renders_no_static_prompt_and_barge_in_stops_the_bot(rate: int, t
     # the same caller take every run: Piper samples a new take each time, and about one in three 8 kHz takes of
     # "stop calling me" was not heard as a request before the prompt ended (a flaky test, not a flaky engine)
     caller = SimCaller(script, rate, synth=lambda text, r: steady_speech(pipeline.cache, text, r), read_audio=raw_or_wav)
-    result = run_call(pipeline.session(charge_compute=True, handoff=AgentModel()), caller, variables={"customer_name": "Ann"})
+    result = run_call(pipeline.session(charge_compute=True, handoff=SimAgents()), caller, variables={"customer_name": "Ann"})
 
     assert pipeline.cache.synth_count == synth_before, "a call must never wait for synthesis of static text"
     outcome = result.session.machine.outcome
@@ -60,7 +61,7 @@ def test_ignored_and_declined_speech_is_marked_like_the_dialog_machine_saw_it(tm
                            CallerTurn("say", "yes tell me more"), CallerTurn("barge", "mm-hmm", at_ms=2500),
                            CallerTurn("say", "send me a text message")))
     caller = SimCaller(script, 8000, synth=pipeline.cache.synthesize, read_audio=raw_or_wav)
-    result = run_call(pipeline.session(charge_compute=True, handoff=AgentModel()), caller)
+    result = run_call(pipeline.session(charge_compute=True, handoff=SimAgents()), caller)
     turns = result.session.timeline.turns()
     machine = result.session.machine.outcome.turns
     said = [t for t in turns if t["text"].strip()]

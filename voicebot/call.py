@@ -10,7 +10,8 @@ The session runs what the core asks for and feeds the answers back as events:
 VAD on each caller frame, the recogniser (fed only while the caller speaks, with
 a pre-roll), synthesis (through a :class:`~voicebot.synthesis.Synthesis`
 executor: inline in the simulator, a worker thread on FreeSWITCH), and the
-handoff hook. All decisions (turn-taking, barge-in, dialog, playback) are the
+handoff executor (the hook that carries out the core's handoff commands: the
+simulated agent, or the FreeSWITCH edge). All decisions (turn-taking, barge-in, dialog, playback) are the
 core's, so the simulator and FreeSWITCH behave the same.
 
 Compute time is charged to the call's clock: when ``charge_compute`` is on (the
@@ -48,14 +49,16 @@ from voicebot.callcore import (
 from voicebot.dialog import events as ev
 from voicebot.dialog.interruption import Interruption
 from voicebot.dialog.machine import DialogMachine
+from voicebot.handoff.protocol import HANDOFF_COMMANDS, HandoffCommand, HandoffEvent
 from voicebot.player import Chunk, Player
 from voicebot.synthesis import InlineSynthesis, Speaker, Synthesis
 from voicebot.timeline import Timeline
 
 __all__ = ["CallSession", "CallSettings", "Handoff", "Speaker"]
 
-# handoff(command, session): react to PrepareHandoff/TransferCall (e.g. schedule AgentReady)
-Handoff = Callable[[ev.Command, "CallSession"], None]
+# handoff(command, session): carry out one of the handoff machine's commands; answers come back through
+# session.deliver (now) or session.schedule (later)
+Handoff = Callable[[HandoffCommand, "CallSession"], None]
 
 
 class CallSession:
@@ -111,8 +114,8 @@ class CallSession:
         """The call is answered and media flows; ``local_time``: the callee's wall-clock time now (for date slots)."""
         self.deliver(ev.CallStarted(now, dict(variables or {}), caller, callee, local_time))
 
-    def schedule(self, at: float, event: ev.Event) -> None:
-        """Deliver ``event`` to the dialog machine at ``at`` (timers, agent events)."""
+    def schedule(self, at: float, event: ev.Event | HandoffEvent) -> None:
+        """Deliver ``event`` at ``at`` (timers, agent events, the handoff executor's answers)."""
         self.core.schedule(at, event)
 
     def hang_up(self, now: float, cause: str = "caller_hangup") -> None:
@@ -123,8 +126,8 @@ class CallSession:
         """The caller pressed a key."""
         self.deliver(ev.Dtmf(now, digit))
 
-    def agent_event(self, event: ev.Event) -> None:
-        """An agent event from the handoff (AgentReady, AgentFailed, AgentTookOver, AgentLeft), at its own time."""
+    def agent_event(self, event: ev.Event | HandoffEvent) -> None:
+        """An event from the handoff executor (:mod:`voicebot.handoff.protocol`), at its own time."""
         self.deliver(event)
 
     def caller_frame(self, frame: AudioFrame) -> None:
@@ -168,7 +171,7 @@ class CallSession:
                     self.synthesis.start(play, values, at, self._ready)
                 case CancelSynthesis(play_id=play_id):
                     self.synthesis.cancel(play_id)
-                case ev.PrepareHandoff() | ev.TransferCall() if self.handoff is not None:
+                case _ if self.handoff is not None and isinstance(command, HANDOFF_COMMANDS):
                     self.handoff(command, self)
 
     def _ready(self, ready: AudioReady) -> None:

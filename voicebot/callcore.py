@@ -17,9 +17,15 @@ Rules (the whole contract):
    with audio that exists (or silence). A prompt starts (``PromptStarted``) when its first frame is sent. A prompt
    stopped before its audio is all out is answered by :class:`CancelSynthesis`.
 4. Timers the dialog arms are kept here and fire before every caller frame and send slot that reaches their time.
-5. Handoff commands (``PrepareHandoff``, ``TransferCall``) and ``HangUp`` go out for the driver. After the
-   dialog ends nothing plays.
-6. The timeline records what happens, under the kinds and fields the session always recorded.
+5. The handoff to an agent is the call's :class:`~voicebot.handoff.machine.HandoffMachine`: the dialog's
+   ``PrepareHandoff`` and ``TransferCall`` become its events (they still go out, for the record), its commands go
+   out for the executor (FreeSWITCH, or the simulated agent), the executor's answers come back through
+   :meth:`CallCore.handle` (or :meth:`CallCore.schedule`), and what it tells the dialog (``AgentReady``,
+   ``AgentFailed``, ``AgentTookOver``, ``AgentLeft``) goes to the dialog machine. Between its ``StopBotAudio`` and
+   ``ResumeBot`` every bot frame is silence. When the dialog ends the handoff machine hears ``CallEnded`` at once
+   (its outcome is recorded once). ``HangUp`` goes out for the driver. After the dialog ends nothing plays.
+6. The timeline records what happens, under the kinds and fields the session always recorded; each state the
+   handoff machine enters is a ``handoff`` entry with its ``state`` and the ``event`` that led there.
 """
 
 from __future__ import annotations
@@ -38,6 +44,18 @@ from voicebot.dialog import events as ev
 from voicebot.dialog.flow import BargeIn, BargeInMode
 from voicebot.dialog.interruption import Confirm, Decision, Interruption, Pause, Resume
 from voicebot.dialog.machine import DialogMachine
+from voicebot.handoff.machine import HandoffError, HandoffMachine
+from voicebot.handoff.protocol import (
+    HANDOFF_EVENTS,
+    CallEnded,
+    HandoffCommand,
+    HandoffEvent,
+    HandoffRequested,
+    ResumeBot,
+    StopBotAudio,
+    TellDialog,
+    TransferRequested,
+)
 from voicebot.player import PENDING, Chunk, Player, PlayerEvent, PromptAudio
 from voicebot.timeline import Timeline
 
@@ -102,7 +120,7 @@ class SendSlot:
     at: float
 
 
-CoreEvent = CallerAudio | Recognised | Finalised | AudioReady | SendSlot | ev.Event
+CoreEvent = CallerAudio | Recognised | Finalised | AudioReady | SendSlot | ev.Event | HandoffEvent
 
 # ---------------------------------------------------------------- commands out
 
@@ -152,14 +170,19 @@ class SendFrame:
     audio: Chunk | None
 
 
-CoreCommand = Recognise | FinishRecognition | SetHints | Synthesize | CancelSynthesis | SendFrame | ev.Command
+CoreCommand = (Recognise | FinishRecognition | SetHints | Synthesize | CancelSynthesis | SendFrame | ev.Command
+               | HandoffCommand)
 
 
 class CallCore:
-    """One call: the dialog machine, turn-taking, the interruption policy and the player's state."""
+    """One call: the dialog machine, turn-taking, the interruption policy, the player's state and the handoff."""
 
-    def __init__(self, machine: DialogMachine, settings: CallSettings | None = None) -> None:
+    def __init__(self, machine: DialogMachine, settings: CallSettings | None = None,
+                 handoff: HandoffMachine | None = None) -> None:
         self.machine = machine
+        self.handoff = handoff or HandoffMachine()
+        self.bot_muted = False  # an agent has the caller (rule 5)
+        self.now = 0.0  # the latest time an event brought (s): executors answer at it
         self.settings = s = settings or CallSettings()
         score = _scorer(machine)
         self.turns = TurnTaker(s.turn, intent_score=score)
@@ -168,7 +191,7 @@ class CallCore:
         self.timeline = Timeline()
         self.disposition = ""  # set when the bot hangs up
         self._preroll: deque[AudioFrame] = deque(maxlen=max(1, s.preroll_ms // s.frame_ms))
-        self._timers: list[tuple[float, int, ev.Event]] = []
+        self._timers: list[tuple[float, int, ev.Event | HandoffEvent]] = []
         self._seq = itertools.count()
         self._cancelled: set[str] = set()
         self._plays: dict[int, ev.Play] = {}  # issued, audio not yet ready
@@ -179,12 +202,13 @@ class CallCore:
         """True once the dialog is over (hung up, or transferred and done)."""
         return self.machine.ended
 
-    def schedule(self, at: float, event: ev.Event) -> None:
-        """Deliver ``event`` to the dialog machine at ``at`` (timers, agent events)."""
+    def schedule(self, at: float, event: ev.Event | HandoffEvent) -> None:
+        """Deliver ``event`` at ``at`` (timers, agent events, the handoff executor's answers)."""
         heapq.heappush(self._timers, (at, next(self._seq), event))
 
     def handle(self, event: CoreEvent) -> list[CoreCommand]:
         """Apply one event; return the commands it causes, in order."""
+        self.now = max(self.now, event.frame.captured_at if isinstance(event, CallerAudio) else event.at)
         match event:
             case CallerAudio():
                 self._caller(event.frame, event.probability)
@@ -200,8 +224,9 @@ class CallCore:
                 self.timeline.add(event.at, "dtmf", digit=event.digit)
                 self._dialog(event, event.at)
             case ev.AgentReady() | ev.AgentFailed() | ev.AgentTookOver() | ev.AgentLeft():
-                self.timeline.add(event.at, "agent", event=type(event).__name__, **_fields(event))
-                self._dialog(event, event.at)
+                self._agent_event(event)
+            case _ if isinstance(event, HANDOFF_EVENTS):
+                self._handoff(event)
             case _:
                 self._dialog(event, event.at)
         out, self._out = self._out, []
@@ -276,6 +301,8 @@ class CallCore:
         frame, events = self.player.next_frame(now)
         for event in events:
             self._player_event(event)
+        if self.bot_muted:  # the agent has the caller: the bot's frame is never heard (rule 5)
+            frame = None
         if frame is not None:
             self.turns.bot_frame(rms_dbfs(frame), now)
         self._out.append(SendFrame(now, frame))
@@ -325,6 +352,39 @@ class CallCore:
     def _dialog(self, event: ev.Event, now: float) -> None:
         for command in self.machine.handle(event, now):
             self._execute(command, now)
+        if self.machine.ended and not self.handoff.done:  # the call is over: the handoff frees what it holds
+            self._handoff(CallEnded(now, self.machine.outcome.disposition or "ended"))
+
+    # ------------------------------------------------------------ the handoff
+
+    def _agent_event(self, event: ev.AgentReady | ev.AgentFailed | ev.AgentTookOver | ev.AgentLeft) -> None:
+        self.timeline.add(event.at, "agent", event=type(event).__name__, **_fields(event))
+        self._dialog(event, event.at)
+
+    def _handoff(self, event: HandoffEvent) -> None:
+        """One event for the handoff machine; its commands go out, except what it tells the dialog."""
+        before = self.handoff.state
+        try:
+            commands = self.handoff.handle(event, event.at)
+        except HandoffError as err:  # an executor's late or stray answer: on the timeline, the call goes on
+            self.timeline.add(event.at, "handoff", error=str(err))
+            return
+        if self.handoff.state is not before:
+            self.timeline.add(event.at, "handoff", state=self.handoff.state.value, event=type(event).__name__)
+        for command in commands:
+            match command:
+                case TellDialog(event=told):
+                    self._agent_event(told)  # type: ignore[arg-type]
+                case StopBotAudio() | ResumeBot():
+                    self.bot_muted = isinstance(command, StopBotAudio)
+                    self._out.append(command)
+                case _:
+                    self._out.append(command)
+
+    def _snapshot(self) -> dict[str, object]:
+        """The call so far, for the screen-pop and the whisper."""
+        outcome = self.machine.outcome
+        return {**outcome.summary(), "variables": dict(outcome.variables)}
 
     def _execute(self, command: ev.Command, now: float) -> None:
         match command:
@@ -350,6 +410,8 @@ class CallCore:
             case ev.PrepareHandoff() | ev.TransferCall():
                 self.timeline.add(now, "handoff", command=type(command).__name__, **_fields(command))
                 self._out.append(command)
+                self._handoff(HandoffRequested(now, command.group, self._snapshot())
+                              if isinstance(command, ev.PrepareHandoff) else TransferRequested(now, self._snapshot()))
             case _:
                 self.timeline.add(now, "command", command=type(command).__name__, **_fields(command))
 
@@ -358,7 +420,12 @@ class CallCore:
             at, _, event = heapq.heappop(self._timers)
             if isinstance(event, ev.TimerFired) and event.timer_id in self._cancelled:
                 continue
-            self._dialog(event, max(at, 0.0))
+            if isinstance(event, HANDOFF_EVENTS):
+                self._handoff(event)
+            elif isinstance(event, ev.AgentReady | ev.AgentFailed | ev.AgentTookOver | ev.AgentLeft):
+                self._agent_event(event)
+            else:
+                self._dialog(event, max(at, 0.0))
 
 
 def _scorer(machine: DialogMachine) -> Callable[[str], float]:

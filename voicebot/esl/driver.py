@@ -122,7 +122,7 @@ class SessionThread:
         self.inbox.put_nowait(("hangup", cause, self.now()))
 
     def post(self, event: Any) -> None:
-        """An agent event (AgentReady, AgentTookOver...) for the dialog."""
+        """An event from the call's handoff executor (voicebot.handoff.protocol) for the call's core."""
         self.inbox.put_nowait(("agent", event))
 
     def call_soon(self, fn: Callable[[], None]) -> None:
@@ -263,7 +263,7 @@ class CallResult:
     thread_stuck: bool = False  # the session thread would not stop; its state was read once frozen, or as it was
 
 
-# handoff(call, worker, codec, rearm) -> a CallHandoff for this call (voicebot.esl.handoff)
+# handoff(call, worker, codec, rearm) -> the executor of this call's handoff machine (voicebot.esl.handoff)
 HandoffFactory = Callable[[OutboundCall, SessionThread, str, Callable[[], None]], "CallHandoff"]
 
 
@@ -288,6 +288,7 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
     media = UnicastMedia.open(pool, channel_media, host=media_ip, label=data.uuid)
     greenlets: list[gevent.Greenlet] = []
     controller: CallHandoff | None = None
+    handoff_runner: gevent.Greenlet | None = None
     try:
         assert media.ports is not None
         ports = media.ports
@@ -305,7 +306,7 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
         if handoff is not None:
             controller = handoff(call, worker, channel_media.codec, arm)
             _connect_handoff(worker, controller)
-            greenlets.append(gevent.spawn(controller.run))
+            handoff_runner = gevent.spawn(controller.run)
         worker.start()
         lost: list[str] = []
         greenlets += [gevent.spawn(media.deliver, worker.caller), gevent.spawn(media.send_loop, worker.next_bot_frame),
@@ -316,14 +317,23 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
             result.hangup_cause = "media_lost"
         log.info("call.ended", disposition=worker.session.disposition or result.hangup_cause)
     finally:
-        if controller is not None:
-            controller.close(result.hangup_cause or "ended")
-            result.handoff = controller.figures.to_dict()
         gevent.killall(greenlets, timeout=1)
         media.close()
         if result.worker is not None:
             result.thread_stuck = not _stop_worker(result.worker, log)
+        _finish_handoff(controller, handoff_runner, result)
     return result
+
+
+def _finish_handoff(controller: CallHandoff | None, runner: gevent.Greenlet | None, result: CallResult) -> None:
+    """After the session thread (its last handoff commands are queued by now): close the handoff, keep its figures."""
+    if controller is not None:
+        worker = result.worker
+        stopped = worker is None or not worker.alive or worker._frozen
+        controller.finish(result.hangup_cause or "ended", session_stopped=stopped)
+        result.handoff = controller.figures.to_dict()
+    if runner is not None:
+        runner.kill(timeout=1)
 
 
 def _watch_media(call: OutboundCall, media: UnicastMedia, worker: SessionThread, media_ip: str,
@@ -364,14 +374,9 @@ def _wait(predicate: Callable[[], bool], timeout_s: float) -> bool:
 
 
 def _connect_handoff(worker: SessionThread, controller: CallHandoff) -> None:
-    """The dialog's PrepareHandoff/TransferCall go to the controller with a snapshot of the call so far."""
-    session = worker.session
-
-    def forward(command: Any, _: CallSession) -> None:  # runs in the session's thread
-        snapshot = {**session.machine.outcome.summary(), "variables": dict(session.machine.outcome.variables)}
-        controller.command(command, snapshot)
-
-    session.handoff = forward
+    """The call's core runs the controller's handoff machine; its commands go to the controller."""
+    worker.session.core.handoff = controller.machine
+    worker.session.handoff = lambda command, _: controller.command(command)  # runs in the session's thread
 
 
 def _converse(call: OutboundCall, worker: SessionThread, max_call_s: float, controller: CallHandoff | None,

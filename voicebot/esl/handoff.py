@@ -1,36 +1,28 @@
-"""One call's handoff to a human agent on FreeSWITCH: reserve, ring, whisper, listen, transfer, take over.
+"""One call's handoff on FreeSWITCH: the executor of the call's :class:`~voicebot.handoff.machine.HandoffMachine`.
 
-How it goes (docs/freeswitch.md; captures ``check6*`` and ``check8_*`` in tests/fixtures/esl):
+The machine (in the call's :class:`~voicebot.callcore.CallCore`, on the session thread) decides; this edge
+carries out its commands over ESL and feeds back what FreeSWITCH reports, as events stamped on the call's clock
+(docs/freeswitch.md; captures ``check6*`` and ``check8_*`` in tests/fixtures/esl):
 
-1. ``PrepareHandoff`` (a node marked ``prepare``, the level reaching the flow's
-   ``prepare_at_level``, or a transfer node): an agent of the group is reserved
-   in the :class:`~voicebot.handoff.agents.AgentPool`, a screen-pop is posted,
-   and the agent's leg is originated with the socket app back to the engine
-   (``{origination_uuid=A,vb_role=agent,vb_call=C}ENDPOINT &socket('...')``, quoted), so
-   the agent's leg gets its own outbound socket and events.
-2. When the agent answers, their leg connects to the engine: the session hears
-   ``AgentReady``, the agent hears the whisper (a spoken summary), then listens
-   to the live call through ``eavesdrop CALLER`` (caller and bot mixed).
-3. ``TransferCall``: in **talk** mode the engine sends eavesdrop's own talk key
-   (``uuid_recv_dtmf A 2``); the DTMF event comes back ~20 ms later and the bot's
-   frames turn to silence that instant, so the caller hears the agent with no
-   gap (the bot keeps streaming silence and transcribing for the record). In
-   **bridge** mode (or when the agent is not listening yet) it is ``uuid_bridge
-   C A``: ~61 ms to CHANNEL_BRIDGE, ~89 ms to the agent's first audio, a 40-80 ms
-   gap; the bot's media is freed.
-4. Takeover: a listening agent presses the takeover key themselves; same as 3
-   in talk mode, and the session hears ``AgentTookOver``.
-5. The agent hangs up after the bridge: the caller is parked again
-   (``park_after_bridge=true``), unicast is re-armed, the session hears
-   ``AgentLeft`` and the flow decides (back to the bot, or hang up). Before the
-   bridge: the next agent is tried, then ``AgentFailed``.
-6. The caller hangs up at any point: the agent's leg is killed and the
-   reservation released.
+1. ``ReserveAgent``: the :class:`~voicebot.handoff.agents.AgentPool` holds an agent (``AgentReserved``, or
+   ``NoAgentFree``); ``OriginateAgent`` rings them with the socket app back to the engine
+   (``{origination_uuid=A,vb_role=agent,vb_call=C}ENDPOINT &socket('...')``, quoted), so the agent's leg gets its
+   own outbound socket and events. A failed originate is ``LegFailed`` with FreeSWITCH's cause.
+2. The agent answers: their leg connects to the engine (``AgentAnswered``); ``PlayWhisper`` plays the spoken
+   summary rendered meanwhile (``RenderWhisper``, in a native thread), then ``Eavesdrop`` lets them listen to the
+   live call (``AgentListening`` on eavesdrop's CHANNEL_EXECUTE).
+3. ``SendTalkKey`` (talk mode) sends eavesdrop's own talk key (``uuid_recv_dtmf A 2``): the DTMF comes back
+   ~20 ms later (``AgentKey``) and the bot's frames turn silent that instant (``StopBotAudio`` mutes the session's
+   outbox). ``Bridge`` is ``uuid_bridge C A`` (~61 ms to CHANNEL_BRIDGE: ``CallerBridged``). A takeover is the
+   agent's own key press (``AgentKey``). A failed command is ``TransferFailed``.
+4. The agent hangs up after a bridge: the caller is parked again (``park_after_bridge``: ``CallerParked``) and
+   ``RearmCaller`` re-arms unicast once. From ``Bridge`` until then the stall watch stands down (:attr:`owns_rearm`).
+5. The caller hangs up: the machine hangs up the agent's leg and frees the agent; :meth:`CallHandoff.finish`
+   (after the session thread stopped) carries out what is left and closes the machine if the session could not.
 
-Never eavesdrop on an L16 caller with unicast (it leaves the caller stuck
-forever): such calls fall back to the bridge. Everything here runs in the
-call's greenlets; the session (a native thread) reaches it through a
-:class:`~voicebot.esl.hub.HubInbox`.
+Never eavesdrop on an L16 caller with unicast (it leaves the caller stuck forever): the machine bridges such calls.
+Commands run in this call's handoff greenlet (or greenlets it spawns for what waits: ringing, the whisper);
+the session thread reaches it through a :class:`~voicebot.esl.hub.HubInbox`.
 """
 
 from __future__ import annotations
@@ -39,7 +31,7 @@ import contextlib
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,49 +39,57 @@ import gevent
 import gevent.event
 
 from voicebot.config import HandoffConfig
-from voicebot.dialog import events as ev
 from voicebot.esl.connection import EslFailure, InboundConnection, OutboundCall
 from voicebot.esl.hub import HubInbox
 from voicebot.esl.protocol import EslEvent
 from voicebot.esl.socketapp import originate_socket_app
-from voicebot.handoff.agents import Agent, AgentPool
+from voicebot.handoff.agents import AgentPool
+from voicebot.handoff.machine import HandoffError, HandoffMachine
+from voicebot.handoff.protocol import (
+    AgentAnswered,
+    AgentHungUp,
+    AgentKey,
+    AgentListening,
+    AgentReserved,
+    BreakWhisper,
+    Bridge,
+    CallEnded,
+    CallerBridged,
+    CallerParked,
+    Eavesdrop,
+    HandoffCommand,
+    HandoffEvent,
+    HandoffFigures,
+    HandoffSettings,
+    HangUpAgent,
+    KeepCallerAfterBridge,
+    LegFailed,
+    MarkAgent,
+    NoAgentFree,
+    OriginateAgent,
+    PlayWhisper,
+    RearmCaller,
+    RecordOutcome,
+    ReleaseAgent,
+    ReleaseStallWatch,
+    RenderWhisper,
+    ReserveAgent,
+    ReserveDue,
+    ResumeBot,
+    RetryReserveAt,
+    ScreenPop,
+    SendTalkKey,
+    StopBotAudio,
+    TransferFailed,
+    WhisperDone,
+)
 from voicebot.logs import get_logger
-from voicebot.notify.screenpop import ScreenPop
+from voicebot.notify.screenpop import ScreenPop as ScreenPopClient
 
-RETRY_RESERVE_S = 0.2  # while an agent is wanted and none is free, look again this often (s)
+__all__ = ["CallHandoff", "HandoffContext", "HandoffFigures"]
+
 WHISPER_WAIT_S = 3.0  # how long an answered agent waits for the whisper's synthesis
-
-
-@dataclass
-class HandoffFigures:
-    """What the call record keeps of the handoff. Times: s on the call's clock (since answer)."""
-
-    group: str = ""
-    agent_id: str = ""
-    agent_name: str = ""
-    mode: str = ""  # talk | bridge | takeover: how the caller reached the agent
-    outcome: str = ""  # connected | no_agent | agent_failed | caller_gone | agent_left
-    prepare_at: float | None = None
-    reserved_at: float | None = None
-    agent_answered_at: float | None = None
-    listening_at: float | None = None
-    transfer_at: float | None = None  # the decision: TransferCall, or the agent's takeover key
-    connected_at: float | None = None  # DTMF confirm (talk) or CHANNEL_BRIDGE (bridge)
-    agent_left_at: float | None = None
-    attempts: list[dict[str, str]] = field(default_factory=list)
-
-    @property
-    def handoff_ms(self) -> float | None:
-        """Decision → the caller is with the agent, in ms (the engine's side of it)."""
-        if self.transfer_at is None or self.connected_at is None:
-            return None
-        return round((self.connected_at - self.transfer_at) * 1000, 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for the record (empty when no handoff was ever asked for)."""
-        if self.prepare_at is None and self.transfer_at is None:
-            return {}
-        return {**asdict(self), "handoff_ms": self.handoff_ms}
+FINISH_WAIT_S = 3.0  # how long finish() lets the handoff greenlet end its current command
 
 
 @dataclass
@@ -100,10 +100,16 @@ class HandoffContext:
     inbound: InboundConnection
     config: HandoffConfig
     socket_address: str  # host:port of the engine's outbound server
-    screenpop: ScreenPop | None = None
+    screenpop: ScreenPopClient | None = None
     legs: dict[str, CallHandoff] = field(default_factory=dict)  # agent leg uuid -> its call's handoff
     whisper: Callable[[Mapping[str, object], Path], Path] | None = None  # (snapshot, path) -> WAV, in a thread
     on_closed: Callable[[CallHandoff], None] | None = None  # e.g. a benchmark collecting figures
+
+    def settings(self) -> HandoffSettings:
+        """The machine's settings from the ``handoff:`` section."""
+        c = self.config
+        return HandoffSettings(mode=c.mode, takeover_digit=c.takeover_digit, max_attempts=c.max_attempts,
+                               ring_timeout_s=c.ring_timeout_s)
 
     def attach_agent_leg(self, call: OutboundCall, uuid: str) -> None:
         """An agent's leg connected to the outbound server: hand it to its call (or hang it up)."""
@@ -112,315 +118,307 @@ class HandoffContext:
             with contextlib.suppress(EslFailure):
                 call.hangup("NORMAL_CLEARING", timeout=2.0)
             return
-        owner.run_agent_leg(call)
+        owner.run_agent_leg(call, uuid)
 
 
 class CallHandoff:
-    """One call's handoff (see the module docstring). Create and run it in the call's greenlet."""
+    """One call's handoff executor (see the module docstring). Create it and run :meth:`run` in the call's greenlet.
+
+    ``post`` hands an event to the machine through the session thread; None feeds the machine here, directly.
+    """
 
     def __init__(self, ctx: HandoffContext, caller: OutboundCall, *, call_id: str, caller_codec: str,
-                 clock: Callable[[], float], post: Callable[[ev.Event], None], mute: Callable[[bool], None],
-                 rearm: Callable[[], None], prefer: str = "") -> None:
+                 clock: Callable[[], float], post: Callable[[HandoffEvent], None] | None,
+                 mute: Callable[[bool], None], rearm: Callable[[], None], prefer: str = "") -> None:
         self.ctx, self.caller, self.call_id = ctx, caller, call_id
-        self.clock, self.post, self.mute, self.rearm = clock, post, mute, rearm
-        self.prefer = prefer
-        self.eavesdrop_ok = caller_codec.upper() in ("PCMU", "PCMA")
-        self.figures = HandoffFigures()
-        self.inbox: HubInbox[tuple[ev.Command, dict[str, object]]] = HubInbox()
-        self.agent: Agent | None = None
-        self.agent_uuid = ""
-        self.agent_call: OutboundCall | None = None
-        self.state = "idle"  # idle | wanted | ringing | answered | listening | transferring | connected | done
-        self.snapshot: dict[str, object] = {}
-        self._whisper: gevent.event.AsyncResult = gevent.event.AsyncResult()
-        self._tried: set[str] = set()
-        self._attempts = 0  # agents rung for the current handoff (max_attempts)
-        self._whispering = False
-        self._parked_in_bridge = False  # the caller's CHANNEL_PARK came before the agent's hang-up
+        self.clock, self.mute, self.rearm = clock, mute, rearm
+        self.machine = HandoffMachine(ctx.settings(), prefer=prefer, eavesdrop_ok=caller_codec.upper() in ("PCMU", "PCMA"),
+                                      new_leg=lambda: str(uuidlib.uuid4()))
+        self._post = post
+        self.figures = self.machine.figures
+        self.inbox: HubInbox[HandoffCommand] = HubInbox()
+        self.agent_calls: dict[str, OutboundCall] = {}  # answered agent legs
+        self._whispers: dict[str, gevent.event.AsyncResult] = {}
+        self._spawned: list[gevent.Greenlet] = []
+        self._held: set[str] = set()  # agents reserved and not released (what a stuck session leaves behind)
+        self._holds_stream = False
+        self._closing = False
+        self._runner: object = None  # the greenlet in run()
+        self.recorded = False
         self.log = get_logger("esl.handoff").bind(call=call_id)
 
     @property
     def owns_rearm(self) -> bool:
-        """True from the bridge to the agent until the caller's stream is re-armed after it: the stall watch
-        stands down meanwhile, so exactly one owner re-arms (two at once and FreeSWITCH parks the caller twice
-        and keeps the first stream: docs/freeswitch.md)."""
-        return self.figures.mode == "bridge" and self.state in ("connected", "left_bridge")
+        """True from a Bridge until the caller's stream is re-armed after it: the stall watch stands down meanwhile,
+        so exactly one owner re-arms (two at once and FreeSWITCH parks the caller twice and keeps the first
+        stream: docs/freeswitch.md)."""
+        return self._holds_stream
 
-    # ------------------------------------------------------------ from the session's thread
+    # ------------------------------------------------------------ in and out
 
-    def command(self, command: ev.Command, snapshot: dict[str, object]) -> None:
-        """A PrepareHandoff or TransferCall from the dialog (any thread; never blocks)."""
-        self.inbox.put((command, snapshot))
+    def command(self, command: HandoffCommand) -> None:
+        """One of the machine's commands (from the session's thread; never blocks). Muting happens at once."""
+        if isinstance(command, StopBotAudio | ResumeBot):
+            self.mute(isinstance(command, StopBotAudio))
+            return
+        self.inbox.put(command)
 
-    # ------------------------------------------------------------ the call's handoff greenlet
+    def feed(self, event: HandoffEvent) -> None:
+        """Hand one event to the machine: through the session thread, or here once it has stopped."""
+        if self._post is not None:
+            self._post(event)
+            return
+        try:
+            commands = self.machine.handle(event, event.at)
+        except HandoffError as err:
+            self.log.warning("handoff.late_event", error=str(err))
+            return
+        for command in commands:  # the session is gone: carry them out now
+            if isinstance(command, StopBotAudio | ResumeBot):
+                self.mute(isinstance(command, StopBotAudio))
+            else:
+                self._execute(command)
 
     def run(self) -> None:
-        """Handle commands until :meth:`close`; look for a free agent while one is wanted."""
-        while self.state != "done":
-            item = self.inbox.get(RETRY_RESERVE_S)
-            if item is not None:
-                command, self.snapshot = item
-                if isinstance(command, ev.PrepareHandoff):
-                    self._prepare(command.group)
-                elif isinstance(command, ev.TransferCall):
-                    self._transfer()
-            elif self.state == "wanted":
-                self._try_reserve()
-
-    def _prepare(self, group: str) -> None:
-        if self.state not in ("idle", "wanted"):
-            return  # an agent is already on the way
-        if self.figures.prepare_at is None:
-            self.figures.prepare_at, self.figures.group = self.clock(), group
-            with contextlib.suppress(EslFailure):  # the caller comes back to park when the agent leaves
-                self.caller.api(f"uuid_setvar {self.call_id} park_after_bridge true")
-        self.figures.group = group
-        self.state = "wanted"
-        self._try_reserve()
-
-    def _try_reserve(self) -> None:
-        if self.figures.group not in self.ctx.pool.directory.groups:
-            self.log.error("handoff.unknown_group", group=self.figures.group)
-            self._give_up("no_group")
-            return
-        if self._attempts >= self.ctx.config.max_attempts:
-            self._give_up("agent_failed")
-            return
-        prefer = self.prefer if self.prefer not in self._tried else ""
-        agent = self.ctx.pool.reserve(self.figures.group, self.call_id, time.monotonic(), prefer=prefer)
-        if agent is None:
-            return  # nobody free: the hold prompt plays; try again shortly
-        self.agent, self.state, self.agent_uuid = agent, "ringing", str(uuidlib.uuid4())
-        self._tried.add(agent.id)
-        self._attempts += 1
-        self.figures.reserved_at, self.figures.agent_id, self.figures.agent_name = self.clock(), agent.id, agent.name
-        self.ctx.legs[self.agent_uuid] = self
-        self._pop("prepare")
-        self._whisper = gevent.event.AsyncResult()
-        gevent.spawn(self._render_whisper, self._whisper)
-        gevent.spawn(self._originate, agent, self.agent_uuid)
-        self.log.info("handoff.ringing", agent=agent.id, group=self.figures.group)
-
-    def _originate(self, agent: Agent, leg: str) -> None:
-        """Ring the agent; the leg comes back to the engine's socket when they answer."""
-        variables = f"vb_role=agent,vb_call={self.call_id},vb_agent={agent.id},originate_timeout=" \
-                    f"{int(self.ctx.config.ring_timeout_s)},origination_caller_id_name=voicebot"
-        try:
-            self.ctx.inbound.originate(f"{{{variables}}}{agent.endpoint}", originate_socket_app(self.ctx.socket_address),
-                                       uuid=leg, timeout=self.ctx.config.ring_timeout_s + 5)
-        except EslFailure as err:
-            if self.agent_uuid == leg and self.state == "ringing":
-                self._leg_failed(_cause(str(err)))
-
-    def _leg_failed(self, reason: str) -> None:
-        """The agent's leg never came up or went away before the bridge: next agent, or give up."""
-        agent, was_ready = self.agent, self.state in ("answered", "listening", "transferring")
-        if agent is not None:
-            self.ctx.pool.release(agent.id, self.call_id, time.monotonic(), wrap_up=False)
-            self.figures.attempts.append({"agent": agent.id, "result": reason})
-        self.ctx.legs.pop(self.agent_uuid, None)
-        self.agent, self.agent_call, self.agent_uuid = None, None, ""
-        self.log.warning("handoff.agent_failed", agent=agent.id if agent else "", reason=reason)
-        if was_ready:  # the dialog was told the agent was ready: tell it they are gone, then find another
-            self.post(ev.AgentFailed(self.clock(), reason))
-        self.state = "wanted"
-        self._try_reserve()
-
-    def _give_up(self, outcome: str) -> None:
-        self.state, self.figures.outcome = "idle", outcome
-        self.post(ev.AgentFailed(self.clock(), outcome))
-
-    # ------------------------------------------------------------ the agent's leg (its own greenlet)
-
-    def run_agent_leg(self, call: OutboundCall) -> None:
-        """The agent answered: ready, whisper, listen; then follow the leg until it hangs up."""
-        if self.state != "ringing" or self.agent is None:
-            with contextlib.suppress(EslFailure):
-                call.hangup("NORMAL_CLEARING", timeout=2.0)
-            return
-        self.agent_call, self.state = call, "answered"
-        self.figures.agent_answered_at = self.clock()
-        try:  # the engine already subscribed the leg to its events
-            self.post(ev.AgentReady(self.clock(), self.agent.id))
-            self._whisper_then_listen(call)
-            self._follow_agent_leg(call)
-        except EslFailure as err:
-            self.log.warning("handoff.agent_leg_error", error=str(err))
-        finally:
-            self._agent_leg_ended()
-
-    def _whisper_then_listen(self, call: OutboundCall) -> None:
-        self._whisper.wait(WHISPER_WAIT_S)
-        path = self._whisper.value if self._whisper.ready() else None
-        if path is not None and self.state == "answered":
-            self._whispering = True
-            try:
-                call.execute("playback", str(path), timeout=60.0)
-            except EslFailure as err:
-                self.log.warning("handoff.whisper_not_played", error=str(err))
-            finally:
-                self._whispering = False
-        if self.state != "answered":
-            return  # a transfer came first: it bridges
-        if not self.eavesdrop_ok:  # L16 + eavesdrop + unicast leaves the caller stuck (docs/freeswitch.md)
-            self.log.warning("handoff.no_eavesdrop_on_l16")
-            return
-        call.execute_nowait("eavesdrop", self.call_id)
-
-    def _follow_agent_leg(self, call: OutboundCall) -> None:
-        for event in call.events():
-            if event.name == "CHANNEL_EXECUTE" and event.get("Application") == "eavesdrop":
-                self._listening()
-            elif event.name == "DTMF":
-                self._on_agent_key(event.get("DTMF-Digit") or "")
-            elif event.name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
-                return
-
-    def _listening(self) -> None:
-        if self.state == "answered" and self.agent is not None:
-            self.state = "listening"
-            self.figures.listening_at = self.clock()
-            self.ctx.pool.listening(self.agent.id, self.call_id, time.monotonic())
-            self.log.info("handoff.listening", agent=self.agent.id)
-
-    def _on_agent_key(self, digit: str) -> None:
-        """Eavesdrop's talk key: our own transfer coming back, or the agent taking the call."""
-        if digit != self.ctx.config.takeover_digit or self.agent is None:
-            return
-        if self.state == "transferring":
-            self._connected("talk")
-        elif self.state == "listening":
-            self.figures.transfer_at = self.clock()
-            self.post(ev.AgentTookOver(self.clock(), self.agent.id))
-            self._connected("takeover")
-
-    def _agent_leg_ended(self) -> None:
-        if self.state == "connected":
-            self._agent_left()
-        elif self.state in ("answered", "listening", "transferring"):
-            self._leg_failed("agent_hangup")
-
-    # ------------------------------------------------------------ transfer
-
-    def _transfer(self) -> None:
-        """Put the caller through to the ready agent: talk mode when they listen, else a bridge."""
-        if self.agent is None or self.state not in ("answered", "listening"):
-            return
-        self.figures.transfer_at = self.clock()
-        talk = self.state == "listening" and self.ctx.config.mode == "talk"
-        self.state = "transferring"
-        try:
-            if talk:
-                self.caller.api(f"uuid_recv_dtmf {self.agent_uuid} {self.ctx.config.takeover_digit}")
-            else:
-                if self._whispering:  # the caller comes first: cut the whisper short
-                    self.caller.api(f"uuid_break {self.agent_uuid} all")
-                self.caller.api(f"uuid_bridge {self.call_id} {self.agent_uuid}")
-        except EslFailure as err:
-            self.log.warning("handoff.transfer_failed", error=str(err))
-            self._hang_up_agent()
-            self._leg_failed("transfer_failed")
+        """Carry out commands until :meth:`finish`."""
+        self._runner = gevent.getcurrent()
+        while not self._closing:
+            command = self.inbox.get()
+            if command is not None:
+                self._execute(command)
 
     def on_caller_event(self, event: EslEvent) -> None:
         """The caller's CHANNEL_BRIDGE (bridged to the agent) and CHANNEL_PARK (back after the agent left)."""
-        if event.name == "CHANNEL_BRIDGE" and self.state == "transferring":
-            self._connected("bridge")
-        elif event.name == "CHANNEL_PARK" and self.state == "left_bridge":
-            self._rearm_after_bridge()
-        elif event.name == "CHANNEL_PARK" and self.owns_rearm:
-            self._parked_in_bridge = True  # the agent's hang-up (its own socket) comes after: re-arm then
+        if event.name == "CHANNEL_BRIDGE":
+            self.feed(CallerBridged(self.clock()))
+        elif event.name == "CHANNEL_PARK":
+            self.feed(CallerParked(self.clock()))
 
-    def _rearm_after_bridge(self) -> None:
-        """The caller is back in a fresh park: re-arm once; if that fails, the stall watch takes over."""
-        self._parked_in_bridge = False
+    def _execute(self, command: HandoffCommand) -> None:
+        handler = _HANDLERS.get(type(command))
+        if handler is not None:
+            handler(self, command)
+
+    # ------------------------------------------------------------ the agent
+
+    def _reserve(self, command: ReserveAgent) -> None:
+        if self.recorded:
+            return  # asked for as the call ended: the machine is closed and holds nobody
+        if command.group not in self.ctx.pool.directory.groups:
+            self.log.error("handoff.unknown_group", group=command.group)
+            self.feed(NoAgentFree(self.clock(), "no_group"))
+            return
+        agent = self.ctx.pool.reserve(command.group, self.call_id, time.monotonic(), prefer=command.prefer)
+        if agent is None:
+            self.feed(NoAgentFree(self.clock()))
+            return
+        self._held.add(agent.id)
+        self.feed(AgentReserved(self.clock(), agent.id, agent.name, agent.endpoint))
+
+    def _retry_at(self, command: RetryReserveAt) -> None:
+        delay = max(0.0, command.at - self.clock())
+        self._spawned.append(gevent.spawn_later(delay, lambda: self.feed(ReserveDue(self.clock()))))
+
+    def _originate(self, command: OriginateAgent) -> None:
+        self.ctx.legs[command.leg] = self
+        self._spawned.append(gevent.spawn(self._ring, command))
+        self.log.info("handoff.ringing", agent=command.agent_id)
+
+    def _ring(self, command: OriginateAgent) -> None:
+        """Ring the agent; the leg comes back to the engine's socket when they answer."""
+        variables = f"vb_role=agent,vb_call={self.call_id},vb_agent={command.agent_id},originate_timeout=" \
+                    f"{int(command.ring_timeout_s)},origination_caller_id_name=voicebot"
         try:
-            self.rearm()
-        except Exception as err:
-            self.log.warning("handoff.rearm_failed", error=repr(err))
-        self._back_to_bot()
+            self.ctx.inbound.originate(f"{{{variables}}}{command.endpoint}", originate_socket_app(self.ctx.socket_address),
+                                       uuid=command.leg, timeout=command.ring_timeout_s + 5)
+        except EslFailure as err:
+            self.ctx.legs.pop(command.leg, None)
+            self.log.warning("handoff.agent_failed", agent=command.agent_id, reason=_cause(str(err)))
+            self.feed(LegFailed(self.clock(), command.leg, _cause(str(err))))
 
-    def _connected(self, mode: str) -> None:
-        assert self.agent is not None
-        self.state, self.figures.mode, self.figures.outcome = "connected", mode, "connected"
-        self.figures.connected_at = self.clock()
-        if mode != "bridge":
-            self.mute(True)  # the caller hears the agent through eavesdrop: the bot's frames go silent now
-        self.ctx.pool.talking(self.agent.id, self.call_id, time.monotonic())
-        self._pop("bridge")
-        self.log.info("handoff.connected", agent=self.agent.id, mode=mode, handoff_ms=self.figures.handoff_ms)
+    def _mark(self, command: MarkAgent) -> None:
+        mark = self.ctx.pool.listening if command.state == "listening" else self.ctx.pool.talking
+        mark(command.agent_id, self.call_id, time.monotonic())
+        self.log.info(f"handoff.{command.state}", agent=command.agent_id)
 
-    def _agent_left(self) -> None:
-        assert self.agent is not None
-        self.figures.agent_left_at = self.clock()
-        self.ctx.pool.release(self.agent.id, self.call_id, time.monotonic(), wrap_up=True)
-        self.log.info("handoff.agent_left", agent=self.agent.id)
-        if self.figures.mode == "bridge" and self._parked_in_bridge:
-            self._rearm_after_bridge()
-            return
-        if self.figures.mode == "bridge":
-            self.state = "left_bridge"  # the caller's CHANNEL_PARK follows (park_after_bridge)
-            return
-        self._back_to_bot()
+    def _release(self, command: ReleaseAgent) -> None:
+        self._held.discard(command.agent_id)
+        self.ctx.pool.release(command.agent_id, self.call_id, time.monotonic(), wrap_up=command.wrap_up)
 
-    def _back_to_bot(self) -> None:
-        agent_id = self.agent.id if self.agent else ""
-        self.ctx.legs.pop(self.agent_uuid, None)
-        self.agent, self.agent_call, self.agent_uuid, self.state = None, None, "", "idle"
-        self._tried.clear()
-        self._attempts = 0
-        self.mute(False)
-        self.post(ev.AgentLeft(self.clock(), agent_id))
+    def _hang_up_agent(self, command: HangUpAgent) -> None:
+        self.ctx.legs.pop(command.leg, None)
+        with contextlib.suppress(EslFailure):
+            self.ctx.inbound.api(f"uuid_kill {command.leg} NORMAL_CLEARING", timeout=2.0)
 
-    # ------------------------------------------------------------ the end
+    # ------------------------------------------------------------ the agent's leg (its own greenlet)
 
-    def close(self, cause: str) -> None:
-        """The call is over: free the agent (kill a leg still ringing or listening) and stop."""
-        if self.state == "wanted" and self.agent is None:
-            self.figures.outcome = self.figures.outcome or "no_agent"
-        elif self.state in ("ringing", "answered", "listening", "transferring"):
-            self.figures.outcome = self.figures.outcome or "caller_gone"
-            self._hang_up_agent()
-        elif self.state == "connected" and self.figures.mode != "bridge":
-            self._hang_up_agent()  # eavesdrop talk: the agent's leg is bridged to nothing; FreeSWITCH ends a bridge itself
-        if self.agent is not None:
-            self.ctx.pool.release(self.agent.id, self.call_id, time.monotonic(), wrap_up=self.state == "connected")
-        self.ctx.legs.pop(self.agent_uuid, None)
-        self.state = "done"
-        self.inbox.close()
-        self.log.info("handoff.closed", cause=cause, outcome=self.figures.outcome)
-        if self.ctx.on_closed is not None:
-            self.ctx.on_closed(self)
+    def run_agent_leg(self, call: OutboundCall, leg: str) -> None:
+        """The agent answered: tell the machine, then follow the leg until it hangs up."""
+        self.agent_calls[leg] = call
+        self.feed(AgentAnswered(self.clock(), leg))
+        try:  # the engine already subscribed the leg to its events
+            for event in call.events():
+                if event.name == "CHANNEL_EXECUTE" and event.get("Application") == "eavesdrop":
+                    self.feed(AgentListening(self.clock(), leg))
+                elif event.name == "DTMF":
+                    self.feed(AgentKey(self.clock(), leg, event.get("DTMF-Digit") or ""))
+                elif event.name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"):
+                    break
+        except EslFailure as err:
+            self.log.warning("handoff.agent_leg_error", error=str(err))
+        finally:
+            self.agent_calls.pop(leg, None)
+            self.ctx.legs.pop(leg, None)
+            self.feed(AgentHungUp(self.clock(), leg))
 
-    def monotonic(self, t: float | None) -> float | None:
-        """A time on the call's clock (as in :class:`HandoffFigures`) as ``time.monotonic()``."""
-        return None if t is None else time.monotonic() - self.clock() + t
+    def _render_whisper(self, command: RenderWhisper) -> None:
+        result = self._whispers[command.leg] = gevent.event.AsyncResult()
+        self._spawned.append(gevent.spawn(self._synthesize_whisper, result, command))
 
-    def _hang_up_agent(self) -> None:
-        if self.agent_uuid:
-            with contextlib.suppress(EslFailure):
-                self.ctx.inbound.api(f"uuid_kill {self.agent_uuid} NORMAL_CLEARING", timeout=2.0)
-
-    # ------------------------------------------------------------ side jobs
-
-    def _render_whisper(self, result: gevent.event.AsyncResult) -> None:
+    def _synthesize_whisper(self, result: gevent.event.AsyncResult, command: RenderWhisper) -> None:
         """Synthesize the whisper in a native thread; the result is its path (or None)."""
         render = self.ctx.whisper
         if render is None or not self.ctx.config.whisper:
             result.set(None)
             return
-        path = self.ctx.config.whisper_dir / f"{self.call_id}-{self.agent_uuid}.wav"
+        path = self.ctx.config.whisper_dir / f"{self.call_id}-{command.leg}.wav"
         try:
-            result.set(gevent.get_hub().threadpool.apply(render, (dict(self.snapshot), path)))
+            result.set(gevent.get_hub().threadpool.apply(render, (dict(command.snapshot), path)))
         except Exception as err:  # no whisper is better than no agent
             self.log.warning("handoff.whisper_failed", error=repr(err))
             result.set(None)
 
-    def _pop(self, event: str) -> None:
-        if self.ctx.screenpop is None or self.agent is None:
+    def _play_whisper(self, command: PlayWhisper) -> None:
+        self._spawned.append(gevent.spawn(self._whisper_to_agent, command.leg))
+
+    def _whisper_to_agent(self, leg: str) -> None:
+        result = self._whispers.pop(leg, None)
+        path = result.get(timeout=WHISPER_WAIT_S) if result is not None and result.wait(WHISPER_WAIT_S) else None
+        call = self.agent_calls.get(leg)
+        try:
+            if path is not None and call is not None:
+                call.execute("playback", str(path), timeout=60.0)
+        except EslFailure as err:
+            self.log.warning("handoff.whisper_not_played", error=str(err))
+        finally:
+            self.feed(WhisperDone(self.clock(), leg))
+
+    def _eavesdrop(self, command: Eavesdrop) -> None:
+        call = self.agent_calls.get(command.leg)
+        if call is None:
+            return  # the leg is gone: its hang-up tells the machine
+        try:
+            call.execute_nowait("eavesdrop", self.call_id)
+        except EslFailure as err:
+            self.log.warning("handoff.eavesdrop_failed", error=str(err))
+
+    # ------------------------------------------------------------ the caller
+
+    def _keep_caller(self, command: KeepCallerAfterBridge) -> None:
+        with contextlib.suppress(EslFailure):  # the caller comes back to park when the agent leaves
+            self.caller.api(f"uuid_setvar {self.call_id} park_after_bridge true")
+
+    def _talk_key(self, command: SendTalkKey) -> None:
+        self._transfer(command.leg, f"uuid_recv_dtmf {command.leg} {command.digit}")
+
+    def _bridge(self, command: Bridge) -> None:
+        self._holds_stream = True
+        self._transfer(command.leg, f"uuid_bridge {self.call_id} {command.leg}")
+
+    def _transfer(self, leg: str, api: str) -> None:
+        try:
+            self.caller.api(api)
+        except EslFailure as err:
+            self.log.warning("handoff.transfer_failed", error=str(err))
+            self.feed(TransferFailed(self.clock(), leg, str(err)))
+
+    def _break_whisper(self, command: BreakWhisper) -> None:
+        with contextlib.suppress(EslFailure):
+            self.caller.api(f"uuid_break {command.leg} all")
+
+    def _rearm_caller(self, command: RearmCaller) -> None:
+        """The caller is back in a fresh park: re-arm once; if that fails, the stall watch takes over."""
+        try:
+            self.rearm()
+        except Exception as err:
+            self.log.warning("handoff.rearm_failed", error=repr(err))
+        finally:
+            self._holds_stream = False
+
+    def _release_stall_watch(self, command: ReleaseStallWatch) -> None:
+        self._holds_stream = False
+
+    def _pop(self, command: ScreenPop) -> None:
+        if self.ctx.screenpop is None:
             return
-        agent = {"id": self.agent.id, "name": self.agent.name, "endpoint": self.agent.endpoint}
-        payload = {"agent": agent, "group": self.figures.group, **self.snapshot}
-        self.ctx.screenpop.send(event, self.call_id, payload)
+        agent = {"id": command.agent_id, "name": command.name, "endpoint": command.endpoint}
+        self.ctx.screenpop.send(command.event, self.call_id, {"agent": agent, "group": command.group, **command.snapshot})
+
+    def _record(self, command: RecordOutcome) -> None:
+        self.figures, self.recorded = command.figures, True
+        self.log.info("handoff.closed", outcome=command.figures.outcome)
+
+    # ------------------------------------------------------------ the end
+
+    def finish(self, cause: str, *, session_stopped: bool) -> None:
+        """The call is over and the session thread is done (``session_stopped``: it ended or is frozen, so the machine
+        may be fed here): carry out what is left, close the machine if the session did not, free what it held."""
+        self._closing = True
+        self.inbox.close()  # wakes run(); what is queued stays to be drained here
+        if isinstance(self._runner, gevent.Greenlet):
+            self._runner.join(FINISH_WAIT_S)  # its current command ends first
+        self._post = None if session_stopped else (lambda event: None)  # a stuck session keeps the machine
+        self._drain()
+        if not self.machine.done and session_stopped:
+            self.feed(CallEnded(self.clock(), cause))
+        self._free_leftovers()
+        gevent.killall(self._spawned, timeout=1)
+        if self.ctx.on_closed is not None:
+            self.ctx.on_closed(self)
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + FINISH_WAIT_S
+        while (command := self.inbox.get(0)) is not None and time.monotonic() < deadline:
+            self._execute(command)
+
+    def _free_leftovers(self) -> None:
+        """What the machine could not free: agents reserved as the call ended; everything when the session is stuck."""
+        mine = [leg for leg, owner in self.ctx.legs.items() if owner is self]
+        if not self.recorded:
+            self.log.error("handoff.closed_without_the_machine", legs=len(mine), agents=len(self._held))
+            for leg in mine:
+                self._hang_up_agent(HangUpAgent(leg))
+        elif self._held:
+            self.log.warning("handoff.agents_freed_at_the_end", agents=len(self._held))
+        for agent_id in list(self._held):
+            self._release(ReleaseAgent(agent_id, wrap_up=False))
+        for leg in mine:
+            self.ctx.legs.pop(leg, None)
+
+    def monotonic(self, t: float | None) -> float | None:
+        """A time on the call's clock (as in :class:`HandoffFigures`) as ``time.monotonic()``."""
+        return None if t is None else time.monotonic() - self.clock() + t
+
+
+_HANDLERS: dict[type, Callable[[CallHandoff, Any], None]] = {
+    KeepCallerAfterBridge: CallHandoff._keep_caller,
+    ReserveAgent: CallHandoff._reserve,
+    RetryReserveAt: CallHandoff._retry_at,
+    OriginateAgent: CallHandoff._originate,
+    RenderWhisper: CallHandoff._render_whisper,
+    PlayWhisper: CallHandoff._play_whisper,
+    BreakWhisper: CallHandoff._break_whisper,
+    Eavesdrop: CallHandoff._eavesdrop,
+    SendTalkKey: CallHandoff._talk_key,
+    Bridge: CallHandoff._bridge,
+    HangUpAgent: CallHandoff._hang_up_agent,
+    MarkAgent: CallHandoff._mark,
+    ReleaseAgent: CallHandoff._release,
+    ScreenPop: CallHandoff._pop,
+    RearmCaller: CallHandoff._rearm_caller,
+    ReleaseStallWatch: CallHandoff._release_stall_watch,
+    RecordOutcome: CallHandoff._record,
+}  # TellDialog is the session's; StopBotAudio and ResumeBot mute at once (CallHandoff.command)
 
 
 def _cause(error: str) -> str:

@@ -18,30 +18,10 @@ import numpy as np
 
 from voicebot.audio.frame import AudioFrame
 from voicebot.call import CallSession
-from voicebot.dialog import events as ev
 from voicebot.player import Chunk
 from voicebot.sim.caller import SimCaller, SpokenTurn
 
 TICK_S = 0.02
-
-
-@dataclass
-class AgentModel:
-    """Simulated agents: ready ``ready_ms`` after a prepare (never when None); a bridged call ends after ``talk_s``."""
-
-    ready_ms: int | None = 1500
-    agent_id: str = "agent-1"
-    talk_s: float = 1.0
-
-    def __call__(self, command: ev.Command, session: CallSession) -> None:
-        if isinstance(command, ev.PrepareHandoff):
-            if self.ready_ms is None:
-                session.schedule(command.at + 1.0, ev.AgentFailed(command.at + 1.0, "no agent available"))
-            else:
-                at = command.at + self.ready_ms / 1000
-                session.schedule(at, ev.AgentReady(at, self.agent_id))
-        elif isinstance(command, ev.TransferCall):
-            session.schedule(command.at + self.talk_s, ev.HungUp(command.at + self.talk_s, "agent_call_ended"))
 
 
 @dataclass

@@ -13,7 +13,8 @@ from voicebot.cli_checks import flow_variable_names, parse_variables
 from voicebot.cli_errors import UsageError
 from voicebot.dialog.loader import load_flow
 from voicebot.pipeline import Pipeline, PipelineConfig, load_pipeline
-from voicebot.sim.audio import AgentModel, run_call
+from voicebot.sim.agents import SimAgents
+from voicebot.sim.audio import run_call
 from voicebot.sim.caller import CallerScript, SimCaller, load_caller, raw_or_wav
 from voicebot.sim.report import latency_table, write_outputs
 
@@ -39,6 +40,10 @@ def simulate(args: argparse.Namespace) -> int:
     outcome = result.session.machine.outcome
     print(f"\noutcome: disposition={outcome.disposition} level={outcome.level or '-'} "
           f"tags={','.join(outcome.tags) or '-'} path={' > '.join(outcome.path)}")
+    handoff = result.session.core.handoff.figures.to_dict()
+    if handoff:
+        print(f"handoff: mode={handoff['mode'] or '-'} outcome={handoff['outcome'] or '-'} agent={handoff['agent_id'] or '-'}"
+              f" attempts={len(handoff['attempts'])}")
     print(f"call of {result.duration_s:.1f} s simulated in {result.wall_s:.1f} s; outputs in {out}/: "
           + ", ".join(p.name for p in paths))
     return 0
@@ -66,7 +71,7 @@ def _check_media_options(args: argparse.Namespace) -> None:
 
 
 def _run(pipeline: Pipeline, script: CallerScript, args: argparse.Namespace, variables: dict[str, str]) -> Any:
-    agent = AgentModel(None if args.no_agent else args.agent_ready_ms)
+    agent = SimAgents(None if args.no_agent else args.agent_ready_ms)
     session = pipeline.session(charge_compute=not args.realtime, handoff=agent)
     session.timeline.listener = print_live
     cache, rate = pipeline.cache, args.rate

@@ -4,8 +4,10 @@ The bot's prompts "play" for as long as they would take to say (about
 2.6 words per second in English, 4.5 characters per second in Chinese), timers
 fire on the virtual clock, and the caller acts through :class:`CallerAction`:
 say a line after the bot has finished, barge in N ms into a prompt, press a
-key, stay silent until the bot reacts, wait, or hang up. Agents for hand-off
-become ready after a configurable delay (or never).
+key, stay silent until the bot reacts, wait, or hang up. A hand-off runs the
+call's :class:`~voicebot.handoff.machine.HandoffMachine`, answered by the
+simulated agent of :mod:`voicebot.sim.agents`: ready after a configurable
+delay (or never).
 
 Used by ``voicebot chat`` (interactive), ``voicebot chat --script`` and
 ``voicebot test-flow``. Runs as fast as the CPU allows; nothing sleeps.
@@ -24,6 +26,17 @@ from voicebot.dialog.backchannel import content_words
 from voicebot.dialog.flow import BargeInMode, Flow
 from voicebot.dialog.intents import IntentMatcher
 from voicebot.dialog.machine import DialogMachine, Phase
+from voicebot.handoff.machine import HandoffMachine
+from voicebot.handoff.machine import State as HandoffState
+from voicebot.handoff.protocol import (
+    HANDOFF_EVENTS,
+    CallEnded,
+    HandoffEvent,
+    HandoffRequested,
+    TellDialog,
+    TransferRequested,
+)
+from voicebot.sim.agents import SimAgents
 
 CALLER_GAP_S = 0.4  # the caller answers this long after the bot stops talking
 CALLER_WORDS_PER_S = 2.5
@@ -68,7 +81,7 @@ def speaking_time(text: str, language: str) -> float:
 class _Scheduled:
     at: float
     seq: int
-    event: ev.Event = field(compare=False)
+    event: ev.Event | HandoffEvent = field(compare=False)
     tag: str = field(compare=False, default="")
 
 
@@ -83,6 +96,8 @@ class TextCall:
         self.machine = DialogMachine(flow, matcher=matcher, seed=seed)
         self.variables = dict(variables or {})
         self.agent = agent or AgentSim()
+        self.handoff = HandoffMachine()  # the same handoff machine as FreeSWITCH's calls, answered by a simulated agent
+        self.agents = SimAgents(self.agent.ready_ms, self.agent.agent_id, talk_s=0.1)
         self.now = 0.0
         self.entries: list[Entry] = []
         self._queue: list[_Scheduled] = []
@@ -187,7 +202,8 @@ class TextCall:
         m = self.machine
         if m.phase is Phase.LISTENING:
             return self._current_play() is None
-        return m.phase is Phase.BRIDGED  # on hold, the caller waits for an agent or the timeout
+        # transferred: the caller waits once the agent has them (or the transfer failed)
+        return m.phase is Phase.BRIDGED and self.handoff.state is not HandoffState.TRANSFERRING
 
     def _run_until(self, t: float) -> None:
         while self._queue and self._queue[0].at <= t and not self.ended:
@@ -199,7 +215,7 @@ class TextCall:
         self.now = max(self.now, item.at)
         self._feed(item.event)
 
-    def _schedule(self, at: float, event: ev.Event, tag: str = "") -> None:
+    def _schedule(self, at: float, event: ev.Event | HandoffEvent, tag: str = "") -> None:
         heapq.heappush(self._queue, _Scheduled(at, next(self._seq), event, tag))
 
     def _unschedule(self, predicate: Callable[[_Scheduled], bool]) -> None:
@@ -220,12 +236,17 @@ class TextCall:
 
     # ------------------------------------------------------- the machine
 
-    def _feed(self, event: ev.Event) -> None:
+    def _feed(self, event: ev.Event | HandoffEvent) -> None:
+        if isinstance(event, HANDOFF_EVENTS):
+            self._handoff(event)
+            return
         commands = self.machine.handle(event, self.now)
         self._note_event(event)
         self._note_path()
         for command in commands:
             self._execute(command)
+        if self.machine.ended and not self.handoff.done:  # the call is over: the agent side is freed
+            self._handoff(CallEnded(self.now, self.machine.outcome.disposition))
 
     def _note_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.Transcript) and event.final:
@@ -271,11 +292,20 @@ class TextCall:
         elif isinstance(command, ev.CancelTimer):
             self._unschedule(lambda s: s.tag == command.timer_id)
         elif isinstance(command, ev.PrepareHandoff):
-            self._prepare_agent(command.group)
+            self.entries.append(Entry(self.now, "prepare", command.group))
+            self._handoff(HandoffRequested(self.now, command.group))
         else:
             self.entries.append(Entry(self.now, *_describe(command)))
         if isinstance(command, ev.TransferCall):
-            self._schedule(self.now + 0.1, ev.HungUp(self.now + 0.1, "agent_call_ended"))
+            self._handoff(TransferRequested(self.now))
+
+    def _handoff(self, event: HandoffEvent) -> None:
+        """The call's handoff machine (as in CallCore): the simulated agent answers it, the dialog hears it."""
+        for command in self.handoff.handle(event, self.now):
+            if isinstance(command, TellDialog):
+                self._feed(command.event)
+            else:
+                self.agents.answer(command, self.now, self._schedule)
 
     def _start_play(self, play: ev.Play) -> None:
         duration = speaking_time(play.text, self.flow.language)
@@ -295,15 +325,6 @@ class TextCall:
         heard = int((self.now - start) * 1000)
         self.entries.append(Entry(self.now, "barge", f"bot stopped after {heard} ms"))
         self._schedule(self.now, ev.PromptFinished(self.now, play_id, True, heard))
-
-    def _prepare_agent(self, group: str) -> None:
-        self.entries.append(Entry(self.now, "prepare", group))
-        if self.agent.ready_ms is None:
-            at = self.now + 1.0
-            self._schedule(at, ev.AgentFailed(at, "no agent available"), tag="agent")
-        else:
-            at = self.now + self.agent.ready_ms / 1000
-            self._schedule(at, ev.AgentReady(at, self.agent.agent_id), tag="agent")
 
 
 def _describe(command: ev.Command) -> tuple[str, str]:
