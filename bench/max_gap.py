@@ -12,6 +12,8 @@ at the greeting, then "sorry, what did you say?" and "are you a robot?" in a
 loop). Once they are all up (``--settle-s``, 4 s), the disturbances come one by
 one, ``--spacing-s`` (7) s apart, while those calls go on:
 
+- ``baseline`` (not a disturbance): the settle time, every call up and nothing
+  else happening: what the machine and the calls alone leave.
 - ``wideband``: the engine's first 16 kHz call (L16, 20 ms; a silent caller)
   starts. Its window: from its placing for ``--spacing-s``.
 - ``db_stall``: another SQLite connection holds the records database's write
@@ -52,6 +54,7 @@ Exit status 0 whether it passes or not (read ``pass`` in the JSON).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sqlite3
@@ -77,6 +80,7 @@ LONG_VARIABLE = ("Alexandra Maria Konstantinopoulou-Whitfield, of forty-two Rive
                  "studies and her own retirement, with monthly deposits, a paper statement every quarter and a "
                  "reminder by text message")
 IDLE, AUDIO, UNDERRUN = 0, 1, 2  # what a send slot carried
+QUEUE_WAITS = {("synthesis.py", "_run"), ("writer.py", "_run")}  # threads blocked in a queue's get (C), not running
 
 
 # ---------------------------------------------------------------- in the double's process
@@ -182,6 +186,7 @@ class HubWatch:
 
         self.stale_s, self.beat = stale_ms / 1000, time.monotonic()
         self.seen: dict[str, int] = {}
+        self.others: dict[str, int] = {}  # busy frames of the other threads during stalls
         self._hub_thread = threading.get_ident()
         self._running = True
         self._greenlet = gevent.spawn(self._beat)
@@ -201,20 +206,47 @@ class HubWatch:
             time.sleep(0.005)
             if time.monotonic() - self.beat > self.stale_s and taken != self.beat:
                 taken = self.beat
-                frame = sys._current_frames().get(self._hub_thread)
+                frames = sys._current_frames()
+                frame = frames.get(self._hub_thread)
                 where = []
-                while frame is not None and len(where) < 6:
+                while frame is not None:
                     code = frame.f_code
                     where.append(f"{Path(code.co_filename).name}:{code.co_name}:{frame.f_lineno}")
                     frame = frame.f_back
-                key = " < ".join(where)
+                key = " < ".join(where if len(where) <= 10 else [*where[:4], "...", *where[-6:]])
                 self.seen[key] = self.seen.get(key, 0) + 1
+                self._others(frames)
+
+    def _others(self, frames: dict[int, Any]) -> None:
+        """What the other threads ran while the hub stalled (one of them held the GIL): innermost busy frames."""
+        from profiling import _IDLE
+
+        for ident, frame in frames.items():
+            if ident in (self._hub_thread, threading.get_ident()):
+                continue
+            code = frame.f_code
+            if (Path(code.co_filename).name, code.co_name) in _IDLE | QUEUE_WAITS:
+                continue
+            outer = frame.f_back.f_code.co_name if frame.f_back is not None else ""
+            key = f"{Path(code.co_filename).name}:{code.co_name} < {outer}"
+            self.others[key] = self.others.get(key, 0) + 1
 
     def stop(self) -> list[tuple[str, int]]:
         self._running = False
         self._greenlet.kill()
         self._thread.join(1)
         return sorted(self.seen.items(), key=lambda kv: -kv[1])
+
+
+def saved_records(path: str) -> int:
+    """How many records the database holds, read on a native thread of gevent's pool (never on the hub: a read
+    there would itself stall every call's audio)."""
+    import gevent
+
+    def count() -> int:
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+            return int(conn.execute("SELECT count(*) FROM call_records").fetchone()[0])
+    return int(gevent.get_hub().threadpool.spawn(count).get())
 
 
 # ---------------------------------------------------------------- gaps
@@ -340,7 +372,7 @@ class Run:
             raise SystemExit(f"could not lock the records database: {stall.error}")
         self.fs.hangup(victims)
         fsbench.wait_until(stall.released.is_set, 30, "the lock's release", 0.01)
-        fsbench.wait_until(lambda: len(self.engine.store.list(limit=100)) >= len(victims), 30, "the stalled records")
+        fsbench.wait_until(lambda: saved_records(self.engine.config.records_db) >= len(victims), 30, "the stalled records")
         saved = time.monotonic()
         fsbench._yield(max(0.0, self.args.spacing_s - (saved - stall.acquired_at)))
         self.windows["db_stall"] = {"start": stall.acquired_at, "end": stall.released_at + 1.0, "extra": {
@@ -360,7 +392,9 @@ def disturb(run: Run) -> int:
     args = run.args
     run.place_scripted(args.calls, 0)
     victims = run.place_scripted(args.stall_calls, 1000) if "db_stall" in args.disturbances else []
+    settled = time.monotonic()
     fsbench._yield(args.settle_s)
+    run.windows["baseline"] = {"start": settled, "end": time.monotonic()}  # every call up, no disturbance yet
     peak = run.engine.metrics.active_calls
     for name in args.disturbances:
         if name == "db_stall":
@@ -384,7 +418,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="max-gap-"))
     try:
         with DoubleHost() as fs:
-            engine = Engine(engine_config(fs.inbound_port, tmp))
+            fsbench.register_pool_backend(args.asr)
+            engine = Engine(engine_config(fs.inbound_port, tmp, asr_backend=args.asr))
             engine.load()
             probe = SlotProbe(engine)
             probe.install()
@@ -400,7 +435,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 hub, watch = HubProbe(), HubWatch()
                 peak = disturb(bench)
                 engine_side = {"send_lateness_ms": sendclock.SEND_LATENESS.summary(), "hub_lag_ms": hub.stop(),
-                               "hub_blocked_in": watch.stop()[:8]}
+                               "hub_blocked_in": watch.stop()[:8],
+                               "other_threads_busy_in": sorted(watch.others.items(), key=lambda kv: -kv[1])[:8]}
                 heard = fs.run("max_gap:arrivals", bench.uuids, timeout=120)
                 errors = engine.metrics.errors
             finally:
@@ -429,6 +465,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tail-s", type=float, default=10.0, help="after the last disturbance, before the hang-ups (s, 10)")
     parser.add_argument("--stall-s", type=float, default=1.0, help="how long the database's lock is held (s, 1)")
     parser.add_argument("--stall-calls", type=int, default=2, help="extra calls that hang up while it is held (2)")
+    parser.add_argument("--asr", default="pocketsphinx",
+                        help="ASR backend: pocketsphinx (decodes in the call's thread) or pocketsphinx-pool (worker processes)")
     parser.add_argument("--limit-ms", type=float, default=LIMIT_MS, help="the largest gap that passes (ms, 40)")
     parser.add_argument("--json", type=Path, default=RESULTS / "max_gap.json", help="results file")
     args = parser.parse_args(argv)
@@ -457,6 +495,7 @@ def report(result: dict[str, Any]) -> None:
           f"max {fmt(result['hub_lag_ms']['max'])} ms")
     for where, n in result["hub_blocked_in"]:
         print(f"  hub stalled {n}x in {where}")
+    print("  meanwhile other threads ran: " + ", ".join(f"{where} {n}x" for where, n in result["other_threads_busy_in"]))
     verdict = "PASS" if result["pass"] else "FAIL"
     print(f"{verdict}: largest gap in any call's bot audio {fmt(o['max'])} ms (limit {result['limit_ms']:g} ms)")
 
@@ -467,13 +506,13 @@ def main(argv: list[str] | None = None) -> int:
 
     configure(level="ERROR")
     machine = {**fsbench.machine(), "available_cores": fsbench.available_cores()}
-    print(f"max gap: {args.calls} calls + disturbances {', '.join(args.disturbances)}; {machine['cpus']} CPUs, "
+    print(f"max gap: {args.calls} calls + disturbances {', '.join(args.disturbances)}, asr {args.asr}; {machine['cpus']} CPUs, "
           f"load average {machine['loadavg']}, {machine['available_cores']} cores free; commit {machine['commit']}",
           flush=True)
     started = time.monotonic()
     result = run(args)
     report(result)
-    meta = {"bench": "max_gap", "calls": args.calls, "disturbances": args.disturbances, "machine": machine,
+    meta = {"bench": "max_gap", "calls": args.calls, "asr": args.asr, "disturbances": args.disturbances, "machine": machine,
             "wall_s": round(time.monotonic() - started, 1), "loadavg_after": fsbench.machine()["loadavg"]}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"meta": meta, "result": result}, indent=1) + "\n", encoding="utf-8")
