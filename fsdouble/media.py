@@ -45,7 +45,7 @@ def arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
             sec, nsec = struct.unpack("qq", data[:16])
-            return min(mono, mono - (real - (sec + nsec / 1e9)))
+            return min(mono, mono - (real - (float(sec) + float(nsec) / 1e9)))
     return mono
 
 
