@@ -307,7 +307,7 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
             controller = handoff(call, worker, channel_media.codec, arm)
             _connect_handoff(worker, controller)
             greenlets.append(gevent.spawn(controller.run))
-        worker.start()
+        start_off_hub(worker.start)
         lost: list[str] = []
         greenlets += [gevent.spawn(media.deliver, worker.caller), gevent.spawn(media.send_loop, worker.next_bot_frame),
                       _watch_media(call, media, worker, media_ip, lost,
@@ -345,6 +345,16 @@ def _watch_media(call: OutboundCall, media: UnicastMedia, worker: SessionThread,
                         threshold_s=settings.stall_s, policy=settings.policy(),
                         live=lambda: call.unicast_expected and not handoff_owns(), give_up=give_up,
                         diagnose=lambda: stall_evidence(call, media))
+
+
+def start_off_hub(start: Callable[[], None]) -> None:
+    """Run ``start`` in gevent's threadpool while the hub serves every other call.
+
+    ``start`` starts native threads (the call's session and synthesis threads), and ``Thread.start`` waits until
+    the new thread runs: on a busy box that wait is the scheduler's, tens of ms, and on the hub it stopped every
+    call's audio (bench/max_gap.py caught the hub in ``threading.start``). Raises what ``start`` raises.
+    """
+    gevent.get_hub().threadpool.spawn(start).get()
 
 
 def _stop_worker(worker: SessionThread, log: Any) -> bool:
