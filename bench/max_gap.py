@@ -37,12 +37,13 @@ while the call's player was inside a prompt (started, not paused, not ended:
 an underrun, the session thread or the synthesis behind the clock), or
 intended silence (no prompt, a prompt not yet started, a barge-in pause). The
 double's ear records each datagram with the kernel's arrival time
-(SO_TIMESTAMPNS on its receiving socket); the n-th packet received is the n-th
-slot sent (loopback UDP, in order; checked: every slot sent as silence must
-arrive as silence, ``misaligned`` counts the ones that did not). A gap is the
-time between the arrivals of two audio packets with only underrun silence (or
-nothing: slots the sender skipped) between them; a run that contains intended
-silence is no gap. So a 20 ms stream has gaps of ~20 ms, and a hole the
+(SO_TIMESTAMPNS on its receiving socket); a packet belongs to the last slot
+its stream logged before it arrived (on loopback the kernel stamps a datagram
+inside its send; checked: a slot sent as silence must arrive as silence and
+each slot gets one packet at most, ``misaligned`` counts the packets that did
+not fit). A gap is the time between the arrivals of two audio packets with only
+underrun silence, lost packets or skipped slots between them; a run that
+contains intended silence is no gap. So a 20 ms stream has gaps of ~20 ms, and a hole the
 caller hears inside a prompt shows as one long gap.
 
 Printed: per disturbance, the max and p99 gap over every call whose gap
@@ -54,6 +55,7 @@ Exit status 0 whether it passes or not (read ``pass`` in the JSON).
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import json
 import shutil
@@ -80,6 +82,7 @@ LONG_VARIABLE = ("Alexandra Maria Konstantinopoulou-Whitfield, of forty-two Rive
                  "studies and her own retirement, with monthly deposits, a paper statement every quarter and a "
                  "reminder by text message")
 IDLE, AUDIO, UNDERRUN = 0, 1, 2  # what a send slot carried
+PAIR_EPS_S = 0.002  # a packet may seem to arrive this much before its slot was logged (clock conversion)
 QUEUE_WAITS = {("synthesis.py", "_run"), ("writer.py", "_run")}  # threads blocked in a queue's get (C), not running
 
 
@@ -282,16 +285,37 @@ class CallGaps:
         return max((g.ms for g in self.gaps), default=None)
 
 
+def paired(slots: list[tuple[float, int]], arrived: list[float], silent: list[bool]) -> tuple[list[float | None], int]:
+    """Each slot's packet arrival (None: never arrived), and how many packets did not fit their slot.
+
+    A slot is logged before its datagram is sent, and on loopback the kernel stamps the arrival inside that
+    send, before the stream's next slot: a packet belongs to the last slot logged before it arrived (``PAIR_EPS_S``
+    allows for moving the kernel's stamp onto the monotonic clock). A packet that lands on a slot already taken,
+    or arrives with sound where the slot sent silence, is ``misaligned``.
+    """
+    times = [t for t, _ in slots]
+    out: list[float | None] = [None] * len(slots)
+    misaligned = 0
+    for at, quiet in zip(arrived, silent, strict=True):
+        i = bisect.bisect_right(times, at + PAIR_EPS_S) - 1
+        if i < 0 or out[i] is not None or (slots[i][1] != AUDIO and not quiet):
+            misaligned += 1
+            continue
+        out[i] = at
+    return out, misaligned
+
+
 def call_gaps(uuid: str, slots: list[tuple[float, int]], arrived: list[float], silent: list[bool], t0: float) -> CallGaps:
-    """Pair the n-th slot with the n-th packet; the gaps between audio packets of one prompt (module docstring);
-    ``t0``: when the run began (monotonic s)."""
-    out = CallGaps(uuid, slots=len(slots), packets=len(arrived))
+    """The gaps between audio packets of one prompt (module docstring); ``t0``: when the run began (monotonic s).
+    A lost audio packet lengthens the gap it falls in."""
+    arrivals, misaligned = paired(slots, arrived, silent)
+    out = CallGaps(uuid, slots=len(slots), packets=len(arrived), misaligned=misaligned)
     last: float | None = None
     holes = 0
-    for (_, kind), at, quiet in zip(slots, arrived, silent, strict=False):
-        if kind != AUDIO and not quiet:
-            out.misaligned += 1
+    for (_, kind), at in zip(slots, arrivals, strict=True):
         if kind == AUDIO:
+            if at is None:
+                continue  # lost: the caller hears the gap grow
             if last is not None:
                 out.gaps.append(Gap(at, round(1000 * (at - last), 1), holes, round(at - t0, 2)))
             last, holes = at, 0

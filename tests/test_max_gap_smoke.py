@@ -55,3 +55,22 @@ def test_a_database_stall_leaves_no_hole_in_any_calls_audio(result: dict[str, An
     stall = result["disturbances"]["db_stall"]
     assert stall["max"] < GENEROUS_MS, f"a {stall['max']} ms hole in the bot's audio while the database was locked"
     assert result["engine_errors"] == 0
+
+
+def test_a_gap_is_counted_inside_a_prompt_only_and_a_lost_packet_lengthens_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import max_gap
+
+    idle, audio, underrun = max_gap.IDLE, max_gap.AUDIO, max_gap.UNDERRUN
+    kinds = [idle, audio, audio, underrun, audio, audio, audio, idle, idle, audio, audio]
+    slots = [(0.02 * k, kind) for k, kind in enumerate(kinds)]
+    lost = {5, 7}  # an audio packet and an idle one never arrive
+    arrived = [t + 0.0003 for k, (t, _) in enumerate(slots) if k not in lost]
+    silent = [kind != audio for k, (_, kind) in enumerate(slots) if k not in lost]
+    call = max_gap.call_gaps("c", slots, arrived, silent, t0=0.0)
+    assert [(g.ms, g.underruns) for g in call.gaps] == [(20.0, 0), (40.0, 1), (40.0, 0), (20.0, 0)]
+    assert call.misaligned == 0 and call.underruns == 1 and call.max_ms == 40.0
+    loud = [True] * len(arrived)  # sound in every packet: those of the silent slots that arrived (2 idle, 1 underrun)
+    bunched = max_gap.call_gaps("c", slots, [0.0] * len(arrived), silent, t0=0.0)  # all on the first slot
+    assert bunched.misaligned == len(arrived) - 1 and bunched.gaps == []
+    assert max_gap.call_gaps("c", slots, arrived, [not x for x in loud], t0=0.0).misaligned == 3
