@@ -138,7 +138,7 @@ class SlotProbe:
             return frame
 
         self.engine._session = session
-        driver.SessionThread.next_bot_frame = next_bot_frame  # type: ignore[method-assign]
+        setattr(driver.SessionThread, "next_bot_frame", next_bot_frame)  # noqa: B010 (a method replaced for the run)
         self._restore = [lambda: setattr(driver.SessionThread, "next_bot_frame", original),
                          lambda: setattr(self.engine, "_session", make_session)]
 
@@ -470,7 +470,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"the double saw fatal errors: {fs.fatal_errors}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    calls = [call_gaps(u, probe.slots.get(u, []), *heard[u], bench.t0) for u in bench.uuids]
+    calls = [call_gaps(u, probe.slots.get(u, []), heard[u][0], heard[u][1], bench.t0) for u in bench.uuids]
     windows = {k: {**w, "start_s": round(w["start"] - bench.t0, 2)} for k, w in bench.windows.items()}
     return {**figures(calls, windows, args.limit_ms), "peak_calls": peak, "engine_errors": errors, **engine_side}
 
