@@ -82,7 +82,7 @@ LONG_VARIABLE = ("Alexandra Maria Konstantinopoulou-Whitfield, of forty-two Rive
                  "studies and her own retirement, with monthly deposits, a paper statement every quarter and a "
                  "reminder by text message")
 IDLE, AUDIO, UNDERRUN = 0, 1, 2  # what a send slot carried
-PAIR_EPS_S = 0.002  # a packet may seem to arrive this much before its slot was logged (clock conversion)
+PAIR_EPS_S = 0.00005  # a packet may seem to arrive this much before its slot was logged (the clocks' conversion)
 QUEUE_WAITS = {("synthesis.py", "_run"), ("writer.py", "_run")}  # threads blocked in a queue's get (C), not running
 
 
@@ -289,8 +289,9 @@ def paired(slots: list[tuple[float, int]], arrived: list[float], silent: list[bo
     """Each slot's packet arrival (None: never arrived), and how many packets did not fit their slot.
 
     A slot is logged before its datagram is sent, and on loopback the kernel stamps the arrival inside that
-    send, before the stream's next slot: a packet belongs to the last slot logged before it arrived (``PAIR_EPS_S``
-    allows for moving the kernel's stamp onto the monotonic clock). A packet that lands on a slot already taken,
+    send, before the stream's next slot (which may follow within 0.1 ms when the sender catches up): a packet
+    belongs to the last slot logged before it arrived (``PAIR_EPS_S`` allows for moving the kernel's stamp onto the
+    monotonic clock). A packet that lands on a slot already taken,
     or arrives with sound where the slot sent silence, is ``misaligned``.
     """
     times = [t for t, _ in slots]
