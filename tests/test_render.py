@@ -177,7 +177,7 @@ LONG_VALUE = ("Alexandra Konstantinopoulou-Whitfield, of forty-two Riverside Ter
 @needs_speech
 def test_a_long_value_plays_its_first_phrase_before_the_rest_is_synthesized(rendered):
     """A 300-character value in one piece is ready only when all of it is, so the fixed part before it ran out
-    first and the caller heard a hole (bench/max_gap.py: 336 ms). Phrase by phrase, each is ready while the one
+    first and the caller heard a hole (bench/max_gap.py: 0.3 to 5.3 s). Phrase by phrase, each is ready while the one
     before plays."""
     cache, _ = rendered
     asked: list[str] = []

@@ -449,8 +449,8 @@ def live_phrases(text: str, limit: int = LIVE_PHRASE_CHARS) -> list[str]:
     a longer clause at its last space before the limit; one phrase when it is short enough.
 
     A long value synthesized in one piece is ready only when all of it is: the prompt's fixed part ends first
-    and the caller hears a hole (bench/max_gap.py, 300 characters: 336 ms). Phrase by phrase, each is ready
-    while the one before plays.
+    and the caller hears a hole (bench/max_gap.py, 300 characters: 0.3 to 5.3 s, by load). Phrase by phrase, each
+    is ready while the one before plays.
     """
     text = text.strip()
     if len(text) <= limit:
