@@ -144,9 +144,10 @@ class FreeSwitchDouble(EslMixin, AgentsMixin, CallsMixin, EarMixin):
     def place_call(self, engine_port: int | None, *, codec: str = "PCMU", rate: int = 8000, ptime: int = 20,
                    caller: CallerAudio | Callable[[float], bytes] | None = None, number: str = "1000",
                    destination: str = "7000", context: str = "default", flavour: str = "sofia",
-                   uuid: str | None = None, host: str = "127.0.0.1") -> str:
+                   uuid: str | None = None, host: str = "127.0.0.1", variables: dict[str, str] | None = None) -> str:
         """A caller dials in; FreeSWITCH runs ``socket host:engine_port async full`` and connects out.
 
+        ``variables``: channel variables the dialplan set before the socket app (e.g. ``vb_var_<name>``).
         ``flavour`` "sofia" (a SIP caller: no codec headers before answer) or "loopback".
         ``engine_port=None`` leaves the call ringing in park with no socket (check4b).
         Returns the channel's uuid; ConnectionRefusedError if nothing listens there.
@@ -157,6 +158,7 @@ class FreeSwitchDouble(EslMixin, AgentsMixin, CallsMixin, EarMixin):
             ch = self._new_caller(uuid or new_uuid(), media_format(codec, rate, ptime), number, destination,
                                   context, flavour)
             ch.caller = as_caller_audio(caller)
+            ch.variables.update(variables or {})
             self._emit(ch, "CHANNEL_CREATE")
             if engine_port is None:
                 self._start_park(ch)

@@ -12,6 +12,8 @@ import contextlib
 import random
 import select
 import socket
+import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +23,43 @@ from fsdouble.audio import Packet
 from fsdouble.channel import Channel
 from voicebot.audio.codecs import encode
 from voicebot.esl.protocol import ChannelMedia
+
+SO_TIMESTAMPNS = 35  # Linux (asm-generic): the kernel stamps each datagram's arrival; the socket module lacks it
+
+
+def kernel_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel for each datagram's arrival time (Linux); False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def realtime_offset() -> float:
+    """CLOCK_REALTIME minus CLOCK_MONOTONIC (s), read between two realtime reads: the tightest of three brackets,
+    so a preemption between the reads cannot skew it."""
+    width, offset = float("inf"), 0.0
+    for _ in range(3):
+        before, mono, after = time.time(), time.monotonic(), time.time()
+        if after - before < width:
+            width, offset = after - before, (before + after) / 2 - mono
+        if width < 20e-6:
+            break
+    return offset
+
+
+def arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """When a datagram reached the socket (monotonic s): the kernel's stamp (CLOCK_REALTIME, moved onto the
+    monotonic clock), else now. A busy media loop then does not bunch or delay what the ear records."""
+    mono = time.monotonic()
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack("qq", data[:16])
+            return min(mono, float(sec) + float(nsec) / 1e9 - realtime_offset())
+    return mono
 
 
 class Paced(Protocol):
@@ -91,6 +130,7 @@ class Unicast:
         self.reason = ""
         self._held: bytes | None = None  # a datagram held back to reorder
         self._rng = random.Random(channel.faults.seed)
+        self._stamped = kernel_timestamps(sock)
 
     def stop(self, reason: str) -> None:
         """Tear down silently, as FreeSWITCH does (no event)."""
@@ -134,11 +174,11 @@ class Unicast:
     def receive(self) -> None:
         """Record what the engine sent: the bot audio the caller hears."""
         try:
-            data, _ = self.sock.recvfrom(65536)
+            data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(16) if self._stamped else 0)
         except OSError:
             return
         media = self.media
-        self._heard(self.channel, Packet(time.monotonic(), data, media.wire_codec, media.rate))
+        self._heard(self.channel, Packet(arrival(ancillary), data, media.wire_codec, media.rate))
 
 
 class MediaLoop:

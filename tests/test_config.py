@@ -21,8 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # table key -> the EngineConfig (or HandoffConfig, "handoff.") field it sets
 FIELDS = {
     "freeswitch.host": "esl_host", "freeswitch.port": "esl_port", "freeswitch.password": "esl_password",
-    "freeswitch.command_timeout_s": "command_timeout_s", "outbound.host": "outbound_host",
-    "outbound.port": "outbound_port", "media.ip": "media_ip", "media.ports": "media_ports",
+    "freeswitch.command_timeout_s": "command_timeout_s", "freeswitch.connect_timeout_s": "esl_connect_timeout_s",
+    "freeswitch.reconnect_initial_s": "esl_reconnect_initial_s", "freeswitch.reconnect_max_s": "esl_reconnect_max_s",
+    "outbound.host": "outbound_host", "outbound.port": "outbound_port", "media.ip": "media_ip", "media.ports": "media_ports",
+    "media.stall_s": "media_stall_s", "media.rearm_backoff_initial_s": "rearm_backoff_initial_s",
+    "media.rearm_backoff_max_s": "rearm_backoff_max_s", "media.rearm_max_failed": "rearm_max_failed",
+    "media.rearm_max_per_window": "rearm_max_per_window", "media.rearm_window_s": "rearm_window_s",
     "flows.default": "default_flow", "flows.by_destination": "flows_by_destination", "asr.backend": "asr_backend",
     "asr.model": "asr_model", "asr.offscript_rejection": "asr_offscript_rejection", "vad.name": "vad",
     "vad.aggressiveness": "vad_aggressiveness", "voice_pack": "voice_pack", "cache_dir": "cache_dir",

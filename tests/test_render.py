@@ -23,6 +23,7 @@ from voicebot.tts.render import (
     group_by_text,
     join_offsets,
     join_segments,
+    live_phrases,
     max_join_discontinuity,
     recordable_prompts,
     static_prompts,
@@ -166,6 +167,47 @@ def test_dynamic_text_starts_before_any_live_synthesis(rendered):
     assert cache.live_synth_count == before  # ... out before the first value is synthesized
     rest = list(chunks)
     assert cache.live_synth_count == before + 2 and sum(map(len, rest)) > RATE // 2
+
+
+LONG_VALUE = ("Alexandra Konstantinopoulou-Whitfield, of forty-two Riverside Terrace, apartment nine, who asked "
+              "on the twelfth of March about a fixed savings plan for her daughter's studies and her own retirement, "
+              "with monthly deposits, a paper statement every quarter and a reminder by text message")
+
+
+@needs_speech
+def test_a_long_value_plays_its_first_phrase_before_the_rest_is_synthesized(rendered):
+    """A 300-character value in one piece is ready only when all of it is, so the fixed part before it ran out
+    first and the caller heard a hole (bench/max_gap.py: 0.3 to 5.3 s). Phrase by phrase, each is ready while the one
+    before plays."""
+    cache, _ = rendered
+    asked: list[str] = []
+    synthesize = cache.synthesize
+
+    def spy(text: str, rate: int) -> np.ndarray:
+        asked.append(text)
+        return synthesize(text, rate)
+
+    cache.synthesize = spy
+    try:
+        chunks = (c for c in cache.render_dynamic("Am I speaking with {{name}}?", {"name": LONG_VALUE}, RATE) if len(c))
+        next(chunks)  # "Am I speaking with", from the cache
+        assert asked == []
+        next(chunks)  # the value's first audio ...
+        assert len(asked) == 1 and len(asked[0]) <= 80  # ... exists once its first phrase alone is synthesized
+        audio = np.concatenate(list(chunks))
+    finally:
+        del cache.synthesize
+    assert len(asked) >= 4 and " ".join(asked) == LONG_VALUE + "?"  # every word said, once, in order
+    assert len(audio) > 10 * RATE
+
+
+def test_live_phrases_cut_after_clauses_and_keep_every_word():
+    assert live_phrases("Sam") == ["Sam"]
+    assert live_phrases("   ") == []
+    phrases = live_phrases(LONG_VALUE, limit=80)
+    assert all(0 < len(p) <= 80 for p in phrases) and " ".join(phrases) == LONG_VALUE
+    assert phrases[0].endswith(",")  # cut after a clause, not mid-clause, where one fits
+    assert live_phrases("word " * 40, limit=30) == ["word word word word word word"] * 6 + ["word word word word"]
 
 
 def test_dynamic_joins_have_no_clicks_where_plain_concatenation_has(tmp_path):

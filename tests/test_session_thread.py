@@ -6,10 +6,13 @@ call's thread (the voice is a test double that takes 300 ms per chunk, in its ow
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from collections.abc import Iterator, Mapping
 
 import numpy as np
+import pytest
 
 from tests.call_fakes import BOT_LEVEL, CALLER_LEVEL, FRAME, FRAME_S, RATE, LevelVad, ScriptedAsr
 from tests.dialog_fixtures import screening_flow
@@ -17,7 +20,7 @@ from voicebot.audio.frame import AudioFrame
 from voicebot.call import CallSession, CallSettings
 from voicebot.dialog import events as ev
 from voicebot.dialog.machine import DialogMachine
-from voicebot.esl.driver import SessionThread
+from voicebot.esl.driver import SessionThread, start_off_hub
 from voicebot.player import Chunk
 
 SLOW_CHUNK_S = 0.3  # the slow voice's compute per chunk
@@ -108,3 +111,39 @@ def test_slow_synthesis_never_blocks_the_call_and_the_caller_is_heard_meanwhile(
     assert [e["t"] for e in timed.timeline.of("speech_start")] == [0.9]
     pauses = [e["t"] for e in timed.timeline.of("pause")]
     assert pauses and 0.9 < pauses[0] < 1.05, pauses
+
+
+def test_starting_a_calls_threads_never_stalls_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Thread.start`` waits until the new thread runs; on a busy box that is the scheduler's wait (here 300 ms).
+    Started on the hub, it stopped every other call's audio (bench/max_gap.py caught the hub in threading.start)."""
+    import gevent
+
+    started = threading.Thread.start
+
+    def slow_to_run(self: threading.Thread) -> None:
+        time.sleep(0.3)  # the new thread waits for a CPU
+        started(self)
+
+    worker = SessionThread(session(long_prompt), {})
+    beats: list[float] = []
+
+    def beat() -> None:  # another call's send clock
+        while True:
+            beats.append(time.monotonic())
+            gevent.sleep(0.005)
+
+    ticker = gevent.spawn(beat)
+    gevent.sleep(0.02)
+    monkeypatch.setattr(threading.Thread, "start", slow_to_run)
+    try:
+        start_off_hub(worker.start)
+    finally:
+        monkeypatch.undo()
+        gevent.sleep(0.02)
+        ticker.kill()
+    try:
+        assert worker.alive and worker.session.synthesis is not None
+    finally:
+        assert worker.stop(2.0)
+    longest = max(b - a for a, b in itertools.pairwise(beats))
+    assert longest < 0.15, f"the hub stopped for {1000 * longest:.0f} ms while the call's threads started"

@@ -67,10 +67,19 @@ class EngineConfig:
     esl_port: int = 8021
     esl_password: str = "ClueCon"
     command_timeout_s: float = 5.0
+    esl_connect_timeout_s: float = 3.0
+    esl_reconnect_initial_s: float = 0.25  # voicebot.esl.inbound.BACKOFF_INITIAL_S
+    esl_reconnect_max_s: float = 1.5  # voicebot.esl.inbound.BACKOFF_MAX_S
     outbound_host: str = "127.0.0.1"
     outbound_port: int = 8084
     media_ip: str = "127.0.0.1"
     media_ports: tuple[int, int] = (40000, 40999)
+    media_stall_s: float = 0.2  # voicebot.esl.stall.STALL_S; the rearm_* defaults are its REARM_* constants
+    rearm_backoff_initial_s: float = 0.25
+    rearm_backoff_max_s: float = 2.0
+    rearm_max_failed: int = 5
+    rearm_max_per_window: int = 10
+    rearm_window_s: float = 60.0
     default_flow: Path | None = None
     flows_by_destination: dict[str, Path] = field(default_factory=dict)
     asr_backend: str = "pocketsphinx"
@@ -166,10 +175,20 @@ def _check_values(doc: Doc) -> None:
     if isinstance(ports, str) and low.strip().isdigit() and high.strip().isdigit() and not 1024 <= int(low) < int(high) <= 65535:
         doc.at(("media", "ports"), f"expected a range LOW-HIGH with 1024 <= LOW < HIGH <= 65535, got '{ports}'",
                "two ports per call: e.g. 40000-40999")
+    for first, most in (("freeswitch.reconnect_initial_s", "freeswitch.reconnect_max_s"),
+                        ("media.rearm_backoff_initial_s", "media.rearm_backoff_max_s")):
+        low_s, high_s = _value(doc.data, first), _value(doc.data, most)
+        if _number(low_s) and _number(high_s) and low_s > high_s:
+            doc.at(tuple(first.split(".")), f"{low_s:g} s is more than {most.split('.')[1]} ({high_s:g} s)",
+                   f"the first wait grows up to {most.split('.')[1]}: make it no longer")
     url, secret = _value(doc.data, "handoff.screen_pop.url"), _value(doc.data, "handoff.screen_pop.secret")
     if isinstance(url, str) and url and not secret:
         doc.at(("handoff", "screen_pop", "url"), "a url needs a secret to sign the posts with",
                "add handoff.screen_pop.secret")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _agents(doc: Doc) -> AgentDirectory:
@@ -212,8 +231,14 @@ def _build(data: dict[str, Any], base: Path, source: str, agents: AgentDirectory
     return EngineConfig(
         esl_host=v("freeswitch.host"), esl_port=v("freeswitch.port"), esl_password=v("freeswitch.password"),
         command_timeout_s=float(v("freeswitch.command_timeout_s")),
+        esl_connect_timeout_s=float(v("freeswitch.connect_timeout_s")),
+        esl_reconnect_initial_s=float(v("freeswitch.reconnect_initial_s")),
+        esl_reconnect_max_s=float(v("freeswitch.reconnect_max_s")),
         outbound_host=v("outbound.host"), outbound_port=v("outbound.port"),
-        media_ip=v("media.ip"), media_ports=(int(low), int(high)),
+        media_ip=v("media.ip"), media_ports=(int(low), int(high)), media_stall_s=float(v("media.stall_s")),
+        rearm_backoff_initial_s=float(v("media.rearm_backoff_initial_s")),
+        rearm_backoff_max_s=float(v("media.rearm_backoff_max_s")), rearm_max_failed=v("media.rearm_max_failed"),
+        rearm_max_per_window=v("media.rearm_max_per_window"), rearm_window_s=float(v("media.rearm_window_s")),
         default_flow=_path(base, v("flows.default")),
         flows_by_destination={str(k): _path(base, f) or Path() for k, f in (v("flows.by_destination") or {}).items()},
         asr_backend=v("asr.backend"), asr_model=_path(base, v("asr.model")),

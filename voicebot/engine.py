@@ -51,6 +51,7 @@ from voicebot.esl.connection import ChannelData, EslFailure, InboundConnection, 
 from voicebot.esl.driver import CallResult, HandoffFactory, SessionThread, drive_call
 from voicebot.esl.handoff import CallHandoff, HandoffContext
 from voicebot.esl.socketapp import originate_socket_app, originate_vars, socket_mode_problem
+from voicebot.esl.stall import RearmSettings
 from voicebot.esl.unicast import PortPool
 from voicebot.handoff.agents import AgentPool
 from voicebot.handoff.setup import agent_voices, handoff_group
@@ -193,7 +194,7 @@ class Engine:
         # threads to hand it back; at 5 ms (CPython's default) its frames leave late under load. bench/capacity.py,
         # 50 calls: 1.03-1.61% of frames late by > 40 ms at 5 ms, 0.29-0.9% at 1 ms (what-if switch-1ms).
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
-        self.inbound = InboundConnection(cfg.esl_host, cfg.esl_port, cfg.esl_password, command_timeout_s=cfg.command_timeout_s)
+        self.inbound = inbound_connection(cfg)
         self.inbound.start()
         self.server = OutboundServer(cfg.outbound_host, cfg.outbound_port, self.handle_call,
                                      command_timeout_s=cfg.command_timeout_s)
@@ -234,7 +235,8 @@ class Engine:
             handoff = self._handoff_factory(data.uuid, prefer) if self.config.agents.groups else None
             drive_call(call, data, lambda rate: self._session(flow, rate, voice, data), self.pool,
                        media_ip=self.config.media_ip, handoff=handoff, result=result,
-                       recording=self.config.recordings_dir / f"{call_id}.wav", switch_alive=self._switch_alive)
+                       recording=self.config.recordings_dir / f"{call_id}.wav", switch_alive=self._switch_alive,
+                       rearm=rearm_settings(self.config))
             if result.worker is not None and result.worker.error is not None:  # the session's thread failed
                 result.error = repr(result.worker.error)
                 self.metrics.errors += 1
@@ -392,6 +394,20 @@ class Engine:
             gevent.signal_handler(sig, stop.set)
         stop.wait()
         self.shutdown()
+
+
+def inbound_connection(cfg: EngineConfig) -> InboundConnection:
+    """The inbound ESL connection as the config sets it up (``freeswitch.*``); not started."""
+    return InboundConnection(cfg.esl_host, cfg.esl_port, cfg.esl_password, command_timeout_s=cfg.command_timeout_s,
+                             connect_timeout_s=cfg.esl_connect_timeout_s, backoff_initial_s=cfg.esl_reconnect_initial_s,
+                             backoff_max_s=cfg.esl_reconnect_max_s)
+
+
+def rearm_settings(cfg: EngineConfig) -> RearmSettings:
+    """Every call's stall watch as the config sets it (``media.stall_s``, ``media.rearm_*``)."""
+    return RearmSettings(stall_s=cfg.media_stall_s, backoff_initial_s=cfg.rearm_backoff_initial_s,
+                         backoff_max_s=cfg.rearm_backoff_max_s, max_failed=cfg.rearm_max_failed,
+                         max_per_window=cfg.rearm_max_per_window, window_s=cfg.rearm_window_s)
 
 
 def _bind(start: Callable[[], None], key: str, host: str, port: int) -> None:

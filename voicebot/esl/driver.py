@@ -52,7 +52,7 @@ from voicebot.audio.frame import AudioFrame
 from voicebot.call import CallSession
 from voicebot.esl.connection import ChannelData, OutboundCall
 from voicebot.esl.protocol import EslEvent
-from voicebot.esl.stall import stall_evidence, watch_stall
+from voicebot.esl.stall import RearmSettings, stall_evidence, watch_stall
 from voicebot.esl.unicast import PortPool, UnicastMedia
 from voicebot.logs import get_logger
 from voicebot.records.recording import StereoRecorder
@@ -270,13 +270,14 @@ HandoffFactory = Callable[[OutboundCall, SessionThread, str, Callable[[], None]]
 def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[int], CallSession], pool: PortPool, *,
                media_ip: str = "127.0.0.1", max_call_s: float = 3600.0, handoff: HandoffFactory | None = None,
                result: CallResult | None = None, recording: Path | None = None,
-               switch_alive: Callable[[], bool] | None = None) -> CallResult:
+               switch_alive: Callable[[], bool] | None = None, rearm: RearmSettings | None = None) -> CallResult:
     """Answer, arm unicast, run the session until either side hangs up; always release everything.
 
     ``result`` (the caller's, or a new one) is filled as the call goes, so it holds what the call got to even when
     this raises. ``recording``: where the call's stereo WAV streams (None: no recording). ``switch_alive()``: is
     FreeSWITCH still there (e.g. an ``api status`` over the inbound connection)? Asked only when the call's socket
-    closes without a hang-up (rule 5); None: take it as there.
+    closes without a hang-up (rule 5); None: take it as there. ``rearm``: the stall watch's settings (None: the
+    defaults).
     """
     result = result if result is not None else CallResult(data, None, time.time(), None)
     log = get_logger("esl.call").bind(call=data.uuid)
@@ -307,11 +308,11 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
             controller = handoff(call, worker, channel_media.codec, arm)
             _connect_handoff(worker, controller)
             handoff_runner = gevent.spawn(controller.run)
-        worker.start()
+        start_off_hub(worker.start)
         lost: list[str] = []
         greenlets += [gevent.spawn(media.deliver, worker.caller), gevent.spawn(media.send_loop, worker.next_bot_frame),
                       _watch_media(call, media, worker, media_ip, lost,
-                                   lambda: controller is not None and controller.owns_rearm)]
+                                   lambda: controller is not None and controller.owns_rearm, rearm or RearmSettings())]
         result.hangup_cause = _converse(call, worker, max_call_s, controller, switch_alive)
         if lost:  # the stream could not be brought back: the engine hung up, not the caller
             result.hangup_cause = "media_lost"
@@ -337,7 +338,8 @@ def _finish_handoff(controller: CallHandoff | None, runner: gevent.Greenlet | No
 
 
 def _watch_media(call: OutboundCall, media: UnicastMedia, worker: SessionThread, media_ip: str,
-                 lost: list[str], handoff_owns: Callable[[], bool] = lambda: False) -> gevent.Greenlet:
+                 lost: list[str], handoff_owns: Callable[[], bool] = lambda: False,
+                 settings: RearmSettings | None = None) -> gevent.Greenlet:
     """The stall watch: re-arm with backoff and a cap; when it gives up, end the call as ``media_lost``.
     It stands down while ``handoff_owns()`` (the handoff re-arms after a bridge): one owner re-arms at a time."""
     assert media.ports is not None
@@ -348,9 +350,21 @@ def _watch_media(call: OutboundCall, media: UnicastMedia, worker: SessionThread,
         worker.hang_up("media_lost")  # the record's disposition: the caller did not hang up
         call.hangup_quietly("MEDIA_TIMEOUT")
 
+    settings = settings or RearmSettings()
     return gevent.spawn(watch_stall, media, lambda: call.rearm_unicast(media_ip, ports.local, media_ip, ports.remote),
+                        threshold_s=settings.stall_s, policy=settings.policy(),
                         live=lambda: call.unicast_expected and not handoff_owns(), give_up=give_up,
                         diagnose=lambda: stall_evidence(call, media))
+
+
+def start_off_hub(start: Callable[[], None]) -> None:
+    """Run ``start`` in gevent's threadpool while the hub serves every other call.
+
+    ``start`` starts native threads (the call's session and synthesis threads), and ``Thread.start`` waits until
+    the new thread runs: on a busy box that wait is the scheduler's, tens of ms, and on the hub it stopped every
+    call's audio (bench/max_gap.py caught the hub in ``threading.start``). Raises what ``start`` raises.
+    """
+    gevent.get_hub().threadpool.spawn(start).get()
 
 
 def _stop_worker(worker: SessionThread, log: Any) -> bool:

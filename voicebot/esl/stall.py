@@ -5,6 +5,8 @@ Rules
    channel (:meth:`~voicebot.esl.unicast.UnicastMedia.stalled`: arrival times
    are the kernel's, and a datagram still waiting unread in the socket means
    the engine is behind, not FreeSWITCH).
+   The operator's settings (config ``media.stall_s`` and ``media.rearm_*``,
+   docs/configuration.md) reach the watch as one :class:`RearmSettings`.
 2. :class:`RearmPolicy` (sans-I/O: ``now`` in, a decision out) re-arms at
    once on a first stall, then backs off (0.25 s doubling to 2 s, counted from
    the last re-arm) while re-arms do not bring the stream back. It gives up
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from voicebot.esl.outbound import OutboundCall
     from voicebot.esl.unicast import UnicastMedia
 
+STALL_S = 0.2  # nothing arrived for this long on a live channel: the stream is stalled (s; config media.stall_s)
 REARM_BACKOFF_INITIAL_S = 0.25  # wait after a re-arm that did not bring the stream back, doubling...
 REARM_BACKOFF_MAX_S = 2.0  # ...up to this
 REARM_MAX_FAILED = 5  # re-arms in a row with no packet after them before the call is given up (~4 s of silence)
@@ -97,6 +100,23 @@ class RearmPolicy:
         self.next_at = now + min(self.backoff_max_s, self.backoff_initial_s * 2 ** (self.failed - 1))
 
 
+@dataclass(frozen=True)
+class RearmSettings:
+    """The stall watch's settings for every call (config ``media.*``; the defaults are this module's constants)."""
+
+    stall_s: float = STALL_S
+    backoff_initial_s: float = REARM_BACKOFF_INITIAL_S
+    backoff_max_s: float = REARM_BACKOFF_MAX_S
+    max_failed: int = REARM_MAX_FAILED
+    max_per_window: int = REARM_MAX_PER_WINDOW
+    window_s: float = REARM_WINDOW_S
+
+    def policy(self) -> RearmPolicy:
+        """A fresh policy for one call."""
+        return RearmPolicy(max_failed=self.max_failed, max_per_window=self.max_per_window, window_s=self.window_s,
+                           backoff_initial_s=self.backoff_initial_s, backoff_max_s=self.backoff_max_s)
+
+
 # ---------------------------------------------------------------- which trap
 
 
@@ -146,7 +166,7 @@ def stall_evidence(call: OutboundCall, media: UnicastMedia, timeout: float = 1.0
 # ---------------------------------------------------------------- the watch
 
 
-def watch_stall(media: UnicastMedia, rearm: Callable[[], None], *, threshold_s: float = 0.2,
+def watch_stall(media: UnicastMedia, rearm: Callable[[], None], *, threshold_s: float = STALL_S,
                 poll_s: float = 0.05, live: Callable[[], bool] = lambda: True, policy: RearmPolicy | None = None,
                 give_up: Callable[[str], None] | None = None,
                 diagnose: Callable[[], StallEvidence] | None = None) -> None:

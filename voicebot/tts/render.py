@@ -49,8 +49,10 @@ TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")  # same syntax 
 CACHE_FORMAT = 2  # bump when rendering changes so old cache files are not reused
 RENDER_MARGIN_MS = 15  # silence kept before and after a rendered prompt
 CROSSFADE_MS = 10
+LIVE_PHRASE_CHARS = 80  # a live value is synthesized in phrases of at most this many characters (about 5 s of speech)
 RenderProgress = Callable[[int, int, str], None]  # (prompts done, prompts in all, source: memory|recording|disk|synth)
 _LEADING_PUNCT = re.compile(r"^[^\w\s]+")
+_CLAUSE_END = re.compile(r"(?<=[,;:.!?，；。！？])\s+")
 _PAUSE_AFTER = {".": 250, "!": 250, "?": 250, "。": 250, "！": 250, "？": 250, ",": 120, ";": 150, ":": 150, "，": 120, "；": 150}
 
 
@@ -436,7 +438,35 @@ class PromptCache:
             if recorded is not None:
                 yield resample(recorded, self.pack.sample_rate, rate), 0 if last else _pause_after(said), False
                 continue
-            yield self.synthesize_live(said, rate), 0 if last else _pause_after(said), True
+            phrases = live_phrases(said)
+            for j, phrase in enumerate(phrases):  # the first phrase plays while the next is synthesized
+                end = last and j == len(phrases) - 1
+                yield self.synthesize_live(phrase, rate), 0 if end else _pause_after(phrase), True
+
+
+def live_phrases(text: str, limit: int = LIVE_PHRASE_CHARS) -> list[str]:
+    """``text`` in phrases of at most ``limit`` characters, cut after clause punctuation (short clauses joined),
+    a longer clause at its last space before the limit; one phrase when it is short enough.
+
+    A long value synthesized in one piece is ready only when all of it is: the prompt's fixed part ends first
+    and the caller hears a hole (bench/max_gap.py, 300 characters: 0.3 to 5.3 s, by load). Phrase by phrase, each
+    is ready while the one before plays.
+    """
+    text = text.strip()
+    if len(text) <= limit:
+        return [text] if text else []
+    phrases: list[str] = []
+    for clause in _CLAUSE_END.split(text):
+        while len(clause) > limit:
+            cut = clause.rfind(" ", 1, limit + 1)
+            cut = cut if cut > 0 else limit
+            phrases.append(clause[:cut].strip())
+            clause = clause[cut:].strip()
+        if phrases and len(phrases[-1]) + 1 + len(clause) <= limit:
+            phrases[-1] = f"{phrases[-1]} {clause}"
+        elif clause:
+            phrases.append(clause)
+    return phrases
 
 
 def _pause_after(text: str) -> int:
