@@ -60,6 +60,10 @@ REVISE_S = 5.0  # after the flow started, a voicemail phrase heard this long sti
 MESSAGE_NODE = "amd_message"  # the node name the message plays under (timeline, record): never a flow's node
 MESSAGE_PLAY_ID = 1_000_000  # the message's play id (the dialog's own ids count from 1; it never plays here)
 BEEP_RATE = 8000  # Hz: the beep detector's rate
+# What people say on picking up, beside the detector's phrases in the recogniser's hints: with only voicemail
+# phrases to choose from, a hinted recogniser heard "yes, speaking" as "at the tone" (bench/amd_callpath.py).
+OPENINGS = ("hello", "hi", "yes", "yeah", "this is", "good morning", "good afternoon", "good evening", "who",
+            "你好", "喂", "是我", "哪位", "您好")
 RECORD_FIELDS = ("policy", "verdict", "reason", "detail", "verdict_ms", "revised", "action", "flow_started_ms",
                  "beep_ms", "message_trigger", "message_started_ms", "message_left")
 
@@ -262,7 +266,8 @@ class AmdGate:
         self.detector = AnsweringMachineDetector(started.at, self.call.settings)
         self.stage = Stage.DETECTING
         self._last_voice = started.at
-        phrases = tuple(p for p in (*VOICEMAIL_PHRASES, *HUMAN_PHRASES) if p.isascii() == self.flow.language.startswith("en"))
+        english = self.flow.language.startswith("en")
+        phrases = tuple(p for p in (*VOICEMAIL_PHRASES, *HUMAN_PHRASES, *OPENINGS) if p.isascii() == english)
         return [Hint(started.at, phrases), self._note(started.at, action="detecting")]
 
     def frame(self, frame: AudioFrame, probability: float) -> list[GateAction]:
