@@ -175,3 +175,16 @@ def test_campaign_dials_through_the_double_record_the_verdict(tmp_path: Path) ->
     assert person_record.disposition != "machine" and person_record.path[:1] == ("greet",)
     wait_ms = person_record.amd["flow_started_ms"] - 1000 * human.spans[-1][1]
     assert 0 < wait_ms < 1300, wait_ms  # what the person waits after "hello?" (plus the double's answer-to-media lag)
+
+
+def test_the_call_path_bench_runs_as_the_user_runs_it(tmp_path: Path) -> None:
+    """bench/amd_callpath.py --quick: 4 human and 4 machine clips as calls; its summary holds what the docs quote."""
+    out = tmp_path / "amd_callpath.json"
+    done = subprocess.run([sys.executable, "bench/amd_callpath.py", "--quick", "--json", str(out)], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(out.read_text(encoding="utf-8"))["summary"]
+    human, machine = summary["clean/human"], summary["clean/machine"]
+    assert human["n"] == machine["n"] == 4 and machine["right"] == 4 and machine["hung_up_before_the_beep"] == 4
+    assert human["right"] >= 2 and 700 <= human["wait_ms_p50"] <= 1000  # app_amd's 800 ms of silence, and a frame
+    assert "clean/human" in done.stdout and "wait p50/p95/max ms" in done.stdout
