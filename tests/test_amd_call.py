@@ -169,14 +169,22 @@ def test_leave_message_without_a_beep_plays_after_the_greeting_and_its_silence()
     assert first_audio(bot) == pytest.approx(4.0 + 1.5, abs=0.06)
 
 
-def test_a_voicemail_phrase_soon_after_a_human_verdict_ends_the_flow_as_machine() -> None:
-    """"Hi, it's Chris." [pause] "Leave a message.": the timer says HUMAN, the words revise it."""
-    session = amd_session(AmdPolicy.HANG_UP, words={0.6: "hi it's chris", 2.3: "leave a message"})
-    bot = run(session, caller([(0.5, 1.0), (2.2, 3.0)]), 6.0)
-    assert any(bot), "the greeting had started"
+@pytest.mark.parametrize("policy", [AmdPolicy.HANG_UP, AmdPolicy.LEAVE_MESSAGE])
+def test_a_voicemail_phrase_soon_after_a_human_verdict_ends_the_flow_as_machine(policy: AmdPolicy) -> None:
+    """"Hi, it's Chris." [pause] "Leave a message.": the timer says HUMAN, the words revise it; the greeting stops
+    and the policy applies (leave_message: the message after the greeting's silence)."""
+    session = amd_session(policy, words={0.6: "hi it's chris", 2.3: "leave a message"}, message="Call us back.")
+    bot = run(session, caller([(0.5, 1.0), (2.2, 3.0)]), 8.0)
+    assert any(bot[:int(2.3 / FRAME_S)]), "the greeting had started"
     entry = amd_entry(session)
     assert entry["verdict"] == "machine" and entry["revised"] is True and entry["flow_started_ms"] is not None
     assert session.ended and session.disposition == "machine" and record_of(session)["disposition"] == "machine"
+    plays = [p["node"] for p in session.timeline.of("play")]
+    if policy is AmdPolicy.HANG_UP:
+        assert plays == ["greet"] and not any(bot[int(2.4 / FRAME_S):])
+    else:
+        assert plays == ["greet", MESSAGE_NODE] and entry["message_left"] is True
+        assert entry["message_started_ms"] == pytest.approx(3000 + 1500, abs=60)
 
 
 def test_the_callee_hanging_up_before_a_verdict_is_recorded_as_answered() -> None:
