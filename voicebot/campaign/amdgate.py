@@ -10,7 +10,7 @@ Rules:
 2. From the answer (``CallStarted``, when every timer starts) the flow is held: the bot says nothing while the
    detector (:class:`~voicebot.campaign.amd.AnsweringMachineDetector`) hears the caller's frames (mean |sample| and
    the VAD's probability) and the recogniser's partials and finals. The recogniser is biased toward the voicemail
-   phrases meanwhile (:class:`Hint`).
+   phrases and what people say on picking up meanwhile (:class:`Hint`).
 3. HUMAN → the flow starts at once (its ``CallStarted`` carries the answer time, so the call's times still count
    from the answer). NOTSURE at the total analysis time (5 s) → the same: a person hung up on by mistake is a lost
    lead and an abandoned call, a machine that hears the greeting costs one recorded prompt.
@@ -57,7 +57,7 @@ MESSAGE_WAIT_MAX_S = 15.0  # leave_message: the message plays at the latest this
 BEEP_END_DB = 10.0  # the beep is over when a frame is this much quieter than the beep (dB)
 BEEP_TAIL_MAX_S = 2.0  # ...or this long after it was found (s)
 REVISE_S = 5.0  # after the flow started, a voicemail phrase heard this long still revises the verdict (s)
-MESSAGE_NODE = "amd_message"  # the node name the message plays under (timeline, record): never a flow's node
+MESSAGE_NODE = "amd_message"  # the node name the message plays under (timeline, record)
 MESSAGE_PLAY_ID = 1_000_000  # the message's play id (the dialog's own ids count from 1; it never plays here)
 BEEP_RATE = 8000  # Hz: the beep detector's rate
 # What people say on picking up, beside the detector's phrases in the recogniser's hints: with only voicemail
@@ -233,13 +233,9 @@ class AmdGate:
     # ------------------------------------------------------------ state the core asks about
 
     @property
-    def holding(self) -> bool:
-        """True while the flow must not run (before the verdict, or after a MACHINE one)."""
-        return self.stage not in (Stage.RELEASED, Stage.IDLE)
-
-    @property
     def owns_call(self) -> bool:
-        """True while the gate, not the dialog, decides when the call ends."""
+        """True while the gate, not the dialog, has the call: from the answer to a HUMAN/NOTSURE verdict, and from
+        a MACHINE verdict on."""
         return self.stage not in (Stage.RELEASED, Stage.IDLE)
 
     @property
@@ -253,7 +249,7 @@ class AmdGate:
     def hides(self, final: bool) -> bool:
         """True when a transcript coming now must not reach the dialog: the flow is held, or it belongs to the turn
         in progress at the release (its final ends that)."""
-        hidden = self.holding or self._skip_final
+        hidden = self.owns_call or self._skip_final
         if final:
             self._skip_final = False
         return hidden
