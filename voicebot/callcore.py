@@ -26,6 +26,10 @@ Rules (the whole contract):
    (its outcome is recorded once). ``HangUp`` goes out for the driver. After the dialog ends nothing plays.
 6. The timeline records what happens, under the kinds and fields the session always recorded; each state the
    handoff machine enters is a ``handoff`` entry with its ``state`` and the ``event`` that led there.
+7. An outbound campaign call with answering-machine detection has a gate (:attr:`CallCore.amd`,
+   :mod:`voicebot.campaign.amdgate`): it gets the answer's ``CallStarted``, every caller frame, transcript and send
+   slot, and holds the dialog back until its verdict; what it asks (start the flow, play the message, hang up as
+   ``machine``) is carried out here.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Any
 from voicebot.asr.base import AsrResult
 from voicebot.asr.turns import SpeechEnd, SpeechStart, TurnSettings, TurnTaker
 from voicebot.audio.frame import AudioFrame, rms_dbfs
+from voicebot.campaign import amdgate
 from voicebot.dialog import events as ev
 from voicebot.dialog.flow import BargeIn, BargeInMode
 from voicebot.dialog.interruption import Confirm, Decision, Interruption, Pause, Resume
@@ -196,10 +201,13 @@ class CallCore:
         self._cancelled: set[str] = set()
         self._plays: dict[int, ev.Play] = {}  # issued, audio not yet ready
         self._out: list[CoreCommand] = []
+        self.amd: amdgate.AmdGate | None = None  # set before the answer on a campaign call with AMD (rule 7)
 
     @property
     def ended(self) -> bool:
-        """True once the dialog is over (hung up, or transferred and done)."""
+        """True once the dialog is over (hung up, or transferred and done), or the AMD gate ended the call."""
+        if self.amd is not None and self.amd.owns_call:
+            return self.amd.ended
         return self.machine.ended
 
     def schedule(self, at: float, event: ev.Event | HandoffEvent) -> None:
@@ -227,6 +235,10 @@ class CallCore:
                 self._agent_event(event)
             case _ if isinstance(event, HANDOFF_EVENTS):
                 self._handoff(event)
+            case ev.CallStarted() if self.amd is not None:
+                self._amd_do(self.amd.start(event))
+            case ev.HungUp() if self.amd is not None and self.amd.owns_call:
+                self._amd_do(self.amd.hung_up(event.at))
             case _:
                 self._dialog(event, event.at)
         out, self._out = self._out, []
@@ -249,6 +261,8 @@ class CallCore:
                 self.timeline.add(event.at, "speech_end", reason=event.reason)
                 self._out.append(FinishRecognition(now))
         self._decide(self.interruption.voiced(self.turns.voiced_for(now), now), now)
+        if self.amd is not None:
+            self._amd_do(self.amd.frame(frame, probability))
 
     def _speech_start(self, event: SpeechStart) -> None:
         self.timeline.add(event.at, "speech_start")
@@ -267,6 +281,8 @@ class CallCore:
             return
         self.timeline.add(at, "partial", text=result.text)
         self.turns.partial(result.text, at, self.machine.flow.language)
+        if self._amd_heard(at, result.text, final=False):
+            return
         decisions, forward = self.interruption.partial(result.text)
         self._decide(decisions, at)  # enough words over the prompt: now the machine may stop it
         if forward:
@@ -277,6 +293,8 @@ class CallCore:
         extra = {"fit": round(final.fit, 1)} if final.fit is not None else {}
         self.timeline.add(at, "final", text=final.text, confidence=round(final.confidence, 3),
                           compute_ms=event.compute_ms, **extra)
+        if self._amd_heard(at, final.text, final=True):
+            return
         self._decide(self.interruption.final(final.text), at)  # a request over the prompt: the machine may stop it
         self._dialog(ev.Transcript(at, final.text, final=True, confidence=final.confidence), at)
         self._decide(self.interruption.turn_over(at), at)  # not taken from the caller: the paused prompt resumes
@@ -298,6 +316,8 @@ class CallCore:
 
     def _send_slot(self, now: float) -> None:
         self._fire_due(now)
+        if self.amd is not None:
+            self._amd_do(self.amd.tick(now))
         frame, events = self.player.next_frame(now)
         for event in events:
             self._player_event(event)
@@ -307,14 +327,16 @@ class CallCore:
             self.turns.bot_frame(rms_dbfs(frame), now)
         self._out.append(SendFrame(now, frame))
 
-    def _play(self, play: ev.Play, now: float) -> None:
-        node = self.machine.flow.nodes.get(play.node)
+    def _play(self, play: ev.Play, now: float, values: dict[str, str] | None = None) -> None:
+        """Play ``play``; ``values`` given (the AMD message): not a flow node's prompt, and nothing interrupts it."""
+        node = self.machine.flow.nodes.get(play.node) if values is None else None
         listens = node is not None and node.listen is not None
         for event in self.player.play(play.play_id, PENDING, now):
             self._player_event(event)
         self.interruption.play(node.barge_in if listens and node else BargeIn(BargeInMode.OFF))
         self._plays[play.play_id] = play
-        values = {**self.machine.outcome.variables, **self.machine.outcome.slots}
+        if values is None:
+            values = {**self.machine.outcome.variables, **self.machine.outcome.slots}
         self._out.append(Synthesize(now, play, values))
 
     def _audio_ready(self, event: AudioReady) -> None:
@@ -346,6 +368,8 @@ class CallCore:
                           heard_ms=event.heard_ms)
         self._dialog(ev.PromptFinished(event.at, event.play_id, event.interrupted, event.heard_ms), event.at)
         self._decide(decisions, event.at)
+        if self.amd is not None:
+            self._amd_do(self.amd.prompt_finished(event.play_id, event.at, event.interrupted))
 
     # -------------------------------------------------------------- the dialog
 
@@ -414,6 +438,46 @@ class CallCore:
                               if isinstance(command, ev.PrepareHandoff) else TransferRequested(now, self._snapshot()))
             case _:
                 self.timeline.add(now, "command", command=type(command).__name__, **_fields(command))
+
+    # --------------------------------------------------- answering-machine gate
+
+    def _amd_heard(self, at: float, text: str, final: bool) -> bool:
+        """Feed a transcript to the AMD gate; True when the dialog must not get it (rule 7)."""
+        if self.amd is None:
+            return False
+        hidden = self.amd.hides(final)
+        self._amd_do(self.amd.transcript(at, text, final))
+        return hidden
+
+    def _amd_do(self, actions: list[amdgate.GateAction]) -> None:
+        """Carry out what the AMD gate asks."""
+        for action in actions:
+            match action:
+                case amdgate.Note(at=at, fields=fields):
+                    self.timeline.add(at, "amd", **fields)
+                case amdgate.Hint(hints=hints):
+                    self._out.append(SetHints(hints))
+                case amdgate.StartFlow(at=at, started=started):
+                    assert self.amd is not None
+                    self.amd.released_in_speech(self.turns.endpointer.in_speech)
+                    self._dialog(started, at)
+                case amdgate.EndFlow(at=at, disposition=disposition):
+                    self._dialog(ev.HungUp(at, disposition), at)
+                case amdgate.PlayMessage(at=at, play=play, values=values):
+                    self._play(play, at, values)
+                case amdgate.EndCall():
+                    self._amd_end(action)
+
+    def _amd_end(self, end: amdgate.EndCall) -> None:
+        """The gate ended the call: the outcome says so (with the answer's time when the flow never ran)."""
+        outcome = self.machine.outcome
+        if outcome.started_at is None:
+            outcome.started_at, outcome.variables = end.started.at, dict(end.variables)
+        outcome.disposition, outcome.ended_at = end.disposition, end.at
+        if end.hang_up:
+            self.disposition = end.disposition
+            self.timeline.add(end.at, "hangup", disposition=end.disposition)
+            self._out.append(ev.HangUp(end.at, end.disposition))
 
     def _fire_due(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now + 1e-9:

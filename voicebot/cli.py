@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("flow", type=Path)
     p.add_argument("--caller", type=Path, required=True, help="caller script (.yaml) or recording (.wav) of the caller's side")
     _media_options(p)
+    p.add_argument("--amd", default="off", choices=("off", "hang_up", "leave_message"),
+                   help="an outbound campaign call with answering-machine detection and this policy (default off)")
+    p.add_argument("--amd-message", default="", metavar="TEXT", help="with --amd leave_message: the message to leave")
+    p.add_argument("--amd-message-node", default="", metavar="NODE", help="...or the flow node whose line is the message")
     p.set_defaults(run=cmd_simulate)
 
     p = sub.add_parser("demo", help="the voice demo: the English example flow against a simulated caller (no FreeSWITCH)")

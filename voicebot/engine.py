@@ -41,6 +41,7 @@ import gevent.pywsgi
 
 from voicebot.asr.registry import AsrConfig
 from voicebot.call import CallSession
+from voicebot.campaign.amdgate import gate_for_call
 from voicebot.cli_errors import EXIT_ORIGINATE, EXIT_UNREACHABLE, PortInUse
 from voicebot.config import EngineConfig
 from voicebot.dialog.flow import Flow
@@ -283,6 +284,10 @@ class Engine:
 
     def _session(self, flow: Flow, rate: int, voice: Path | None = None, data: ChannelData | None = None) -> CallSession:
         session = self._pipeline_off_hub(flow, rate, voice).session()
+        if data is not None:  # a campaign's dial may ask for answering-machine detection (vb_amd)
+            session.core.amd, problem = gate_for_call(data.headers, flow, rate)
+            if problem is not None:
+                self.log.error("call.amd_settings", call=data.uuid, problem=problem)
         if self.on_session is not None:
             self.on_session(session)
         if self.notifier is not None and data is not None:

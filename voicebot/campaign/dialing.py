@@ -13,7 +13,8 @@ Rules:
    it the originate succeeds at early media and runs the socket app on an unanswered leg (capture
    ``dial_early_media``; unicast before the answer crashes FreeSWITCH); the variables carry the caller ID, the ring
    time (``originate_timeout``, s), the campaign, lead and attempt ids (``vb_campaign_id``, ``vb_lead_id``,
-   ``vb_attempt_id``, ``vb_attempt``) and the flow's variables (``vb_var_NAME``).
+   ``vb_attempt_id``, ``vb_attempt``), the flow's variables (``vb_var_NAME``) and the campaign's answering-machine
+   policy (``vb_amd``, ``vb_amd_message``, ``vb_amd_message_node``: voicebot.campaign.amdgate).
 3. An attempt ends at the first of: ``CHANNEL_HANGUP`` / ``CHANNEL_HANGUP_COMPLETE`` for its UUID (cause and SIP
    status read from it), a ``BACKGROUND_JOB`` with ``-ERR CAUSE`` (``error/...`` endpoints make no channel at
    all), or its deadline (ring time + ``margin_s``) without an answer: ``no_answer`` when it was heard ringing,
@@ -87,6 +88,7 @@ class Originate:
     attempt: int
     ring_s: float = RING_S
     variables: Mapping[str, str] = field(default_factory=dict)
+    amd: Mapping[str, str] = field(default_factory=dict)  # AmdCall.channel_vars(): empty when AMD is off
 
     def command(self) -> str:
         """The ``originate`` arguments (what follows ``bgapi``); ValueError naming a variable it cannot carry."""
@@ -94,7 +96,7 @@ class Originate:
                      "originate_timeout": str(max(1, round(self.ring_s))), "ignore_early_media": "true",
                      "vb_campaign_id": self.campaign_id,
                      "vb_lead_id": self.lead_id, "vb_attempt_id": self.uuid, "vb_attempt": str(self.attempt),
-                     **{f"vb_var_{k}": v for k, v in self.variables.items()}}
+                     **{f"vb_var_{k}": v for k, v in self.variables.items()}, **self.amd}
         return f"originate {{{originate_vars(call_vars)}}}{self.endpoint} {originate_socket_app(self.socket_address)}"
 
 

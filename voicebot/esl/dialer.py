@@ -30,6 +30,7 @@ from typing import Protocol
 
 import gevent
 
+from voicebot.campaign.amdgate import AmdCall
 from voicebot.campaign.boxes import Boxes
 from voicebot.campaign.callerid import CallerIdSource
 from voicebot.campaign.dialing import (
@@ -114,19 +115,21 @@ class Dialer:
     ``attempt_key(campaign_id, lead_id, attempt) -> uuid``: the attempt's origination UUID (default
     :func:`~voicebot.campaign.dialing.attempt_uuid`; a store that creates attempt rows passes its own lookup).
     ``ring_s``: originate_timeout (s); ``margin_s``: extra wait before a silent dial is ended (s).
+    ``amd``: the campaign's answering-machine policy, carried by every dial (None: off).
     """
 
     def __init__(self, boxes: Sequence[DialBox], *, campaign_id: str, socket_address: str,
                  caller_ids: CallerIdSource, leads: LeadDetails, outcomes: CallOutcomes,
                  report: Callable[[Report], None], classify: HangupClassifier = classify_hangup,
                  ring_s: float = RING_S, margin_s: float = MARGIN_S, clock: Callable[[], float] = time.time,
-                 attempt_key: Callable[[str, str, int], str] = attempt_uuid) -> None:
+                 attempt_key: Callable[[str, str, int], str] = attempt_uuid, amd: AmdCall | None = None) -> None:
         self.boxes = {b.name: b for b in boxes}
         self.health = Boxes(tuple(self.boxes))
         self.campaign_id, self.socket_address = campaign_id, socket_address
         self.caller_ids, self.leads, self.outcomes, self.report = caller_ids, leads, outcomes, report
         self.tracker = DialTracker(classify, margin_s=margin_s)
         self.ring_s, self.clock, self.attempt_key = ring_s, clock, attempt_key
+        self.amd_vars = amd.channel_vars() if amd is not None else {}
         self.log = get_logger("campaign.dialer")
         self._subscriptions: list[object] = []
         self._ticker: gevent.Greenlet | None = None
@@ -175,7 +178,8 @@ class Dialer:
         box = self.boxes[name]
         try:
             command = Originate(uuid, box.endpoint.format(number=dial.number), caller_id, self.socket_address,
-                                self.campaign_id, dial.lead_id, dial.attempt, self.ring_s, target.variables).command()
+                                self.campaign_id, dial.lead_id, dial.attempt, self.ring_s, target.variables,
+                                self.amd_vars).command()
             attempt = self.tracker.start(dial, uuid, name, self.ring_s, now)
             attempt.job = box.connection.bgapi(command)
         except (ValueError, EslFailure) as err:

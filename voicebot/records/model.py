@@ -87,6 +87,7 @@ class CallRecord:
     recording_path: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
     handoff: dict[str, Any] = field(default_factory=dict)  # agent, prepare/bridge times (s since answer), figures, outcome
+    amd: dict[str, Any] = field(default_factory=dict)  # answering-machine detection (campaign calls): see amd_summary
     engine_version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,7 +187,22 @@ def record_from_call(
         slots=dict(outcome.slots), variables=dict(outcome.variables),
         transcript=tuple(transcript_lines(outcome, timeline)),
         latency=latency_figures(timeline), recording_path=recording_path, extras=extra, handoff=dict(handoff or {}),
+        amd=amd_summary(timeline),
     )
+
+
+def amd_summary(timeline: Timeline) -> dict[str, Any]:
+    """The call's answering-machine detection (voicebot.campaign.amdgate), from its last ``amd`` timeline entry;
+    empty when the call had none. Fields: ``policy`` (hang_up, leave_message), ``verdict`` (human, machine,
+    notsure; None when the callee hung up first), ``reason`` (app_amd's cause, PHRASE or HUMANPHRASE), ``detail``,
+    ``verdict_ms`` (ms after the answer), ``revised`` (a voicemail phrase overturned a HUMAN/NOTSURE verdict),
+    ``action`` (flow, hang_up, message, callee_hung_up), ``flow_started_ms``, ``beep_ms``, ``message_started_ms``
+    (ms after the answer, None when it did not happen), ``message_trigger`` (beep, silence, max_wait) and
+    ``message_left`` (the message played to its end)."""
+    entries = timeline.of("amd")
+    if not entries:
+        return {}
+    return {k: v for k, v in entries[-1].items() if k not in ("t", "kind")}
 
 
 def _ended_wall(outcome: Outcome, origin: float, answered: float, ended_wall: float | None) -> float:

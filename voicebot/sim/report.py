@@ -43,12 +43,25 @@ def transcript_lines(result: SimResult) -> list[str]:
             lines.append(f"{t}   ✂ bot stopped")
         elif e["kind"] == "resume":
             lines.append(f"{t}   ↻ not an interruption: bot resumes")
+        elif e["kind"] == "amd":
+            lines.append(f"{t}   amd: {amd_line(e)}")
         elif e["kind"] in ("handoff", "hangup", "dtmf"):
             lines.append(f"{t}   {e['kind']}: " + ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("t", "kind")))
     outcome = result.session.machine.outcome
     lines.append(f"outcome: disposition={outcome.disposition} level={outcome.level or '-'} tags={','.join(outcome.tags) or '-'} "
                  f"path={' > '.join(outcome.path)}")
     return lines
+
+
+def amd_line(entry: dict[str, Any]) -> str:
+    """One answering-machine detection step (a timeline ``amd`` entry) for people: verdict, reason, what follows."""
+    if entry.get("verdict") is None:
+        return f"{entry.get('action')} (policy {entry.get('policy')})"
+    beep = f", beep at {entry['beep_ms']} ms" if entry.get("beep_ms") is not None else ""
+    action = entry.get("action")
+    if action == "message" and entry.get("message_left"):
+        action = "message left"
+    return f"{entry['verdict']} ({entry.get('reason')}, {entry.get('verdict_ms')} ms after the answer{beep}): {action}"
 
 
 def latency_rows(result: SimResult) -> list[dict[str, Any]]:

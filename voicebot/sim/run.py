@@ -9,22 +9,25 @@ from pathlib import Path
 from typing import Any
 
 from voicebot.asr.registry import BACKENDS, KOREAN_SHORTCUT, AsrConfig
+from voicebot.campaign.amdgate import AmdCall, AmdGate, AmdPolicy, message_problem, parse_policy
 from voicebot.cli_checks import flow_variable_names, parse_variables
 from voicebot.cli_errors import UsageError
+from voicebot.dialog.flow import Flow
 from voicebot.dialog.loader import load_flow
 from voicebot.pipeline import Pipeline, PipelineConfig, load_pipeline
 from voicebot.sim.agents import SimAgents
 from voicebot.sim.audio import run_call
 from voicebot.sim.caller import CallerScript, SimCaller, load_caller, raw_or_wav
-from voicebot.sim.report import latency_table, write_outputs
+from voicebot.sim.report import amd_line, latency_table, write_outputs
 
-LIVE_KINDS = ("play", "final", "pause", "stop", "resume", "handoff", "hangup", "dtmf")
+LIVE_KINDS = ("play", "final", "pause", "stop", "resume", "handoff", "hangup", "dtmf", "amd")
 
 
 def simulate(args: argparse.Namespace) -> int:
     """Run the call described by ``args`` (see the simulate/demo options in voicebot.cli)."""
     flow = load_flow(args.flow)
     _check_media_options(args)
+    amd_gate(args, flow, args.rate)  # the AMD flags, checked before anything loads
     variables = parse_variables(args.var, flow_variable_names(flow), f"flow {flow.id}")
     script = load_caller(args.caller)  # every recording it names is read now: a bad one fails before the call
     out = args.out or Path("out") / f"{flow.id}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -70,9 +73,26 @@ def _check_media_options(args: argparse.Namespace) -> None:
                          "`voicebot voice import`, or leave the flag out for the default voice")
 
 
+def amd_gate(args: argparse.Namespace, flow: Flow, rate: int) -> AmdGate | None:
+    """``--amd POLICY`` (``--amd-message TEXT`` or ``--amd-message-node NODE``): the call's AMD gate; None when off."""
+    policy = parse_policy(getattr(args, "amd", "off"))
+    message, node = getattr(args, "amd_message", ""), getattr(args, "amd_message_node", "")
+    if policy is AmdPolicy.OFF:
+        if message or node:
+            raise UsageError("--amd-message and --amd-message-node need --amd leave_message")
+        return None
+    call = AmdCall(policy, message, node)
+    if (problem := message_problem(call, flow)) is not None:
+        raise UsageError(f"--amd-message-node {node}: {problem}")
+    if policy is AmdPolicy.LEAVE_MESSAGE and not (message.strip() or node):
+        raise UsageError("--amd leave_message needs the message: --amd-message TEXT or --amd-message-node NODE")
+    return AmdGate(call, flow, rate)
+
+
 def _run(pipeline: Pipeline, script: CallerScript, args: argparse.Namespace, variables: dict[str, str]) -> Any:
     agent = SimAgents(None if args.no_agent else args.agent_ready_ms)
     session = pipeline.session(charge_compute=not args.realtime, handoff=agent)
+    session.core.amd = amd_gate(args, pipeline.flow, args.rate)
     session.timeline.listener = print_live
     cache, rate = pipeline.cache, args.rate
     caller = SimCaller(script, rate, synth=lambda text, r: cache.synthesize(text, r), read_audio=raw_or_wav)
@@ -88,7 +108,10 @@ def print_live(entry: dict[str, Any]) -> None:
         print(f"{t} BOT     {entry['text']}{note}", flush=True)
     elif kind == "final" and entry["text"]:
         print(f"{t} CALLER  {entry['text']}   (ASR final {entry['compute_ms']} ms)", flush=True)
+    elif kind == "amd":
+        print(f"{t}   · amd {amd_line(entry)}", flush=True)
     elif kind in ("pause", "stop", "resume", "handoff", "hangup", "dtmf"):
         details = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("t", "kind", "play_id"))
         print(f"{t}   · {kind} {details}".rstrip(), flush=True)
     sys.stdout.flush()
+
