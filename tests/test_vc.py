@@ -64,7 +64,7 @@ def test_f0_transform_moves_the_log_f0_mean_and_spread_and_keeps_unvoiced_frames
 
 
 def test_the_mapping_trains_deterministically_on_a_small_set(clips, tmp_path):
-    small = [clips[pid] for pid in sorted(clips)[:2]]
+    small = [clips[sorted(clips)[0]]]
     source, target, gv = parallel_frames(small, 16)
     first = SpectralMap.fit(source, target, gv, seed=3, components=2)
     second = SpectralMap.fit(source, target, gv, seed=3, components=2)
@@ -178,3 +178,19 @@ def test_an_unreadable_model_is_a_voice_error(tmp_path):
     (root / "vc" / "model.npz").write_bytes(b"not a model")
     with pytest.raises(VoiceError, match="not a voice conversion model"):
         load_model(load_pack(root))
+
+
+def test_voice_train_end_to_end_writes_the_report_and_enables_only_what_the_guard_passed(pack, capsys):
+    held = HELDOUT["librivox"]
+    status = run_train([str(pack.root), "--heldout", held[0], "--heldout", held[1], "--components", "1"])
+    out = capsys.readouterr()
+    report = __import__("json").loads((pack.root / "vc" / "report.json").read_text())
+    print("\n" + out.out)
+    assert status == (0 if report["enabled"] else 1)
+    assert report["heldout"] == sorted(held) and not set(report["train"]) & set(held)
+    assert set(report["groups"]) == {"agent", "stock", "converted"}
+    assert report["groups"]["converted"]["similarity"] > report["groups"]["stock"]["similarity"] + 0.1
+    assert (pack.root / "vc" / "model.npz").is_file() == report["enabled"]
+    assert (load_model(pack) is not None) == report["enabled"]
+    assert ("NOT ENABLED:" in out.out) == (not report["enabled"]) and "similarity" in out.out
+    assert "] 9/9 measured" in out.err  # the progress bar reached its end

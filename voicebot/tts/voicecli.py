@@ -72,7 +72,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--heldout", action="append", default=[], metavar="ID",
                    help="a prompt id never trained on, measured after (repeatable; default: 20%% chosen by --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out choice and the mapping (default 0)")
-    p.add_argument("--components", type=int, default=8, help="GMM components of the spectral mapping (default 8)")
+    p.add_argument("--components", type=int, default=4, help="GMM components of the spectral mapping (default 4)")
     p.set_defaults(run=cmd_train)
     return voice
 
@@ -275,7 +275,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from voicebot.tts.vc.train import TrainOptions, save, train_pack
 
     if not 1 <= args.components <= 64:
-        return _fail(UsageError(f"--components {args.components}: must be from 1 to 64 (default 8)"))
+        return _fail(UsageError(f"--components {args.components}: must be from 1 to 64 (default 4)"))
     try:
         pack = load_pack(args.pack)
         result = train_pack(pack, TrainOptions(seed=args.seed, heldout=tuple(args.heldout), components=args.components))

@@ -21,8 +21,8 @@ import numpy.typing as npt
 from voicebot.tts.vc.world import Features
 
 Float64Array = npt.NDArray[np.float64]
-MAPPED_DIMS = 24  # coefficients mapped (of world.DIMS - 1)
-COMPONENTS = 8  # GMM mixture components (16-40 s of parallel speech: 8 keeps ~1 k frames per component)
+MAPPED_DIMS = 16  # coefficients mapped (of world.DIMS - 1): 24 raised similarity but doubled Whisper's errors
+COMPONENTS = 4  # GMM mixture components: 18-100 s of parallel speech leaves ~1 k frames per component
 REG_COVAR = 1e-3  # added to the covariance diagonals: keeps components with few frames well conditioned
 GV_WEIGHT = 1.0  # 0 = plain MMSE output, 1 = the agent's full global variance
 
