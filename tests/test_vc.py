@@ -194,3 +194,23 @@ def test_voice_train_end_to_end_writes_the_report_and_enables_only_what_the_guar
     assert (load_model(pack) is not None) == report["enabled"]
     assert ("NOT ENABLED:" in out.out) == (not report["enabled"]) and "similarity" in out.out
     assert "] 9/9 measured" in out.err  # the progress bar reached its end
+
+
+def test_the_female_agent_pack_from_asterisk_prompts(tmp_path):
+    """Allison Smith's G.722 prompts decode to 16 kHz speech; held-out prompts never reach the enrollment."""
+    from bench.vc_agents import ASTERISK, ASTERISK_TEXTS, allison_pack
+    from tests.data_support import missing
+
+    if not (ASTERISK.is_dir() and ASTERISK_TEXTS.is_file()):
+        missing("asterisk-core-sounds-en-g722 and asterisk-core-sounds-en", "Allison's prompts and their texts")
+    root, held = allison_pack(tmp_path / "allison", count=10)
+    pack = load_pack(root)
+    assert len(pack.prompt_ids()) == 10 and len(held) == 2 and set(held) <= set(pack.prompt_ids())
+    assert all(pack.transcripts[pid] for pid in pack.prompt_ids())
+    enrolled = {p.stem for p in pack.enroll_dir.glob("*.wav")}
+    assert enrolled and not enrolled & set(held)
+    audio = pack.recording(held[0])
+    assert audio is not None and 1.2 <= len(audio) / 16000 <= 8.0
+    f0 = world.analyze(audio).f0
+    assert 150 < np.median(f0[f0 > 0]) < 260  # a woman's voice
+    assert split_prompts(pack, TrainOptions(heldout=held))[1] == sorted(held)
