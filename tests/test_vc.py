@@ -115,6 +115,9 @@ def test_the_guard_names_every_way_a_model_is_worse():
     reasons = refusals(stock, broken, agent)
     assert [r.split(" ")[0] for r in reasons] == ["similarity", "intelligibility:", "pitch:", "voice", "spectral"]
     assert "4 word errors vs the stock voice's 1 (at most 2 more allowed)" in reasons[1]
+    few = VoiceStats("converted", 0.8, 0.8, 0, 12, 100.0, 8.0, 10.0)
+    assert refusals(stock, few, agent) == ["too few held-out words: 12 (at least 20 are needed to measure intelligibility); "
+                                           "hold out more prompts with --heldout"]
     assert word_errors("five five", "five") == (1, 2) and word_errors("ten of clubs", "ten of clubs") == (0, 3)
 
 
@@ -180,8 +183,10 @@ def test_an_unreadable_model_is_a_voice_error(tmp_path):
         load_model(load_pack(root))
 
 
-def test_voice_train_end_to_end_writes_the_report_and_enables_only_what_the_guard_passed(pack, capsys):
-    held = HELDOUT["librivox"]
+def test_voice_train_end_to_end_writes_the_report_and_enables_only_what_the_guard_passed(tmp_path, capsys):
+    """The whole command on the "cards" speaker (the smallest agent: 5 prompts, 10 s)."""
+    pack = load_pack(sphinx_pack("cards", tmp_path / "cards"))
+    held = HELDOUT["cards"]
     status = run_train([str(pack.root), "--heldout", held[0], "--heldout", held[1], "--components", "1"])
     out = capsys.readouterr()
     report = __import__("json").loads((pack.root / "vc" / "report.json").read_text())

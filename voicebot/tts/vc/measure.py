@@ -25,6 +25,7 @@ HNR_WINDOW_S = 0.04  # analysis window of one HNR frame (two periods at 50 Hz)
 HNR_HOP_FRAMES = 4  # every 4th WORLD frame (20 ms)
 HNR_TOP_DB = 20.0  # only voiced frames this close to the loudest (vowel nuclei, not voicing onsets)
 MAX_EXTRA_WORD_ERRORS = 0.05  # of the reference words, or 1 word if more: converted vs stock errors allowed
+MIN_HELDOUT_WORDS = 20  # fewer held-out words cannot show a 5 % intelligibility loss (one word would be > 5 %)
 MAX_HNR_DROP_DB = 3.0  # below the lower of (agent's lowest clip, stock) allowed
 MCD_SCALE = 10.0 / np.log(10) * np.sqrt(2.0)  # mel-cepstral distortion in dB from coefficient distances
 
@@ -136,7 +137,8 @@ def refusals(stock: VoiceStats, converted: VoiceStats, agent: AgentRange) -> lis
     - pitch: median F0 outside the agent's own 5th-95th percentile range;
     - voice quality: median HNR more than 3 dB below both the agent's lowest clip and the stock voice
       (the creaky voices a speaker-embedding search drifts into sit at ~5 dB; clean speech at 10-20 dB);
-    - spectral distortion: MCD to the agent's takes not lower than the stock voice's.
+    - spectral distortion: MCD to the agent's takes not lower than the stock voice's;
+    - too few held-out words (under 20) to tell a 5 % loss of intelligibility from one misheard word.
     """
     out = []
     if converted.similarity <= stock.similarity:
@@ -155,4 +157,7 @@ def refusals(stock: VoiceStats, converted: VoiceStats, agent: AgentRange) -> lis
     if converted.mcd >= stock.mcd:
         out.append(f"spectral distortion: MCD {converted.mcd:.2f} dB to the agent is not below "
                    f"the stock voice's {stock.mcd:.2f} dB")
+    if converted.words < MIN_HELDOUT_WORDS:
+        out.append(f"too few held-out words: {converted.words} (at least {MIN_HELDOUT_WORDS} are needed to measure "
+                   "intelligibility); hold out more prompts with --heldout")
     return out
