@@ -219,3 +219,16 @@ def test_the_female_agent_pack_from_asterisk_prompts(tmp_path):
     f0 = world.analyze(audio).f0
     assert 150 < np.median(f0[f0 > 0]) < 260  # a woman's voice
     assert split_prompts(pack, TrainOptions(heldout=held))[1] == sorted(held)
+
+
+def test_converted_speech_keeps_the_source_level_and_never_clips(clips, model):
+    """A converted envelope can come out several dB louder than its source; clipped peaks ruin the words."""
+    from voicebot.tts.pack import active_dbfs, clipped_samples
+    from voicebot.tts.vc.train import convert
+
+    for pid in HELDOUT["librivox"]:
+        source = clips[pid].stock
+        out = convert(model, source)
+        assert clipped_samples(out) == 0
+        assert abs(active_dbfs(out, world.RATE) - active_dbfs(source, world.RATE)) < 1.0
+    assert len(convert(model, np.zeros(0, dtype=np.int16))) == 0
