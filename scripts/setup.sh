@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 # pocketsphinx-testdata: real human speech (with transcripts) for the demo, tests and benchmarks;
 # espeak-ng: voices other than the bot's for the answering-machine benchmark and the hearing evaluation
 #   (bench/amd_bench.py, bench/hearing_eval.py);
-# postgresql: the test suite starts a throwaway server on loopback (scripts/postgres-test.sh).
-APT_PACKAGES=(graphviz fonts-wqy-microhei pocketsphinx-testdata espeak-ng postgresql)
+# postgresql: the test suite starts a throwaway server on loopback (scripts/postgres-test.sh);
+# asterisk-core-sounds-en(-g722): Allison Smith's telephone prompts (16 kHz G.722) and their texts, the female
+#   agent of the voice conversion benchmark (bench/vc_agents.py).
+APT_PACKAGES=(graphviz fonts-wqy-microhei pocketsphinx-testdata espeak-ng postgresql asterisk-core-sounds-en asterisk-core-sounds-en-g722)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -146,6 +146,8 @@ CASES = [
     ("voice check {bad}/missing", USAGE, "voice pack directory not found"),
     ("voice check {bad}/adir", USAGE, "voice.yaml"),
     ("voice say {bad}/missing hello -o {bad}/out.wav", USAGE, "voice pack directory not found"),
+    ("voice train {bad}/missing", USAGE, "voice pack directory not found"),
+    ("voice train {bad}/adir", USAGE, "voice.yaml: missing"),
     ("voice say hello there now -o {bad}/out.wav", USAGE, "quote the text"),
     ("voice say hi,{{{{name}}}} -o {bad}/out.wav --var nme=Bob", USAGE, "did you mean name?"),
     *[(f"campaign {argv}", status, words) for argv, status, words in [
