@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voicebot.config import ConfigError, EngineConfig, HandoffConfig, load_config, main
+from voicebot.config import CampaignsConfig, ConfigError, DialBoxConfig, EngineConfig, HandoffConfig, load_config, main
 from voicebot.configkeys import ASR_BACKENDS, SETTINGS, VAD_NAMES, Setting, json_schema, markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +34,8 @@ FIELDS = {
     "handoff.whisper": "handoff.whisper", "handoff.whisper_dir": "handoff.whisper_dir",
     "handoff.screen_pop.url": "handoff.screen_pop_url", "handoff.screen_pop.secret": "handoff.screen_pop_secret",
     "handoff.screen_pop.retries": "handoff.screen_pop_retries",
+    "campaigns.db": "campaigns.db", "campaigns.boxes": "campaigns.boxes", "campaigns.owner": "campaigns.owner",
+    "campaigns.lease_s": "campaigns.lease_s", "campaigns.poll_s": "campaigns.poll_s",
 }
 
 
@@ -110,14 +112,17 @@ def _unreadable(tmp_path: Path) -> list[str]:
 
 
 def _field(config: EngineConfig, name: str) -> object:
+    if name.startswith("campaigns."):  # the section's dataclass (None: no section; its defaults then)
+        return getattr(config.campaigns or CampaignsConfig(), name.split(".", 1)[1])
     return getattr(config.handoff, name.split(".", 1)[1]) if name.startswith("handoff.") else getattr(config, name)
 
 
 def test_every_table_key_sets_one_field_and_every_field_has_a_key() -> None:
     assert sorted(FIELDS) == sorted(s.key for s in SETTINGS)
-    fields = {f.name for f in dataclasses.fields(EngineConfig)} - {"handoff", "source"}
+    fields = {f.name for f in dataclasses.fields(EngineConfig)} - {"handoff", "source", "campaigns"}
     handoff = {"handoff." + f.name for f in dataclasses.fields(HandoffConfig)}
-    assert sorted(FIELDS.values()) == sorted(fields | handoff)
+    campaigns = {"campaigns." + f.name for f in dataclasses.fields(CampaignsConfig)}
+    assert sorted(FIELDS.values()) == sorted(fields | handoff | campaigns)
 
 
 def test_an_empty_config_gives_the_dataclass_defaults(tmp_path: Path) -> None:
@@ -135,7 +140,7 @@ def test_an_empty_config_gives_the_dataclass_defaults(tmp_path: Path) -> None:
 def test_the_table_defaults_are_the_dataclass_defaults() -> None:
     default = EngineConfig()
     as_yaml: dict[str, object] = {"media_ports": "40000-40999", "agents": None, "notifications": None,
-                                  "flows_by_destination": {}}
+                                  "flows_by_destination": {}, "campaigns.boxes": []}
     for setting in SETTINGS:
         name = FIELDS[setting.key]
         want = as_yaml.get(name, _field(default, name))
@@ -210,3 +215,17 @@ def test_any_config_text_gives_a_config_or_problems_never_a_traceback(lines: lis
             load_config(path)
         except ConfigError as exc:
             assert exc.problems and all(p.line >= 1 and p.column >= 1 for p in exc.problems)
+
+
+def test_a_campaigns_section_runs_campaigns_with_its_boxes(tmp_path: Path) -> None:
+    path = tmp_path / "voicebot.yaml"
+    path.write_text("campaigns:\n  db: c.sqlite\n  owner: engine-a\n  boxes:\n"
+                    "    - {name: fs1, host: 10.0.0.5, password: pw, dial: 'sofia/gateway/t1/{number}'}\n"
+                    "    - {name: fs2, host: 10.0.0.6, port: 8022}\n", encoding="utf-8")
+    campaigns = load_config(path).campaigns
+    assert campaigns == CampaignsConfig(db=str(tmp_path / "c.sqlite"), owner="engine-a", boxes=(
+        DialBoxConfig("fs1", "10.0.0.5", 8021, "pw", "sofia/gateway/t1/{number}"), DialBoxConfig("fs2", "10.0.0.6", 8022)))
+    (tmp_path / "none.yaml").write_text("limits: {max_calls: 3}\n", encoding="utf-8")
+    assert load_config(tmp_path / "none.yaml").campaigns is None  # no section: no campaigns run
+    assert problems(tmp_path, "campaigns:\n  boxes: [{name: fs1, host: h, dial: sofia/gateway/t1}]\n") == [
+        "voicebot.yaml:2:38: error: campaigns.boxes[0].dial: bad value 'sofia/gateway/t1': the dial string needs {number}"]

@@ -52,6 +52,32 @@ class HandoffConfig:
     screen_pop_retries: int = 4
 
 
+DEFAULT_DIAL = "sofia/gateway/trunk/{number}"  # a campaign box's dial string when the config names none
+
+
+@dataclass(frozen=True)
+class DialBoxConfig:
+    """A FreeSWITCH box campaigns dial through (``campaigns.boxes``): its inbound ESL and its dial string."""
+
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 8021
+    password: str = "ClueCon"
+    dial: str = DEFAULT_DIAL
+
+
+@dataclass(frozen=True)
+class CampaignsConfig:
+    """``campaigns:``: present means the engine runs campaigns (docs/campaigns.md). ``boxes`` empty: the
+    ``freeswitch`` section's box."""
+
+    db: str = "voicebot-campaigns.sqlite"
+    boxes: tuple[DialBoxConfig, ...] = ()
+    owner: str = ""
+    lease_s: float = 60.0
+    poll_s: float = 2.0
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything ``voicebot serve`` needs. See the module docstring for the YAML."""
@@ -84,6 +110,7 @@ class EngineConfig:
     handoff: HandoffConfig = field(default_factory=HandoffConfig)
     agents: AgentDirectory = field(default_factory=lambda: parse_agents(None))
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)  # docs/notifications.md
+    campaigns: CampaignsConfig | None = None  # None: no `campaigns:` section, no campaigns run
     source: str = ""
 
 
@@ -211,7 +238,19 @@ def _build(data: dict[str, Any], base: Path, source: str, agents: AgentDirectory
         max_calls=v("limits.max_calls"), busy_prompt=v("limits.busy_prompt"), busy_action=v("limits.busy_action").strip(),
         http_host=v("http.host"), http_port=v("http.port"),
         shutdown_deadline_s=float(v("shutdown_deadline_s")), source=source, handoff=_handoff(v, base), agents=agents,
+        campaigns=_campaigns(data, v, base),
     )
+
+
+def _campaigns(data: dict[str, Any], v: Any, base: Path) -> CampaignsConfig | None:
+    """``campaigns:`` (None when the file has no such section)."""
+    if "campaigns" not in data:
+        return None
+    db = str(v("campaigns.db"))
+    boxes = tuple(DialBoxConfig(str(b["name"]), str(b["host"]), int(b.get("port", 8021)), str(b.get("password", "ClueCon")),
+                                str(b.get("dial", DEFAULT_DIAL))) for b in v("campaigns.boxes") or ())
+    return CampaignsConfig(db=db if "://" in db else str(_path(base, db)), boxes=boxes, owner=str(v("campaigns.owner")),
+                           lease_s=float(v("campaigns.lease_s")), poll_s=float(v("campaigns.poll_s")))
 
 
 def _handoff(v: Any, base: Path) -> HandoffConfig:

@@ -1,0 +1,300 @@
+"""Campaigns inside the engine, end to end through the FreeSWITCH double: a 200-lead campaign with mixed outcomes
+runs to completion across an engine restart; every lead ends right, the refused number is never dialed again,
+the callback is booked at the time the callee said, and every SMS reaches the local gateway exactly once."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import gevent
+import numpy as np
+import pytest
+
+from fsdouble.double import FreeSwitchDouble, Silence
+from tests.engine_support import PASSWORD, engine_config, steady_speech
+from tests.notify_support import SECRET, Gateway
+from voicebot.campaign.model import Pacing, RetryRule
+from voicebot.campaign.runner import call_outcome, callback_time
+from voicebot.campaign.store import Campaign, CampaignStore, LeadRow, NewLead
+from voicebot.config import CampaignsConfig
+from voicebot.engine import Engine
+from voicebot.notify.outbox import Outbox
+from voicebot.notify.sender import Endpoint, SenderConfig
+from voicebot.notify.settings import NotificationsConfig, SmsTemplate
+from voicebot.records.model import CallRecord
+from voicebot.records.store import open_store
+
+FLOW = Path(__file__).parent / "flows" / "campaign" / "campaign.yaml"
+TZ = "America/New_York"
+TRUNK = "sofia/gateway/trunk/"
+# lead kinds: how many, the number prefix, and what the double does
+KINDS = {"talk": 40, "busy": 40, "no_answer": 40, "invalid": 40, "stop": 4, "callback": 1, "spare": 35}
+PREFIX = {"talk": "+1212555", "stop": "+1212556", "callback": "+1212557", "busy": "+1646555", "no_answer": "+1646556",
+          "invalid": "+1646557", "spare": "+1212558"}
+
+
+# ------------------------------------------------------------------ sans-I/O: the outcome of a call from its record
+
+
+def test_the_campaign_outcome_comes_from_the_record() -> None:
+    tagged = CallRecord("c1", disposition="goodbye", tags=("blocklist",))
+    assert call_outcome(tagged, TZ).disposition == "do_not_call"
+    assert call_outcome(CallRecord("c2", disposition="unfinished"), TZ).disposition == "dropped"
+    assert call_outcome(CallRecord("c3", disposition="sms_only"), TZ).disposition == "completed"
+    assert call_outcome(CallRecord("c4", disposition="busy"), TZ).disposition == "busy"
+    back = call_outcome(CallRecord("c5", disposition="callback", slots={"callback_at": "2026-12-08 15:00"}), TZ)
+    assert back.callback_at == datetime(2026, 12, 8, 15, 0, tzinfo=ZoneInfo(TZ)).timestamp()
+    assert callback_time("tomorrow", TZ) is None
+    handed = CallRecord("c6", disposition="transferred", handoff={"agent_id": "sam"})
+    assert call_outcome(handed, TZ).handed_off
+
+
+# ------------------------------------------------------------------ end to end
+
+
+class SaysLater:
+    """The callee: silent until ``start()``, then ``samples`` every ``period_s`` (fsdouble's CallerAudio protocol)."""
+
+    def __init__(self, samples: np.ndarray, rate: int, period_s: float = 4.0) -> None:
+        self.samples, self.rate, self.period_s = samples.astype(np.int16), rate, period_s
+        self.begin: float | None = None
+        self.armed = False
+
+    def start(self) -> None:
+        self.armed = True
+
+    def frame_for(self, t: float, rate: int, samples: int) -> bytes:
+        if not self.armed:
+            return bytes(2 * samples)
+        if self.begin is None:
+            self.begin = t + 1.5  # after "When?"
+        start = int(((t - self.begin) % self.period_s) * rate) if t >= self.begin else -1
+        if start < 0 or start >= len(self.samples):
+            return bytes(2 * samples)
+        return self.samples[start:start + samples].tobytes().ljust(2 * samples, b"\0")
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    gw = Gateway()
+    yield gw
+    gw.close()
+
+
+def _notifications(url: str) -> NotificationsConfig:
+    return NotificationsConfig(
+        sms_gateway=Endpoint(url, SECRET), retry=SenderConfig(backoff_s=0.05, max_backoff_s=0.2, lease_s=5, poll_s=0.2),
+        sms={"sms_invite": SmsTemplate("{{phone}}", "Hi {{customer_name}}: https://x.test/{{call_id}}"),
+             "call_outcome": SmsTemplate("{{phone}}", "Call {{disposition}}")})
+
+
+def _leads(store: CampaignStore, now: float) -> dict[str, str]:
+    """Add the campaign's leads, kind by kind (ids in that order); lead id -> kind."""
+    order: list[str] = []
+    for kind, count in KINDS.items():
+        numbers = [PREFIX[kind] + f"{i:04d}" for i in range(count)]
+        store.add_leads("camp", [NewLead(n, TZ, "US", 1, {"customer_name": f"C{i}", "phone": n})
+                                 for i, n in enumerate(numbers)], now)
+        order += [kind] * count
+    return {row.id: kind for row, kind in zip(store.leads("camp"), order, strict=True)}
+
+
+def _campaign(store: CampaignStore, now: float, campaign_id: str = "camp", status: str = "running") -> None:
+    quick = RetryRule(delay_s=0.3, max_retries=1)
+    store.create_campaign(Campaign(
+        campaign_id, "e2e", str(FLOW), {"all": ["00:00-23:59"]}, retries={"busy": quick, "no_answer": quick,
+                                                                      "dropped": RetryRule(0.3, 2),
+                                                                      "network_error": RetryRule(0.3, 2)},
+        max_attempts=4, min_gap_s=0.2, daily_cap=5, pacing=Pacing(max_cps=40, max_dial_level=1.0), status=status),
+        now)
+
+
+def _second_campaign(store: CampaignStore, kinds: dict[str, str], now: float) -> str:
+    """A later campaign with a refused number and a fresh one; returns the refused number."""
+    refused = next(store.lead(i).number for i, kind in kinds.items() if kind == "stop")
+    _campaign(store, now, "again", status="paused")
+    fresh = PREFIX["spare"] + "9999"
+    store.add_leads("again", [NewLead(refused, TZ, "US", 1, {"phone": refused}), NewLead(fresh, TZ, "US", 1, {"phone": fresh})],
+                    now)
+    store.set_status("again", "running")
+    return refused
+
+
+class Callee:
+    """Plays the callees: presses keys on answered calls as each lead's kind says; speaks for the callback."""
+
+    def __init__(self, fs: FreeSwitchDouble, kinds: dict[str, str], speech: np.ndarray) -> None:
+        self.fs, self.kinds, self.speech = fs, kinds, speech
+        self.done: set[str] = set()
+        self.stop = False
+
+    def run(self) -> None:
+        beat = 0.0
+        while not self.stop:
+            if time.monotonic() - beat >= 1.0:  # HEARTBEATs tell the dialer the box's free sessions (20 s in production)
+                self.fs.heartbeat()
+                beat = time.monotonic()
+            for ch in self.fs.channels():
+                if ch.uuid in self.done or not ch.unicast_active:
+                    continue
+                self.done.add(ch.uuid)
+                kind = self.kinds.get(ch.variables.get("vb_lead_id", ""), "")
+                if kind == "callback":
+                    voice = SaysLater(self.speech, 8000)
+                    self.fs.set_agent_audio(ch.uuid, voice)
+                    self.fs.press(ch.uuid, "3")
+                    voice.start()
+                else:
+                    self.fs.press(ch.uuid, "2" if kind == "stop" else "1")
+            gevent.sleep(0.05)
+
+
+def _engine(fs: FreeSwitchDouble, tmp: Path, db: str, url: str, owner: str) -> Engine:
+    config = engine_config(fs.inbound_port, tmp, (42600, 42799), default_flow=FLOW, max_calls=20,
+                           shutdown_deadline_s=8, records_db=str(tmp / "calls.sqlite"))
+    config = replace(config, campaigns=CampaignsConfig(db=db, owner=owner, lease_s=8.0, poll_s=0.2))
+    engine = Engine(config, notifications=_notifications(url))
+    engine.load()
+    engine.start()
+    assert engine.inbound.wait_up(10)
+    assert engine.campaigns is not None
+    engine.campaigns.ring_s, engine.campaigns.margin_s = 2.0, 8.0  # a loaded 2-core box answers ESL late
+    return engine
+
+
+def _leads_now(store: CampaignStore, campaign_id: str = "camp") -> list[LeadRow]:
+    """The leads, read in gevent's threadpool: the engine's hub never waits on this test's database lock."""
+    rows: list[LeadRow] = gevent.get_hub().threadpool.spawn(store.leads, campaign_id).get()
+    return rows
+
+
+def _settled(store: CampaignStore, campaign_id: str = "camp") -> bool:
+    now = time.time()
+    return all(r.status != "in_call" and (r.status != "pending" or r.next_at > now + 3600)
+               for r in _leads_now(store, campaign_id))
+
+
+def _originated(fs: FreeSwitchDouble) -> list[tuple[str, str]]:
+    """(origination UUID, number) of every originate the double received."""
+    out = []
+    for command in fs.commands:
+        if command.startswith("bgapi originate") and TRUNK in command:
+            uuid = command.split("origination_uuid=", 1)[1].split(",", 1)[0]
+            out.append((uuid, command.split(TRUNK, 1)[1].split(" ", 1)[0]))
+    return out
+
+
+def test_a_200_lead_campaign_runs_to_completion_across_a_restart(tmp_path: Path, gateway: Gateway) -> None:
+    now = time.time()
+    db = str(tmp_path / "campaigns.sqlite")
+    store = CampaignStore(db)
+    _campaign(store, now)
+    kinds = _leads(store, now)
+    assert len(kinds) == 200
+    with FreeSwitchDouble(password=PASSWORD) as fs:
+        for kind, result in (("talk", "answer"), ("stop", "answer"), ("callback", "answer"), ("spare", "answer"),
+                             ("busy", "USER_BUSY"), ("no_answer", "NO_ANSWER"), ("invalid", "UNALLOCATED_NUMBER")):
+            fs.set_endpoint(f"{TRUNK}{PREFIX[kind]}*", ring_s=0.05, result=result, agent_audio=Silence())
+        first = _engine(fs, tmp_path, db, gateway.url, "engine-a")
+        speech = steady_speech(next(iter(first.pipelines.values())).cache, "call me tomorrow at three")
+        callee = Callee(fs, kinds, speech)
+        player = gevent.spawn(callee.run)
+        try:
+            deadline = time.monotonic() + 240
+            while len([r for r in _leads_now(store) if r.status != "pending"]) < 60:
+                assert time.monotonic() < deadline, "the first engine made progress"
+                gevent.sleep(0.2)
+            first.shutdown()  # mid-campaign: calls in flight finish, undialed leads go back
+            second = _engine(fs, tmp_path, db, gateway.url, "engine-b")
+            try:
+                while not _settled(store):
+                    assert time.monotonic() < deadline, f"the campaign ends: {Counter(r.status for r in _leads_now(store))}"
+                    gevent.sleep(0.2)
+                refused = _second_campaign(store, kinds, now)
+                while not _settled(store, "again"):
+                    assert time.monotonic() < deadline, "the second campaign ends"
+                    gevent.sleep(0.2)
+                outbox = Outbox(db)
+                try:
+                    while outbox.pending():
+                        assert time.monotonic() < deadline, "every message is delivered"
+                        gevent.sleep(0.1)
+                    rows = outbox.rows(10_000)
+                finally:
+                    outbox.close()
+            finally:
+                second.shutdown()
+        finally:
+            callee.stop = True
+            player.join(2)
+        fs.assert_no_crash()
+        originated = _originated(fs)
+    _check_callback(store, kinds, tmp_path)
+    _check_leads(store, kinds, originated)
+    again = {r.number: r for r in store.leads("again")}
+    assert again[refused].status == "blocked" and again[PREFIX["spare"] + "9999"].status == "done"
+    assert refused not in {n for n, c in Counter(n for _, n in originated).items() if c > 1}
+    _check_messages(store, rows, gateway)
+    store.close()
+
+
+def _check_leads(store: CampaignStore, kinds: dict[str, str], originated: list[tuple[str, str]]) -> None:
+    leads = {r.id: r for r in store.leads("camp")}
+    expect = {"talk": ("done", "completed"), "spare": ("done", "completed"), "busy": ("exhausted", ""),
+              "no_answer": ("exhausted", ""), "invalid": ("done", "invalid_number"), "stop": ("blocked", "do_not_call"),
+              }
+    wrong = {i: (kinds[i], r.status, r.finish_reason) for i, r in leads.items() if kinds[i] in expect
+             and (r.status != expect[kinds[i]][0] or expect[kinds[i]][1] not in r.finish_reason)}
+    assert not wrong
+    tried: dict[int, list[str]] = {}
+    for a in store.attempts("camp"):
+        if a["disposition"] != "worker_lost":  # a dial cut by the restart is recovered, then dialed again
+            tried.setdefault(a["lead_id"], []).append(a["disposition"])
+    odd = {i: tried[int(i)] for i in leads if kinds[i] in ("busy", "no_answer") and tried[int(i)] != [kinds[i]] * 2}
+    assert not odd, "busy and no answer: one retry each"
+    uuids = Counter(u for u, _ in originated)
+    assert max(uuids.values()) == 1, "no attempt originated twice"
+    dialed = Counter(n for _, n in originated)
+    assert all(dialed[PREFIX["stop"] + f"{i:04d}"] == 1 for i in range(KINDS["stop"])), "refused: never again"
+    attempts = store.attempts("camp") + store.attempts("again")
+    assert set(uuids) <= {a["uuid"] for a in attempts}  # every originate is an attempt
+    unplaced = [a for a in attempts if a["uuid"] not in uuids]
+    assert all(a["disposition"] in ("network_error", "worker_lost") for a in unplaced), unplaced
+    assert all(a["ended_at"] is not None for a in attempts)
+
+
+def _check_callback(store: CampaignStore, kinds: dict[str, str], tmp: Path) -> None:
+    """The callee said "call me tomorrow at three": the lead is booked then, in its own zone."""
+    [lead_id] = [i for i, kind in kinds.items() if kind == "callback"]
+    callback = store.lead(lead_id)
+    tried = [a for a in store.attempts("camp") if a["lead_id"] == int(lead_id)]
+    attempt = tried[-1]
+    records = open_store(str(tmp / "calls.sqlite"))
+    record = records.get(attempt["uuid"])
+    heard = (tried, record.slots, [line.text for line in record.transcript]) if record else tried
+    said = datetime.now(ZoneInfo(TZ)).date() + timedelta(days=1)
+    assert callback.status == "pending" and callback.retries == {"callback": 1}, heard
+    assert callback.next_at == datetime(said.year, said.month, said.day, 15, 0, tzinfo=ZoneInfo(TZ)).timestamp(), heard
+
+
+def _check_messages(store: CampaignStore, rows: list[Any], gateway: Gateway) -> None:
+    sms = [r for r in rows if r.message.kind == "sms"]
+    assert sms and all(r.delivered_at is not None for r in sms)
+    keys = Counter(gateway.keys())
+    extra = [p.body for p in gateway.posts if p.headers.get("Idempotency-Key") not in {r.message.id for r in sms}]
+    assert set(keys) == {r.message.id for r in sms} and max(keys.values()) == 1, extra
+    assert all(p.signed for p in gateway.posts)
+    by_call = Counter((r.message.payload["call_id"], r.message.payload["notification"]) for r in sms)
+    completed = [a for a in store.attempts("camp") if a["disposition"] == "completed"]
+    assert len(completed) == KINDS["talk"] + KINDS["spare"]
+    for attempt in completed:  # the node SMS and the hang-up SMS of each completed call, once each
+        assert by_call[(attempt["uuid"], "sms_invite")] == 1 and by_call[(attempt["uuid"], "call_outcome")] == 1
+    refused = [a for a in store.attempts("camp") if a["disposition"] == "do_not_call"]
+    assert len(refused) == KINDS["stop"] and all(by_call[(a["uuid"], "call_outcome")] == 1 for a in refused)
