@@ -34,7 +34,7 @@ from fsdouble.double import FreeSwitchDouble  # noqa: E402
 from voicebot.campaign.model import Pacing, RetryRule  # noqa: E402
 from voicebot.campaign.store import Campaign, CampaignStore, NewLead  # noqa: E402
 from voicebot.config import CampaignsConfig, EngineConfig  # noqa: E402
-from voicebot.esl.campaigns import CampaignService  # noqa: E402
+from voicebot.esl.campaigns import CampaignService, open_store  # noqa: E402
 from voicebot.esl.connection import InboundConnection  # noqa: E402
 from voicebot.handoff.agents import AgentPool  # noqa: E402
 from voicebot.metrics import Metrics  # noqa: E402
@@ -66,7 +66,8 @@ def bench(db: str, leads: int, max_cps: float, bots: int) -> dict[str, Any]:
         inbound = InboundConnection("127.0.0.1", fs.inbound_port, PASSWORD)
         inbound.start()
         assert inbound.wait_up(10), "the double's ESL"
-        service = CampaignService(cast(Any, _stand_in(inbound, bots)), CampaignsConfig(db=db, poll_s=0.2))
+        config = CampaignsConfig(db=db, poll_s=0.2)
+        service = CampaignService(cast(Any, _stand_in(inbound, bots)), config, open_store(config))
         started = time.monotonic()
         beats = gevent.spawn(_heartbeats, fs)  # FreeSWITCH sends one every 20 s; the dialer counts free sessions by them
         service.start()

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import gevent
@@ -23,8 +24,9 @@ from tests.notify_support import SECRET, Gateway
 from voicebot.campaign.model import Pacing, RetryRule
 from voicebot.campaign.runner import call_outcome, callback_time
 from voicebot.campaign.store import Campaign, CampaignStore, LeadRow, NewLead
-from voicebot.config import CampaignsConfig
+from voicebot.config import CampaignsConfig, EngineConfig
 from voicebot.engine import Engine
+from voicebot.esl import campaigns as campaigns_edge
 from voicebot.notify.outbox import Outbox
 from voicebot.notify.sender import Endpoint, SenderConfig
 from voicebot.notify.settings import NotificationsConfig, SmsTemplate
@@ -164,7 +166,10 @@ def _engine(fs: FreeSwitchDouble, tmp: Path, db: str, url: str, owner: str) -> E
     engine.load()
     engine.start()
     assert engine.inbound.wait_up(10)
-    assert engine.campaigns is not None
+    deadline = time.monotonic() + 10
+    while engine.campaigns is None:  # the campaign database opens off the hub
+        assert time.monotonic() < deadline, "the campaigns start"
+        gevent.sleep(0.01)
     engine.campaigns.ring_s, engine.campaigns.margin_s = 2.0, 8.0  # a loaded 2-core box answers ESL late
     return engine
 
@@ -298,3 +303,18 @@ def _check_messages(store: CampaignStore, rows: list[Any], gateway: Gateway) -> 
         assert by_call[(attempt["uuid"], "sms_invite")] == 1 and by_call[(attempt["uuid"], "call_outcome")] == 1
     refused = [a for a in store.attempts("camp") if a["disposition"] == "do_not_call"]
     assert len(refused) == KINDS["stop"] and all(by_call[(a["uuid"], "call_outcome")] == 1 for a in refused)
+
+
+def test_a_campaign_database_away_at_start_is_opened_later_and_never_stops_the_engine(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(campaigns_edge, "RETRY_OPEN_S", 0.05)
+    config = EngineConfig(max_calls=2)
+    stand_in = SimpleNamespace(inbound=SimpleNamespace(up=False), config=config, campaigns=None)
+    location = tmp_path / "not-yet" / "campaigns.sqlite"  # its folder is missing: SQLite cannot open it
+    opening = campaigns_edge.start_campaigns(cast(Any, stand_in), CampaignsConfig(db=str(location), poll_s=0.05))
+    gevent.sleep(0.3)
+    assert stand_in.campaigns is None and not opening.dead  # still trying, the hub still runs
+    location.parent.mkdir()
+    opening.join(5)
+    assert isinstance(stand_in.campaigns, campaigns_edge.CampaignService)
+    stand_in.campaigns.close(0.1)

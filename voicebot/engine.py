@@ -47,7 +47,7 @@ from voicebot.dialog.flow import Flow
 from voicebot.dialog.loader import load_flow
 from voicebot.dialog.outcome import Outcome
 from voicebot.esl.busy import BusyPrompt, play_busy
-from voicebot.esl.campaigns import CampaignService, campaign_flow, outbox_location
+from voicebot.esl.campaigns import CampaignService, campaign_flow, outbox_location, start_campaigns
 from voicebot.esl.connection import ChannelData, EslFailure, InboundConnection, OutboundCall, OutboundServer
 from voicebot.esl.driver import CallResult, HandoffFactory, SessionThread, drive_call
 from voicebot.esl.handoff import CallHandoff, HandoffContext
@@ -209,10 +209,9 @@ class Engine:
             raise
         self.handoff = HandoffContext(self.agents, self.inbound, cfg.handoff, f"{cfg.outbound_host}:{self.server.port}",
                                       self.screenpop, whisper=self._whisper)
-        self.campaigns: CampaignService | None = None
+        self.campaigns: CampaignService | None = None  # set once the campaign database is open
         if cfg.campaigns is not None:  # docs/campaigns.md: campaigns run inside serve
-            self.campaigns = CampaignService(self, cfg.campaigns, publish=self.publish_campaign)
-            self.campaigns.start()
+            self._campaigns_opening = start_campaigns(self, cfg.campaigns, self.publish_campaign)
         self.log.info("engine.started", outbound_port=self.server.port, http_port=self.http.server_port,
                       flows=sorted(f.id for f in self.flows.values()))
 
@@ -382,6 +381,8 @@ class Engine:
         """Rule 5: stop taking calls, wait for current ones up to the deadline, then end them."""
         self.accepting = False
         self.log.info("engine.stopping", active=self.metrics.active_calls)
+        if getattr(self, "_campaigns_opening", None) is not None:
+            self._campaigns_opening.kill()
         campaigns = getattr(self, "campaigns", None)
         if campaigns is not None:
             campaigns.stop_dialing()

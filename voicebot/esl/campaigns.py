@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 RETRY_S = 1.0  # after the database refused a report, try again this much later (s)
+RETRY_OPEN_S = 10.0  # while the campaign database cannot be opened at start, try again this often (s)
 
 
 def lease_owner(name: str) -> str:
@@ -98,12 +99,13 @@ class _OrderCallerId:
 class CampaignService:
     """The campaign loop of one engine (rules in the module docstring)."""
 
-    def __init__(self, engine: Engine, config: CampaignsConfig, *, publish: Publish | None = None,
+    def __init__(self, engine: Engine, config: CampaignsConfig, store: CampaignStore, *, publish: Publish | None = None,
                  ring_s: float = RING_S, margin_s: float = MARGIN_S, clock: Callable[[], float] = time.time) -> None:
+        """``store``: from :func:`open_store` (shared by the loop's and the renewer's threads under its lock)."""
         self.engine, self.config, self.clock = engine, config, clock
         self.ring_s, self.margin_s = ring_s, margin_s
         self.log = get_logger("campaign.service")
-        self.store = CampaignStore(config.db, lock=threading.RLock())  # the loop's and the renewer's threads
+        self.store = store
         self.settings = RunnerSettings(lease_owner(config.owner), config.lease_s, config.poll_s)
         self.runner = CampaignRunner(self.store, self.settings, messages=self._messages, publish=publish)
         self.boxes, self._own = self._boxes()
@@ -308,6 +310,30 @@ class CampaignService:
             out += build_messages(config, call, name, HANGUP, variables=record.variables, slots=record.slots,
                                   outcome=outcome, extra=extra, now=now)
         return out
+
+
+def open_store(config: CampaignsConfig) -> CampaignStore:
+    """The campaign store with the lock the service's threads share (blocking I/O: call it off the hub)."""
+    return CampaignStore(config.db, lock=threading.RLock())
+
+
+def start_campaigns(engine: Engine, config: CampaignsConfig, publish: Publish | None = None) -> gevent.Greenlet:
+    """Open the campaign database in gevent's threadpool (again every ``RETRY_OPEN_S`` while it cannot be
+    opened: a database that is away never stops the engine), then set ``engine.campaigns`` and start it."""
+    log = get_logger("campaign.service")
+
+    def opening() -> None:
+        while True:
+            try:
+                store = gevent.get_hub().threadpool.spawn(open_store, config).get()
+                break
+            except CampaignStoreError as err:
+                log.error("campaigns.db_unavailable", error=str(err)[:300], retry_s=RETRY_OPEN_S)
+                gevent.sleep(RETRY_OPEN_S)
+        engine.campaigns = CampaignService(engine, config, store, publish=publish)
+        engine.campaigns.start()
+
+    return gevent.spawn(opening)
 
 
 def outbox_location(config: EngineConfig) -> str:
