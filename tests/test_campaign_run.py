@@ -54,6 +54,16 @@ def test_the_campaign_outcome_comes_from_the_record() -> None:
     back = call_outcome(CallRecord("c5", disposition="callback", slots={"callback_at": "2026-12-08 15:00"}), TZ)
     assert back.callback_at == datetime(2026, 12, 8, 15, 0, tzinfo=ZoneInfo(TZ)).timestamp()
     assert callback_time("tomorrow", TZ) is None
+    ended = datetime(2026, 12, 9, 16, 30, tzinfo=ZoneInfo(TZ))  # a Wednesday, 4:30 pm in New York
+    at = ended.timestamp()
+    assert callback_time("tomorrow 10:00", TZ, at) == datetime(2026, 12, 10, 10, 0, tzinfo=ZoneInfo(TZ)).timestamp()
+    assert callback_time("15:00", TZ, at) == datetime(2026, 12, 10, 15, 0, tzinfo=ZoneInfo(TZ)).timestamp()  # past
+    assert callback_time("18:00", TZ, at) == datetime(2026, 12, 9, 18, 0, tzinfo=ZoneInfo(TZ)).timestamp()
+    assert callback_time("monday 09:00", TZ, at) == datetime(2026, 12, 14, 9, 0, tzinfo=ZoneInfo(TZ)).timestamp()
+    assert callback_time("tomorrow", TZ, at) is None and callback_time("someday 10:00", TZ, at) is None
+    labelled = CallRecord("c7", disposition="callback", slots={"callback_time": "tomorrow 10:00"},
+                          ended_at="2026-12-09T21:30:00.000Z")
+    assert call_outcome(labelled, TZ).callback_at == callback_time("tomorrow 10:00", TZ, at)
     handed = CallRecord("c6", disposition="transferred", handoff={"agent_id": "sam"})
     assert call_outcome(handed, TZ).handed_off
 

@@ -22,7 +22,8 @@ Rules:
 4. An answered call's campaign outcome comes from its record (:func:`call_outcome`): a catalogue disposition is
    kept; a call cut short (``unfinished``, ``not_answered``, ``media_lost``) is ``dropped``; any other flow
    disposition (the flow's own ending) is ``completed``. ``callback`` takes its time from the slot
-   ``callback_at`` (``YYYY-MM-DD HH:MM`` in the lead's zone, the datetime slot's form).
+   ``callback_at`` (``YYYY-MM-DD HH:MM`` in the lead's zone, the datetime slot's form), else from a ``time``
+   slot ``callback_time`` (``tomorrow 15:00``) read from the call's end; neither: the catalogue's delay.
 5. A snapshot per campaign goes to ``publish(campaign_id, snapshot)`` after each poll (the store's runtime
    table, /health).
 
@@ -33,9 +34,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from voicebot.campaign.model import CATALOGUE
@@ -56,9 +58,11 @@ from voicebot.campaign.store import AttemptEnd, CampaignStore, CampaignStoreErro
 from voicebot.campaign.windows import zone
 from voicebot.notify.outbox import Message, enqueue
 from voicebot.notify.outbox import migrate as migrate_outbox
-from voicebot.records.model import CallRecord
+from voicebot.records.model import CallRecord, parse_iso
 
 CALLBACK_SLOT = "callback_at"  # the flow's datetime slot with the time the caller asked to be called back
+CALLBACK_TIME_SLOT = "callback_time"  # or a time slot (the example flows' call-back label)
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 BLOCK_TAGS = frozenset({"do_not_call", "blocklist"})  # a flow tag that blocklists the number (rule 3)
 CUT_SHORT = frozenset({"", "unfinished", "not_answered", "media_lost"})  # record dispositions that mean "dropped"
 ATTEMPT_NOTIFICATION = "campaign_attempt"  # the notification every ended attempt sends (webhook), if configured
@@ -137,18 +141,44 @@ def call_outcome(record: CallRecord, tz: str) -> Outcome:
     elif name not in CATALOGUE:
         name = "completed"
     handed = bool(record.handoff.get("agent_id"))
-    if name == "callback":
-        return Outcome(name, callback_time(record.slots.get(CALLBACK_SLOT, ""), tz), handed)
-    return Outcome(name, None, handed)
+    if name != "callback":
+        return Outcome(name, None, handed)
+    said = record.slots.get(CALLBACK_SLOT) or record.slots.get(CALLBACK_TIME_SLOT, "")
+    after = parse_iso(record.ended_at).timestamp() if record.ended_at else None
+    return Outcome(name, callback_time(said, tz, after), handed)
 
 
-def callback_time(said: str, tz: str) -> float | None:
-    """``YYYY-MM-DD HH:MM`` (the datetime slot) in zone ``tz`` as epoch seconds; None when it is not that."""
+def callback_time(said: str, tz: str, after: float | None = None) -> float | None:
+    """The callback moment (epoch s) from a ``datetime`` slot (``YYYY-MM-DD HH:MM``) or, given the call's end
+    ``after``, a ``time`` slot (``[DAY ]HH:MM``: today, tomorrow, day_after_tomorrow, a weekday, next_week or an
+    ISO date; a bare time already past is tomorrow's), in zone ``tz``; None when it says no moment."""
+    text = said.strip()
+    with contextlib.suppress(ValueError):
+        return datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=zone(tz)).timestamp()
+    day, _, clock = text.rpartition(" ")
+    if after is None or not re.fullmatch(r"\d{2}:\d{2}", clock):
+        return None
+    local = datetime.fromtimestamp(after, zone(tz))
+    base = _said_day(day, local.date())
+    if base is None:
+        return None
+    moment = datetime.combine(base, datetime.strptime(clock, "%H:%M").time(), zone(tz))
+    if not day and moment.timestamp() <= after:
+        moment = datetime.combine(base + timedelta(days=1), moment.time(), zone(tz))
+    return moment.timestamp()
+
+
+def _said_day(day: str, today: date) -> date | None:
+    """The date a ``time`` slot's day word names, from ``today``."""
+    offsets = {"": 0, "today": 0, "tomorrow": 1, "day_after_tomorrow": 2, "next_week": 7}
+    if day in offsets:
+        return today + timedelta(days=offsets[day])
+    if day in WEEKDAYS:
+        return today + timedelta(days=(WEEKDAYS.index(day) - today.weekday()) % 7 or 7)
     try:
-        local = datetime.strptime(said.strip(), "%Y-%m-%d %H:%M")
+        return date.fromisoformat(day)
     except ValueError:
         return None
-    return local.replace(tzinfo=zone(tz)).timestamp()
 
 
 @dataclass
