@@ -22,11 +22,13 @@ from fsdouble.double import FreeSwitchDouble, Silence
 from tests.engine_support import PASSWORD, engine_config, steady_speech
 from tests.notify_support import SECRET, Gateway
 from voicebot.campaign.model import Pacing, RetryRule
-from voicebot.campaign.runner import call_outcome, callback_time
+from voicebot.campaign.runner import DialOrder, call_outcome, callback_time
+from voicebot.campaign.scheduler import Dial
 from voicebot.campaign.store import Campaign, CampaignStore, LeadRow, NewLead
 from voicebot.config import CampaignsConfig, EngineConfig
 from voicebot.engine import Engine
 from voicebot.esl import campaigns as campaigns_edge
+from voicebot.esl.dialer import CallOutcome
 from voicebot.notify.outbox import Outbox
 from voicebot.notify.sender import Endpoint, SenderConfig
 from voicebot.notify.settings import NotificationsConfig, SmsTemplate
@@ -328,3 +330,19 @@ def test_a_campaign_database_away_at_start_is_opened_later_and_never_stops_the_e
     opening.join(5)
     assert isinstance(stand_in.campaigns, campaigns_edge.CampaignService)
     stand_in.campaigns.close(0.1)
+
+
+def test_a_dial_the_engine_turned_away_ends_dropped_without_waiting_for_a_record(tmp_path: Path) -> None:
+    """Regression: an answered dial the engine had no bot for (busy action) left no record, and the dialer waited
+    30 s for one before it ended the attempt."""
+    config = CampaignsConfig(db=str(tmp_path / "c.sqlite"))
+    records = open_store(str(tmp_path / "calls.sqlite"))
+    stand_in = SimpleNamespace(inbound=SimpleNamespace(up=False), config=EngineConfig(), store=records)
+    service = campaigns_edge.CampaignService(cast(Any, stand_in), config, campaigns_edge.open_store(config))
+    order = DialOrder("c", Dial("1", "+12125550101", 1), "u-1", "US", TZ, {}, "", "")
+    service.flights["u-1"] = campaigns_edge.Flight(order)
+    assert service.outcome("u-1") is None  # no record yet: wait for it
+    service.turned_away("u-1")
+    assert service.outcome("u-1") == CallOutcome("dropped")
+    service.store.close()
+    records.close()

@@ -295,6 +295,9 @@ class Engine:
 
     def _busy(self, call: OutboundCall, data: ChannelData) -> None:
         self.metrics.rejected += 1
+        campaigns = getattr(self, "campaigns", None)
+        if campaigns is not None:  # a campaign dial answered with no bot free: dropped, not waited for
+            campaigns.turned_away(data.uuid)
         self.log.warning("call.busy", call=data.uuid, active=self.metrics.active_calls)
         action = self.config.busy_action
         if action == "prompt" and self.busy_prompt is not None:

@@ -78,7 +78,8 @@ def lease_owner(name: str) -> str:
 
 
 @dataclass
-class _Flight:
+class Flight:
+    """A dial in flight: the runner's order and, once saved, its call's record."""
     order: DialOrder
     record: CallRecord | None = None
 
@@ -110,13 +111,14 @@ class CampaignService:
         self.runner = CampaignRunner(self.store, self.settings, messages=self._messages, publish=publish)
         self.boxes, self._own = self._boxes()
         self.dialers: dict[str, Dialer] = {}
-        self.flights: dict[str, _Flight] = {}  # origination UUID -> the dial in flight
+        self.flights: dict[str, Flight] = {}  # origination UUID -> the dial in flight
         self._by_lead: dict[tuple[str, str], str] = {}  # (campaign, lead) -> UUID in flight
         self._reports: collections.deque[tuple[str, Answered | Ended]] = collections.deque()
         self._wake = gevent.event.Event()
         self._caller_id = _OrderCallerId()
         self._dialing = True
         self._loop: gevent.Greenlet | None = None
+        self._turned_away: set[str] = set()  # answered dials the engine had no bot for (busy action): no record
 
     def _boxes(self) -> tuple[list[DialBox], list[InboundConnection]]:
         """The configured boxes with their own inbound connections, or the engine's own FreeSWITCH."""
@@ -214,7 +216,7 @@ class CampaignService:
             self.engine.notifier.sender.wake()  # the attempt's messages are committed: post them now
         return orders
 
-    def _call_end(self, uuid: str, report: Ended, flight: _Flight | None) -> CallEnd:
+    def _call_end(self, uuid: str, report: Ended, flight: Flight | None) -> CallEnd:
         dialer = self.dialers.get(flight.order.campaign_id) if flight else None
         attempt = dialer.tracker.finished.get(uuid) if dialer else None
         if attempt is None:
@@ -240,7 +242,7 @@ class CampaignService:
     def _place(self, orders: list[DialOrder]) -> None:
         for order in orders:
             key = (order.campaign_id, order.dial.lead_id)
-            self.flights[order.uuid] = _Flight(order)
+            self.flights[order.uuid] = Flight(order)
             self._by_lead[key] = order.uuid
             self._caller_id.current = order.caller_id
             self._dialer(order.campaign_id).dial(order.dial)
@@ -252,7 +254,7 @@ class CampaignService:
             dialer = Dialer(self.boxes, campaign_id=campaign_id,
                             socket_address=f"{engine.config.outbound_host}:{engine.server.port}",
                             caller_ids=self._caller_id, leads=lambda lead_id: self._target(campaign_id, lead_id),
-                            outcomes=self._outcome, report=lambda r: self._report(campaign_id, r), clock=self.clock,
+                            outcomes=self.outcome, report=lambda r: self._report(campaign_id, r), clock=self.clock,
                             attempt_key=lambda c, lead_id, n: self._by_lead[(c, lead_id)], ring_s=self.ring_s,
                             margin_s=self.margin_s)
             dialer.start()
@@ -271,8 +273,16 @@ class CampaignService:
         self._reports.append((uuid, report))
         self._wake.set()
 
-    def _outcome(self, uuid: str) -> CallOutcome | None:
+    def turned_away(self, uuid: str) -> None:
+        """The engine answered dial ``uuid`` with its busy action: it ends ``dropped`` without waiting for a record."""
+        if uuid in self.flights:
+            self._turned_away.add(uuid)
+
+    def outcome(self, uuid: str) -> CallOutcome | None:
         """The answered call's outcome from its record (None until the record is saved)."""
+        if uuid in self._turned_away:
+            self._turned_away.discard(uuid)
+            return CallOutcome("dropped")
         flight = self.flights.get(uuid)
         record = gevent.get_hub().threadpool.spawn(self.engine.store.get, uuid).get()
         if flight is None or record is None or not record.disposition:
