@@ -138,3 +138,15 @@ def test_a_campaign_call_gets_the_leads_zone_as_its_local_time() -> None:
     assert local_now(TZ).utcoffset() == datetime.now(UTC).astimezone(local_now(TZ).tzinfo).utcoffset()
     assert str(local_now(TZ).tzinfo) == TZ
     assert local_now("").tzinfo is not None and local_now("Not/AZone").tzinfo is not None
+
+
+def test_a_dial_given_up_on_is_recovered_by_the_next_claim(store: CampaignStore) -> None:
+    _campaign(store, "c", ["+12125550101"])
+    runner = CampaignRunner(store, RunnerSettings("engine-a/1", lease_s=3))
+    [order] = runner.poll(T0, free_bots=1)
+    runner.forget(order.uuid, T0 + 1)  # its end could not be written (a bug, not the database)
+    assert runner.talking() == 0 and not runner.runs["c"].scheduler.flights
+    runner.renew(T0 + 1.5)  # due, but the expired lease is not renewed: it cannot be kept alive forever
+    [again] = runner.poll(T0 + 2, free_bots=1)
+    assert again.dial.lead_id == order.dial.lead_id and again.dial.attempt == 2
+    assert [a["disposition"] for a in store.attempts("c")] == ["worker_lost", ""]

@@ -369,9 +369,17 @@ class CampaignRunner:
         run.outcomes[end.ended.disposition] = run.outcomes.get(end.ended.disposition, 0) + 1
         return orders
 
-    def forget(self, uuid: str) -> None:
-        """A dial that will never report (its dialer is gone): drop it; its lease expires and it is recovered."""
-        self.attempts.pop(uuid, None)
+    def forget(self, uuid: str, now: float) -> None:
+        """Give up on dial ``uuid`` (its end cannot be written): it leaves the scheduler and its lead's lease ends
+        now, so the next claim (any engine's) closes the attempt ``worker_lost`` and dials the lead again."""
+        info = self.attempts.pop(uuid, None)
+        run = self.runs.get(info.campaign_id) if info else None
+        if info is None or run is None:
+            return
+        run.scheduler.flights.pop(info.lead_id, None)
+        with self.store.transaction() as tx:  # an expired lease is never renewed
+            tx.execute("UPDATE lead SET lease_until = ? WHERE id = ? AND lease_owner = ?",
+                       (now - 1.0, int(info.lead_id), self.settings.owner))
 
     # ------------------------------------------------------------ the runtime snapshot (rule 5)
 

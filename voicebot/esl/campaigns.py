@@ -165,18 +165,27 @@ class CampaignService:
     def _run(self) -> None:
         next_poll = 0.0
         while True:
-            now = self.clock()
-            if self._dialing and now >= next_poll and any(b.connection.up for b in self.boxes):
-                self._poll(now)
-                next_poll = now + self.config.poll_s
-            self._drain_reports()
+            try:
+                next_poll = self._step(next_poll)
+            except Exception as err:  # a bug in one step must not end every campaign of this engine
+                self.log.error("campaigns.step_failed", error=repr(err)[:300])
+                gevent.sleep(RETRY_S)
+
+    def _step(self, next_poll: float) -> float:
+        """One pass of the loop: poll when due, settle reports, pacing wake-ups, then wait; the next poll time."""
+        now = self.clock()
+        if self._dialing and now >= next_poll and any(b.connection.up for b in self.boxes):
+            self._poll(now)
+            next_poll = now + self.config.poll_s
+        self._drain_reports()
+        wake = self.runner.next_wake()
+        if self._dialing and wake is not None and wake <= self.clock():
+            self._place(self._off_hub(self.runner.tick, self.clock()) or [])
             wake = self.runner.next_wake()
-            if self._dialing and wake is not None and wake <= self.clock():
-                self._place(self._off_hub(self.runner.tick, self.clock()) or [])
-                wake = self.runner.next_wake()
-            waits = [next_poll - self.clock()] + ([wake - self.clock()] if wake is not None else [])
-            self._wake.wait(max(0.01, min(waits)))
-            self._wake.clear()
+        waits = [next_poll - self.clock()] + ([wake - self.clock()] if wake is not None else [])
+        self._wake.wait(max(0.01, min(waits)))
+        self._wake.clear()
+        return next_poll
 
     def _renew_forever(self) -> None:
         """Leases are renewed on their own timer: a loop slowed by a burst of dials or a slow database never lets
@@ -195,7 +204,14 @@ class CampaignService:
     def _drain_reports(self) -> None:
         while self._reports:
             uuid, report = self._reports[0]
-            orders = self._settle(uuid, report)
+            try:
+                orders = self._settle(uuid, report)
+            except Exception as err:  # not the database: trying again would fail again; the lease recovers the lead
+                self.log.error("campaigns.report_failed", attempt=uuid, error=repr(err)[:300])
+                self._reports.popleft()
+                self._off_hub(self.runner.forget, uuid, self.clock())
+                self.flights.pop(uuid, None)
+                continue
             if orders is None:  # the database did not take it: keep it, try again soon
                 gevent.sleep(RETRY_S)
                 return
