@@ -229,3 +229,11 @@ def test_a_campaigns_section_runs_campaigns_with_its_boxes(tmp_path: Path) -> No
     assert load_config(tmp_path / "none.yaml").campaigns is None  # no section: no campaigns run
     assert problems(tmp_path, "campaigns:\n  boxes: [{name: fs1, host: h, dial: sofia/gateway/t1}]\n") == [
         "voicebot.yaml:2:38: error: campaigns.boxes[0].dial: bad value 'sofia/gateway/t1': the dial string needs {number}"]
+
+
+def test_with_campaigns_the_outbox_is_the_campaign_database(tmp_path: Path) -> None:
+    assert problems(tmp_path, "campaigns: {db: c.sqlite}\nnotifications: {db: other.sqlite}\n") == [
+        "voicebot.yaml:2:21: error: notifications.db: with campaigns, the outbox must be the campaign database "
+        "(hint: remove notifications.db, or set it to campaigns.db)"]
+    (tmp_path / "same.yaml").write_text("campaigns: {db: c.sqlite}\nnotifications: {db: c.sqlite}\n", encoding="utf-8")
+    assert load_config(tmp_path / "same.yaml").notifications.db == str(tmp_path / "c.sqlite")

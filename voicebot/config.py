@@ -129,6 +129,7 @@ def load_config(path: Path) -> EngineConfig:
         _check_values(doc)
     agents = _agents(doc)
     notifications = _notifications(doc, path.parent.resolve())
+    _check_outbox(doc, notifications, path.parent.resolve())
     if doc.problems:
         raise ConfigError(sorted(dict.fromkeys(doc.problems), key=lambda p: (p.line, p.column)))
     config = _build(doc.data, path.parent.resolve(), str(path), agents)
@@ -176,6 +177,16 @@ def _value(data: dict[str, Any], key: str) -> Any:
     """The value of config key ``key`` (dotted), or its default from the table."""
     value = _get(data, tuple(key.split(".")))
     return _DEFAULTS[key] if value is None and key not in ("agents", "notifications") else value
+
+
+def _check_outbox(doc: Doc, notifications: NotificationsConfig, base: Path) -> None:
+    """With campaigns the outbox is the campaign database: an attempt and its messages commit together."""
+    if not doc.parsed or not isinstance(doc.data, dict) or "campaigns" not in doc.data or not notifications.db:
+        return
+    db = str(_value(doc.data, "campaigns.db"))
+    if notifications.db != (db if "://" in db else str(_path(base, db))):
+        doc.at(("notifications", "db"), "with campaigns, the outbox must be the campaign database",
+               "remove notifications.db, or set it to campaigns.db")
 
 
 def _check_values(doc: Doc) -> None:
