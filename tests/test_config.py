@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voicebot.config import CampaignsConfig, ConfigError, EngineConfig, HandoffConfig, load_config, main
+from voicebot.config import CampaignsConfig, ConfigError, DialBoxConfig, EngineConfig, HandoffConfig, load_config, main
 from voicebot.configkeys import ASR_BACKENDS, SETTINGS, VAD_NAMES, Setting, json_schema, markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +39,8 @@ FIELDS = {
     "handoff.whisper": "handoff.whisper", "handoff.whisper_dir": "handoff.whisper_dir",
     "handoff.screen_pop.url": "handoff.screen_pop_url", "handoff.screen_pop.secret": "handoff.screen_pop_secret",
     "handoff.screen_pop.retries": "handoff.screen_pop_retries",
+    "campaigns.boxes": "campaigns.boxes", "campaigns.owner": "campaigns.owner",
+    "campaigns.lease_s": "campaigns.lease_s", "campaigns.poll_s": "campaigns.poll_s",
 }
 
 
@@ -116,7 +118,10 @@ def _unreadable(tmp_path: Path) -> list[str]:
 
 def _field(config: EngineConfig, name: str) -> object:
     section, _, key = name.partition(".")
-    return getattr(getattr(config, section), key) if key else getattr(config, name)
+    if not key:
+        return getattr(config, name)
+    holder = getattr(config, section)
+    return getattr(CampaignsConfig() if holder is None and section == "campaigns" else holder, key)
 
 
 def test_every_table_key_sets_one_field_and_every_field_has_a_key() -> None:
@@ -142,7 +147,7 @@ def test_an_empty_config_gives_the_dataclass_defaults(tmp_path: Path) -> None:
 def test_the_table_defaults_are_the_dataclass_defaults() -> None:
     default = EngineConfig()
     as_yaml: dict[str, object] = {"media_ports": "40000-40999", "agents": None, "notifications": None,
-                                  "flows_by_destination": {}}
+                                  "flows_by_destination": {}, "campaigns.boxes": []}
     for setting in SETTINGS:
         name = FIELDS[setting.key]
         want = as_yaml.get(name, _field(default, name))
@@ -217,3 +222,25 @@ def test_any_config_text_gives_a_config_or_problems_never_a_traceback(lines: lis
             load_config(path)
         except ConfigError as exc:
             assert exc.problems and all(p.line >= 1 and p.column >= 1 for p in exc.problems)
+
+
+def test_a_campaigns_section_runs_campaigns_with_its_boxes(tmp_path: Path) -> None:
+    path = tmp_path / "voicebot.yaml"
+    path.write_text("campaigns:\n  db: c.sqlite\n  owner: engine-a\n  boxes:\n"
+                    "    - {name: fs1, host: 10.0.0.5, password: pw, dial: 'sofia/gateway/t1/{number}'}\n"
+                    "    - {name: fs2, host: 10.0.0.6, port: 8022}\n", encoding="utf-8")
+    campaigns = load_config(path).campaigns
+    assert campaigns == CampaignsConfig(db=str(tmp_path / "c.sqlite"), owner="engine-a", boxes=(
+        DialBoxConfig("fs1", "10.0.0.5", 8021, "pw", "sofia/gateway/t1/{number}"), DialBoxConfig("fs2", "10.0.0.6", 8022)))
+    (tmp_path / "none.yaml").write_text("limits: {max_calls: 3}\n", encoding="utf-8")
+    assert load_config(tmp_path / "none.yaml").campaigns is None  # no section: no campaigns run
+    assert problems(tmp_path, "campaigns:\n  boxes: [{name: fs1, host: h, dial: sofia/gateway/t1}]\n") == [
+        "voicebot.yaml:2:38: error: campaigns.boxes[0].dial: bad value 'sofia/gateway/t1': the dial string needs {number}"]
+
+
+def test_with_campaigns_the_outbox_is_the_campaign_database(tmp_path: Path) -> None:
+    assert problems(tmp_path, "campaigns: {db: c.sqlite}\nnotifications: {db: other.sqlite}\n") == [
+        "voicebot.yaml:2:21: error: notifications.db: with campaigns, the outbox must be the campaign database "
+        "(hint: remove notifications.db, or set it to campaigns.db)"]
+    (tmp_path / "same.yaml").write_text("campaigns: {db: c.sqlite}\nnotifications: {db: c.sqlite}\n", encoding="utf-8")
+    assert load_config(tmp_path / "same.yaml").notifications.db == str(tmp_path / "c.sqlite")

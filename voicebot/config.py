@@ -52,11 +52,30 @@ class HandoffConfig:
     screen_pop_retries: int = 4
 
 
+DEFAULT_DIAL = "sofia/gateway/trunk/{number}"  # a campaign box's dial string when the config names none
+
+
+@dataclass(frozen=True)
+class DialBoxConfig:
+    """A FreeSWITCH box campaigns dial through (``campaigns.boxes``): its inbound ESL and its dial string."""
+
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 8021
+    password: str = "ClueCon"
+    dial: str = DEFAULT_DIAL
+
+
 @dataclass(frozen=True)
 class CampaignsConfig:
-    """Outbound campaigns (``campaigns:``): ``db`` is a SQLite path (absolute once loaded) or a postgresql:// URL."""
+    """``campaigns:``: present means the engine runs campaigns (docs/campaigns.md). ``boxes`` empty: the
+    ``freeswitch`` section's box."""
 
     db: str = "voicebot-campaigns.sqlite"
+    boxes: tuple[DialBoxConfig, ...] = ()
+    owner: str = ""
+    lease_s: float = 60.0
+    poll_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -100,7 +119,7 @@ class EngineConfig:
     handoff: HandoffConfig = field(default_factory=HandoffConfig)
     agents: AgentDirectory = field(default_factory=lambda: parse_agents(None))
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)  # docs/notifications.md
-    campaigns: CampaignsConfig = field(default_factory=CampaignsConfig)
+    campaigns: CampaignsConfig | None = None  # None: no `campaigns:` section, no campaigns run
     source: str = ""
 
 
@@ -119,6 +138,7 @@ def load_config(path: Path) -> EngineConfig:
         _check_values(doc)
     agents = _agents(doc)
     notifications = _notifications(doc, path.parent.resolve())
+    _check_outbox(doc, notifications, path.parent.resolve())
     if doc.problems:
         raise ConfigError(sorted(dict.fromkeys(doc.problems), key=lambda p: (p.line, p.column)))
     config = _build(doc.data, path.parent.resolve(), str(path), agents)
@@ -166,6 +186,16 @@ def _value(data: dict[str, Any], key: str) -> Any:
     """The value of config key ``key`` (dotted), or its default from the table."""
     value = _get(data, tuple(key.split(".")))
     return _DEFAULTS[key] if value is None and key not in ("agents", "notifications") else value
+
+
+def _check_outbox(doc: Doc, notifications: NotificationsConfig, base: Path) -> None:
+    """With campaigns the outbox is the campaign database: an attempt and its messages commit together."""
+    if not doc.parsed or not isinstance(doc.data, dict) or "campaigns" not in doc.data or not notifications.db:
+        return
+    db = str(_value(doc.data, "campaigns.db"))
+    if notifications.db != (db if "://" in db else str(_path(base, db))):
+        doc.at(("notifications", "db"), "with campaigns, the outbox must be the campaign database",
+               "remove notifications.db, or set it to campaigns.db")
 
 
 def _check_values(doc: Doc) -> None:
@@ -250,8 +280,19 @@ def _build(data: dict[str, Any], base: Path, source: str, agents: AgentDirectory
         max_calls=v("limits.max_calls"), busy_prompt=v("limits.busy_prompt"), busy_action=v("limits.busy_action").strip(),
         http_host=v("http.host"), http_port=v("http.port"),
         shutdown_deadline_s=float(v("shutdown_deadline_s")), source=source, handoff=_handoff(v, base), agents=agents,
-        campaigns=CampaignsConfig(db=_db(base, v("campaigns.db"))),
+        campaigns=_campaigns(data, v, base),
     )
+
+
+def _campaigns(data: dict[str, Any], v: Any, base: Path) -> CampaignsConfig | None:
+    """``campaigns:`` (None when the file has no such section)."""
+    if "campaigns" not in data:
+        return None
+    db = _db(base, v("campaigns.db"))
+    boxes = tuple(DialBoxConfig(str(b["name"]), str(b["host"]), int(b.get("port", 8021)), str(b.get("password", "ClueCon")),
+                                str(b.get("dial", DEFAULT_DIAL))) for b in v("campaigns.boxes") or ())
+    return CampaignsConfig(db=db, boxes=boxes, owner=str(v("campaigns.owner")),
+                           lease_s=float(v("campaigns.lease_s")), poll_s=float(v("campaigns.poll_s")))
 
 
 def _handoff(v: Any, base: Path) -> HandoffConfig:

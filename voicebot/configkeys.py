@@ -37,6 +37,13 @@ KINDS: dict[str, tuple[dict[str, Any], str]] = {
                      "mapping of destination number to flow file"),
     "agents": ({"type": "object"}, "mapping: wrap_up_s, list, groups (see below)"),
     "notifications": ({"type": ["object", "null"]}, "mapping: db, sms_gateway, webhooks, retry, sms, webhook"),
+    "boxes": ({"type": "array", "items": {
+        "type": "object", "additionalProperties": False, "required": ["name", "host"],
+        "properties": {"name": {"type": "string", "minLength": 1}, "host": {"type": "string", "minLength": 1},
+                       "port": {"type": "integer", "minimum": 1, "maximum": 65535}, "password": {"type": "string"},
+                       "dial": {"type": "string", "pattern": "[{]number[}]",
+                                "patternErrorMessage": "the dial string needs {number}"}}}},
+              "list of FreeSWITCH boxes: name, host, port, password, dial"),
 }
 
 
@@ -77,8 +84,8 @@ SECTIONS: dict[str, str] = {
     "limits": "How many calls at once, and what callers over the limit hear.",
     "http": "The HTTP endpoint with `/health` and `/metrics` (Prometheus).",
     "handoff": "How calls reach human agents.",
-    "campaigns": "Outbound campaigns (docs/campaigns.md).",
     "handoff.screen_pop": "The signed POST that shows the caller's details on the agent's screen.",
+    "campaigns": "Outbound campaigns run inside `voicebot serve` when this section is present (docs/campaigns.md).",
 }
 
 _BUSY = "All our advisors are busy right now. We will call you back. Goodbye."
@@ -163,6 +170,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("campaigns.db", "db", "voicebot-campaigns.sqlite",
             "The campaign database (campaigns, leads, attempts); `voicebot campaign` commands use it too.",
             "postgresql://voicebot@127.0.0.1/voicebot"),
+    Setting("campaigns.boxes", "boxes", [],
+            "FreeSWITCH boxes to dial through (the one with the most free sessions first); empty: the freeswitch "
+            "section's, dialing sofia/gateway/trunk/{number}.",
+            '[{name: fs1, host: 10.0.0.5, port: 8021, password: s3cret, dial: "sofia/gateway/trunk/{number}"}]'),
+    Setting("campaigns.owner", "text", "", "This engine's name in leads' leases (a per-start suffix is added); "
+            "empty: host name and process id.", "engine-a"),
+    Setting("campaigns.lease_s", "seconds", 60.0, "How long a lead stays leased to this engine without renewal; "
+            "a dead engine's leads return to the others after this.", "30"),
+    Setting("campaigns.poll_s", "seconds", 2.0, "How often campaign statuses are read and due leads claimed.", "5"),
     Setting("shutdown_deadline_s", "seconds", 30.0, "On stop, how long calls in progress may go on before they are ended.",
             "60"),
 )

@@ -31,7 +31,7 @@ import threading
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from voicebot.dialog.flow import Flow
 from voicebot.dialog.loader import load_flow
 from voicebot.dialog.outcome import Outcome
 from voicebot.esl.busy import BusyPrompt, play_busy
+from voicebot.esl.campaigns import CampaignService, campaign_flow, outbox_location, start_campaigns
 from voicebot.esl.connection import ChannelData, EslFailure, InboundConnection, OutboundCall, OutboundServer
 from voicebot.esl.driver import CallResult, HandoffFactory, SessionThread, drive_call
 from voicebot.esl.handoff import CallHandoff, HandoffContext
@@ -89,6 +90,7 @@ class Engine:
     accepting: bool = True
     on_session: Callable[[CallSession], None] | None = None  # e.g. `voicebot call` shows the live transcript
     notifications: NotificationsConfig | None = None  # None: the config file's `notifications:` section
+    publish_campaign: Callable[[str, dict[str, Any]], None] | None = None  # a campaign's runtime snapshot (status)
 
     def load(self, progress: Progress | None = None) -> None:
         """Load flows and models, render prompts, warm every pipeline, open the record store (rules 1 and 6).
@@ -209,6 +211,9 @@ class Engine:
             raise
         self.handoff = HandoffContext(self.agents, self.inbound, cfg.handoff, f"{cfg.outbound_host}:{self.server.port}",
                                       self.screenpop, whisper=self._whisper)
+        self.campaigns: CampaignService | None = None  # set once the campaign database is open
+        if cfg.campaigns is not None:  # docs/campaigns.md: campaigns run inside serve
+            self._campaigns_opening = start_campaigns(self, cfg.campaigns, self.publish_campaign)
         self.log.info("engine.started", outbound_port=self.server.port, http_port=self.http.server_port,
                       flows=sorted(f.id for f in self.flows.values()))
 
@@ -224,10 +229,10 @@ class Engine:
         if data.headers.get("variable_vb_role") == "agent":  # an agent's leg we originated for a handoff
             self.handoff.attach_agent_leg(call, data.uuid)
             return
-        if not self.accepting or self.metrics.active_calls >= self.config.max_calls:
+        if self._turn_away(data):
             self._busy(call, data)
             return
-        flow = self.flow_for(data.callee)
+        flow = campaign_flow(self, data.headers) or self.flow_for(data.callee)
         self.metrics.call_started()
         result = CallResult(data, None, time.time(), None)  # drive_call fills it as the call goes, even if it raises
         call_id = data.uuid or str(uuidlib.uuid4())
@@ -253,6 +258,11 @@ class Engine:
             self.metrics.call_ended()
             self._write_record(flow, result, call_id)
             self.records.submit(self.trimmer.maybe)
+
+    def _turn_away(self, data: ChannelData) -> bool:
+        """Over ``max_calls``, or stopping (a campaign dial this engine placed is still taken: it was answered)."""
+        ours = getattr(self, "campaigns", None) is not None and bool(data.headers.get("variable_vb_attempt_id"))
+        return (not self.accepting and not ours) or self.metrics.active_calls >= self.config.max_calls
 
     def _switch_alive(self) -> bool:
         """Is FreeSWITCH there? (``api status`` over the inbound connection; a crash closes that one too)."""
@@ -296,6 +306,9 @@ class Engine:
 
     def _busy(self, call: OutboundCall, data: ChannelData) -> None:
         self.metrics.rejected += 1
+        campaigns = getattr(self, "campaigns", None)
+        if campaigns is not None:  # a campaign dial answered with no bot free: dropped, not waited for
+            campaigns.turned_away(data.uuid)
         self.log.warning("call.busy", call=data.uuid, active=self.metrics.active_calls)
         action = self.config.busy_action
         if action == "prompt" and self.busy_prompt is not None:
@@ -317,6 +330,8 @@ class Engine:
             record = self._record(flow, result, call_id)
         self.records.submit(lambda: _store(self.store, record, recorder))
         session = result.worker.session if result.worker is not None else None
+        if getattr(self, "campaigns", None) is not None and record.extras.get("campaign"):
+            return  # the campaign runner writes this call's messages with its attempt (voicebot.esl.campaigns)
         if self.notifier is not None and session is not None:  # hands the messages to its writer thread
             self.notifier.call_ended(record, flow.hangup_notify, session.machine.outcome.notifications)
 
@@ -350,7 +365,9 @@ class Engine:
 
     def _notifier(self) -> Notifier | None:
         """The notifications sender (docs/notifications.md), when the config has any; None otherwise."""
-        return open_notifier(self.notifications or self.config.notifications, self.config.records_db)
+        config = self.notifications or self.config.notifications
+        return open_notifier(replace(config, db=outbox_location(replace(self.config, notifications=config))),
+                             self.config.records_db)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -378,9 +395,16 @@ class Engine:
         """Rule 5: stop taking calls, wait for current ones up to the deadline, then end them."""
         self.accepting = False
         self.log.info("engine.stopping", active=self.metrics.active_calls)
+        if getattr(self, "_campaigns_opening", None) is not None:
+            self._campaigns_opening.kill()
+        campaigns = getattr(self, "campaigns", None)
+        if campaigns is not None:
+            campaigns.stop_dialing()
         deadline = time.monotonic() + self.config.shutdown_deadline_s
         while self.metrics.active_calls and time.monotonic() < deadline:
             gevent.sleep(0.1)
+        if campaigns is not None:  # the dials in flight end and are written while the record writer still runs
+            campaigns.close(max(2.0, deadline - time.monotonic()))
         self.server.stop(timeout=2.0)
         self.http.stop(timeout=1)
         self.inbound.stop()

@@ -45,7 +45,8 @@ def location(args: argparse.Namespace) -> str:
     from voicebot.config import load_config
 
     check_text_file(config, "config file", "name the engine's config with --config, or give --db")
-    return load_config(config).campaigns.db
+    campaigns = load_config(config).campaigns
+    return campaigns.db if campaigns is not None else DEFAULT_DB
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from voicebot.campaign.windows import CallingWindow, WindowError
 from voicebot.schemacheck import check_schema
 from voicebot.yamldoc import Doc, KeyPath, Problem, did_you_mean, read_yaml
 
-AMD_POLICIES = ("hang_up", "leave_message")
+AMD_POLICIES = ("hang_up", "leave_message", "off")
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 

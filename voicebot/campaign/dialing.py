@@ -13,8 +13,9 @@ Rules:
    it the originate succeeds at early media and runs the socket app on an unanswered leg (capture
    ``dial_early_media``; unicast before the answer crashes FreeSWITCH); the variables carry the caller ID, the ring
    time (``originate_timeout``, s), the campaign, lead and attempt ids (``vb_campaign_id``, ``vb_lead_id``,
-   ``vb_attempt_id``, ``vb_attempt``), the flow's variables (``vb_var_NAME``) and the campaign's answering-machine
-   policy (``vb_amd``, ``vb_amd_message``, ``vb_amd_message_node``: voicebot.campaign.amdgate).
+    ``vb_attempt_id``, ``vb_attempt``), the lead's zone and the campaign's flow (``vb_tz``, ``vb_flow``, when set),
+    the flow's variables (``vb_var_NAME``) and the campaign's answering-machine policy (``vb_amd``,
+    ``vb_amd_message``, ``vb_amd_message_node``: voicebot.campaign.amdgate).
 3. An attempt ends at the first of: ``CHANNEL_HANGUP`` / ``CHANNEL_HANGUP_COMPLETE`` for its UUID (cause and SIP
    status read from it), a ``BACKGROUND_JOB`` with ``-ERR CAUSE`` (``error/...`` endpoints make no channel at
    all), or its deadline (ring time + ``margin_s``) without an answer: ``no_answer`` when it was heard ringing,
@@ -89,6 +90,8 @@ class Originate:
     ring_s: float = RING_S
     variables: Mapping[str, str] = field(default_factory=dict)
     amd: Mapping[str, str] = field(default_factory=dict)  # AmdCall.channel_vars(): empty when AMD is off
+    tz: str = ""  # the lead's zone (vb_tz): the call's reference for date slots
+    flow: str = ""  # the campaign's flow file (vb_flow): the engine answers with it
 
     def command(self) -> str:
         """The ``originate`` arguments (what follows ``bgapi``); ValueError naming a variable it cannot carry."""
@@ -96,6 +99,7 @@ class Originate:
                      "originate_timeout": str(max(1, round(self.ring_s))), "ignore_early_media": "true",
                      "vb_campaign_id": self.campaign_id,
                      "vb_lead_id": self.lead_id, "vb_attempt_id": self.uuid, "vb_attempt": str(self.attempt),
+                     **({"vb_tz": self.tz} if self.tz else {}), **({"vb_flow": self.flow} if self.flow else {}),
                      **{f"vb_var_{k}": v for k, v in self.variables.items()}, **self.amd}
         return f"originate {{{originate_vars(call_vars)}}}{self.endpoint} {originate_socket_app(self.socket_address)}"
 

@@ -80,10 +80,13 @@ class DialBox:
 
 @dataclass(frozen=True)
 class DialTarget:
-    """What the dialer needs of a lead beyond the Dial: its region (ISO code) and the flow's variables."""
+    """What the dialer needs of a lead beyond the Dial: its region (ISO code), the flow's variables, its zone
+    (IANA name) and the campaign's flow file (both optional)."""
 
     region: str = ""
     variables: Mapping[str, str] = field(default_factory=dict)
+    tz: str = ""
+    flow: str = ""
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ class Dialer:
         try:
             command = Originate(uuid, box.endpoint.format(number=dial.number), caller_id, self.socket_address,
                                 self.campaign_id, dial.lead_id, dial.attempt, self.ring_s, target.variables,
-                                self.amd_vars).command()
+                                self.amd_vars, target.tz, target.flow).command()
             attempt = self.tracker.start(dial, uuid, name, self.ring_s, now)
             attempt.job = box.connection.bgapi(command)
         except (ValueError, EslFailure) as err:

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import gevent
 import numpy as np
@@ -80,6 +81,14 @@ def call_variables(headers: dict[str, str] | Any) -> dict[str, str]:
     return out
 
 
+def local_now(tz: str) -> datetime:
+    """Now in zone ``tz`` (an IANA name); the server's zone when ``tz`` is empty or unknown."""
+    try:
+        return datetime.now(ZoneInfo(tz)) if tz else datetime.now().astimezone()
+    except (ZoneInfoNotFoundError, ValueError):
+        return datetime.now().astimezone()
+
+
 @dataclass
 class SessionThread:
     """Runs a :class:`CallSession` in a native thread; greenlets talk to it through two queues."""
@@ -93,6 +102,7 @@ class SessionThread:
     error: BaseException | None = None
     started: float = 0.0
     muted: bool = False  # an agent talks to the caller through eavesdrop: send silence, keep the stream going
+    tz: str = ""  # the callee's zone (a campaign dial's vb_tz): the reference for date slots; "": the server's
 
     def start(self) -> None:
         """Start the session (t = 0 now) in its thread; its prompts are synthesized by a worker thread."""
@@ -180,8 +190,7 @@ class SessionThread:
 
     def _run(self) -> None:
         try:
-            # the reference for date slots: the server's zone until the campaign passes the lead's own zone
-            self.session.start(0.0, self.variables, local_time=datetime.now().astimezone())
+            self.session.start(0.0, self.variables, local_time=local_now(self.tz))
             next_bot = 0.0
             while not self._stop and not self.session.ended:
                 self._drain(timeout=3 * self.frame_s)  # woken by each send slot taken, caller frames, answers
@@ -300,7 +309,7 @@ def drive_call(call: OutboundCall, data: ChannelData, make_session: Callable[[in
 
         arm()
         worker = SessionThread(make_session(channel_media.rate), call_variables(data.headers),
-                               frame_s=channel_media.ptime_ms / 1000)
+                               frame_s=channel_media.ptime_ms / 1000, tz=data.headers.get("variable_vb_tz", ""))
         if recording is not None:
             worker.recorder = result.recorder = StereoRecorder(recording, channel_media.rate)
         result.worker = worker
