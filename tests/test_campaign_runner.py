@@ -167,3 +167,13 @@ def test_a_campaigns_answering_machine_policy_reaches_its_dials(store: CampaignS
     amd = runner.amd("c")
     assert (amd.channel_vars() if amd is not None else None) == expected
     assert runner.amd("not-running") is None
+
+
+def test_each_poll_publishes_the_engines_pacing_for_campaign_status(store: CampaignStore) -> None:
+    _campaign(store, "c", ["+12125550101", "+12125550102", "+12125550103"])
+    runner = CampaignRunner(store, RunnerSettings("engine-a/1"))
+    runner.poll(T0, free_bots=2)
+    [row] = store.runtime("c", T0 + 1)
+    assert row["owner"] == "engine-a/1"
+    assert (row["snapshot"]["ringing"], row["snapshot"]["free_bots"]) == (2, runner.runs["c"].scheduler.free_bots)
+    assert store.runtime("c", T0 + 60) == []  # a silent engine's pacing is not shown as current

@@ -136,7 +136,8 @@ def test_an_empty_config_gives_the_dataclass_defaults(tmp_path: Path) -> None:
     path = tmp_path / "voicebot.yaml"
     path.write_text("# nothing set\n", encoding="utf-8")
     loaded, default = load_config(path), EngineConfig()
-    relative = {"cache_dir", "records_db", "recordings_dir", "campaigns.db"}  # relative to the config file once loaded
+    relative = {"cache_dir", "records_db", "recordings_dir"}  # relative to the config file once loaded
+    assert loaded.campaigns is None  # no campaigns: section, no campaigns run (its keys read as the defaults)
     for key, name in FIELDS.items():
         want = _field(default, name)
         want = str(tmp_path / str(want)) if name in relative else want
@@ -244,3 +245,10 @@ def test_with_campaigns_the_outbox_is_the_campaign_database(tmp_path: Path) -> N
         "(hint: remove notifications.db, or set it to campaigns.db)"]
     (tmp_path / "same.yaml").write_text("campaigns: {db: c.sqlite}\nnotifications: {db: c.sqlite}\n", encoding="utf-8")
     assert load_config(tmp_path / "same.yaml").notifications.db == str(tmp_path / "c.sqlite")
+
+
+def test_the_campaign_database_is_found_beside_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "voicebot.yaml"
+    path.write_text("campaigns: {db: leads.sqlite}\n", encoding="utf-8")
+    campaigns = load_config(path).campaigns
+    assert campaigns is not None and campaigns.db == str(tmp_path / "leads.sqlite")

@@ -206,7 +206,7 @@ class CampaignRunner:
                  publish: Publish | None = None) -> None:
         self.store, self.settings = store, settings
         self.messages = messages or (lambda end, info: [])
-        self.publish = publish or (lambda campaign_id, snapshot: None)
+        self.publish = publish or self._put_runtime  # `voicebot campaign status` reads it back
         self.runs: dict[str, _Run] = {}
         self.attempts: dict[str, AttemptInfo] = {}  # origination UUID -> the dial in flight
         self._renewed_at: float | None = None
@@ -400,6 +400,12 @@ class CampaignRunner:
                 "answer_rate": round(scheduler.answer_rate, 4), "handoff_rate": round(scheduler.handoff_rate, 4),
                 "free_bots": scheduler.free_bots, "dial_budget": scheduler.dial_budget(now), "dialed": run.dialed,
                 "ended": run.ended, "outcomes": dict(run.outcomes)}
+
+    def _put_runtime(self, campaign_id: str, snapshot: dict[str, Any]) -> None:
+        """The default publish: the snapshot into the store's runtime table (a write that fails is skipped: the
+        next poll writes a fresh one)."""
+        with contextlib.suppress(CampaignStoreError):
+            self.store.put_runtime(campaign_id, self.settings.owner, snapshot, float(snapshot["at"]))
 
     def release(self) -> None:
         """A clean stop: give back every undialed lead this owner holds."""
