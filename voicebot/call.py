@@ -8,7 +8,9 @@ FreeSWITCH) calls, every 20 ms tick::
 
 The session runs what the core asks for and feeds the answers back as events:
 VAD on each caller frame, the recogniser (fed only while the caller speaks, with
-a pre-roll), synthesis (through a :class:`~voicebot.synthesis.Synthesis`
+a pre-roll), the accurate pass on a turn's audio (through an
+:class:`~voicebot.asr.accurate.AccuratePass` executor: inline in the simulator,
+the Whisper worker pool on FreeSWITCH; none: the fast final stands), synthesis (through a :class:`~voicebot.synthesis.Synthesis`
 executor: inline in the simulator, a worker thread on FreeSWITCH), and the
 handoff hook. All decisions (turn-taking, barge-in, dialog, playback) are the
 core's, so the simulator and FreeSWITCH behave the same.
@@ -23,8 +25,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 
+from voicebot.asr.accurate import AccuratePass, NoAccurate
 from voicebot.asr.base import AsrStream, VadStream
 from voicebot.asr.turns import TurnTaker
 from voicebot.audio.frame import AudioFrame
@@ -48,6 +52,7 @@ from voicebot.callcore import (
 from voicebot.dialog import events as ev
 from voicebot.dialog.interruption import Interruption
 from voicebot.dialog.machine import DialogMachine
+from voicebot.dialog.twopass import RecogniseTurn
 from voicebot.player import Chunk, Player
 from voicebot.synthesis import InlineSynthesis, Speaker, Synthesis
 from voicebot.timeline import Timeline
@@ -63,10 +68,12 @@ class CallSession:
 
     def __init__(self, machine: DialogMachine, *, vad: VadStream, asr: AsrStream, speaker: Speaker,
                  settings: CallSettings | None = None, handoff: Handoff | None = None,
-                 synthesis: Synthesis | None = None) -> None:
+                 synthesis: Synthesis | None = None, accurate: AccuratePass | None = None) -> None:
+        settings = replace(settings or CallSettings(), accurate_pass=accurate is not None)
         self.core = CallCore(machine, settings)
         self.vad, self.asr, self.speaker, self.handoff = vad, asr, speaker, handoff
         self.synthesis: Synthesis = synthesis or InlineSynthesis(speaker, self.settings.charge_compute)
+        self.accurate: AccuratePass = accurate or NoAccurate()  # never asked when None
 
     # ------------------------------------------------------- the core's state
 
@@ -162,6 +169,8 @@ class CallSession:
                     spent = time.perf_counter() - started
                     charged = at + (spent if self.settings.charge_compute else 0.0)
                     self.deliver(Finalised(charged, final, round(spent * 1000)))
+                case RecogniseTurn():
+                    self.accurate.start(command, self.deliver)
                 case SetHints(hints=hints):
                     self.asr.set_hints(hints)
                 case Synthesize(at=at, play=play, values=values):
