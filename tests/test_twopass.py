@@ -16,6 +16,7 @@ from voicebot.dialog.flow import AsrPass, Flow, Listen
 from voicebot.dialog.loader import FlowError, load_flow_text, validate_file
 from voicebot.dialog.machine import DialogMachine, build_matcher
 from voicebot.dialog.twopass import (
+    AMBIGUOUS,
     CAPTURE,
     NO_INTENT,
     POLICY,
@@ -38,10 +39,9 @@ def with_policy(flow: Flow, node_id: str, asr: AsrPass) -> Flow:
 def scorer(flow: Flow) -> Scorer:
     matcher = build_matcher(flow)
 
-    def score(text: str, allowed: list[str]) -> float:
-        found = matcher.match(text, allowed)
-        return found[0].score if found else 0.0
-    return score
+    def scores(text: str, allowed: list[str]) -> list[float]:
+        return [m.score for m in matcher.match(text, allowed)]
+    return scores
 
 
 # ------------------------------------------------------------------ the rule
@@ -52,6 +52,7 @@ def scorer(flow: Flow) -> Scorer:
     ("greet", AsrPass.AUTO, "no", ""),
     ("greet", AsrPass.AUTO, "well i think that yes could be it maybe", NO_INTENT),  # a weak keyword hit
     ("greet", AsrPass.AUTO, "you know what", NO_INTENT),
+    ("greet", AsrPass.AUTO, "yeah not interested", AMBIGUOUS),  # two intents at once: the fast words are suspect
     ("greet", AsrPass.AUTO, "yes [unk] [unk]", UNSURE),
     ("greet", AsrPass.AUTO, "", UNSURE),
     ("greet", AsrPass.FAST, "you know what", ""),

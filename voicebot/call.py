@@ -52,7 +52,7 @@ from voicebot.callcore import (
 from voicebot.dialog import events as ev
 from voicebot.dialog.interruption import Interruption
 from voicebot.dialog.machine import DialogMachine
-from voicebot.dialog.twopass import RecogniseTurn
+from voicebot.dialog.twopass import RecogniseTurn, TurnRecognised
 from voicebot.player import Chunk, Player
 from voicebot.synthesis import InlineSynthesis, Speaker, Synthesis
 from voicebot.timeline import Timeline
@@ -74,6 +74,8 @@ class CallSession:
         self.vad, self.asr, self.speaker, self.handoff = vad, asr, speaker, handoff
         self.synthesis: Synthesis = synthesis or InlineSynthesis(speaker, self.settings.charge_compute)
         self.accurate: AccuratePass = accurate or NoAccurate()  # never asked when None
+        self._answers: list[TurnRecognised] = []  # accurate answers stamped ahead of the call's clock (charged compute)
+        self._clock = 0.0  # the latest frame time seen (s)
 
     # ------------------------------------------------------- the core's state
 
@@ -136,11 +138,13 @@ class CallSession:
 
     def caller_frame(self, frame: AudioFrame) -> None:
         """One frame of the caller's audio (VAD, then the core)."""
+        self._deliver_due(frame.captured_at)
         self.deliver(CallerAudio(frame, self.vad.speech_probability(frame)))
 
     def bot_frame(self, now: float) -> Chunk | None:
         """The bot's audio for the send slot starting at ``now``; None means silence. Never waits for synthesis."""
         sent: list[Chunk | None] = [None]
+        self._deliver_due(now)
         self._run(self.core.handle(SendSlot(now)), sent)
         return sent[0]
 
@@ -170,7 +174,7 @@ class CallSession:
                     charged = at + (spent if self.settings.charge_compute else 0.0)
                     self.deliver(Finalised(charged, final, round(spent * 1000)))
                 case RecogniseTurn():
-                    self.accurate.start(command, self.deliver)
+                    self.accurate.start(command, self._answered)
                 case SetHints(hints=hints):
                     self.asr.set_hints(hints)
                 case Synthesize(at=at, play=play, values=values):
@@ -179,6 +183,19 @@ class CallSession:
                     self.synthesis.cancel(play_id)
                 case ev.PrepareHandoff() | ev.TransferCall() if self.handoff is not None:
                     self.handoff(command, self)
+
+    def _answered(self, answer: TurnRecognised) -> None:
+        """An accurate answer: now, or (stamped later: compute charged to a virtual clock) when the call gets there."""
+        if answer.at <= self._clock + 1e-9:
+            self.deliver(answer)
+        else:
+            self._answers.append(answer)
+
+    def _deliver_due(self, now: float) -> None:
+        self._clock = max(self._clock, now)
+        for answer in [a for a in self._answers if a.at <= now + 1e-9]:
+            self._answers.remove(answer)
+            self.deliver(answer)
 
     def _ready(self, ready: AudioReady) -> None:
         self.deliver(ready)

@@ -392,11 +392,10 @@ def _scorer(machine: DialogMachine) -> Callable[[str], float]:
     return score
 
 
-def _allowed_scorer(machine: DialogMachine) -> Callable[[str, list[str]], float]:
-    def score(text: str, allowed: list[str]) -> float:
-        matches = machine.matcher.match(text, allowed)
-        return matches[0].score if matches else 0.0
-    return score
+def _allowed_scorer(machine: DialogMachine) -> Callable[[str, list[str]], list[float]]:
+    def scores(text: str, allowed: list[str]) -> list[float]:
+        return [m.score for m in machine.matcher.match(text, allowed)]
+    return scores
 
 
 def _fields(command: Any) -> dict[str, Any]:

@@ -11,7 +11,9 @@ A node's ``listen: {asr: ...}`` (or the flow's ``defaults.listen.asr``; default 
   1. the node captures no slot (times, dates, numbers and free text need every word right);
   2. the final holds no unsure word (``[unk]``: the first pass's words disagree with the node's hints);
   3. the flow's intent matcher finds an intent the node allows (its own routes and the globals) with a score of
-     at least :data:`AUTO_MIN_SCORE` (the score of a keyword that covers about half the words).
+     at least :data:`AUTO_MIN_SCORE` (the score of a keyword that covers about half the words);
+  4. and no other allowed intent also matches (at the flow's ``min_intent_score``): "yeah not really" points two
+     ways, the sign of a hint-biased first pass forcing hint phrases onto words it did not hear.
 
   So a confident "yes" on a yes/no node answers at once and costs nothing extra; anything else waits for Whisper.
 
@@ -33,10 +35,10 @@ MAX_TURN_S = 30.0  # the accurate pass hears at most this much of a turn (its fi
 AUTO_MIN_SCORE = 0.8  # bench/hearing_eval.py, tune half: the lowest fast-pass intent score auto lets stand
 
 # reasons the accurate pass runs (recorded on the timeline); "" = the fast final stands
-POLICY, CAPTURE, UNSURE, NO_INTENT = "policy", "capture", "unsure_words", "no_intent"
+POLICY, CAPTURE, UNSURE, NO_INTENT, AMBIGUOUS = "policy", "capture", "unsure_words", "no_intent", "ambiguous"
 
-# (text, allowed intents) -> the best allowed intent's score (0.0: none)
-Scorer = Callable[[str, list[str]], float]
+# (text, allowed intents) -> the scores of the allowed intents it matches, best first
+Scorer = Callable[[str, list[str]], list[float]]
 
 
 def allowed_intents(flow: Flow, node: Node) -> list[str]:
@@ -58,8 +60,11 @@ def accurate_reason(flow: Flow, node: Node | None, text: str, score: Scorer,
         return CAPTURE
     if not text.strip() or UNK in text.split():
         return UNSURE
-    if score(text, allowed_intents(flow, node)) < min_score:
+    scores = score(text, allowed_intents(flow, node))
+    if not scores or scores[0] < min_score:
         return NO_INTENT
+    if len(scores) > 1 and scores[1] >= flow.min_intent_score:
+        return AMBIGUOUS
     return ""
 
 
