@@ -3,14 +3,16 @@ and the flow key ``listen: {asr: ...}`` through the loader and the validator."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
-from tests.call_fakes import FRAME_S, RATE
+from tests.call_fakes import FRAME_S, RATE, Drive, LevelVad, ScriptedAsr, tone_speaker
 from tests.dialog_fixtures import screening_flow
 from tests.test_callcore import Harness
+from voicebot.call import CallSession
 from voicebot.callcore import CallCore, CallSettings, CoreCommand, Synthesize
 from voicebot.dialog.flow import AsrPass, Flow, Listen
 from voicebot.dialog.loader import FlowError, load_flow_text, validate_file
@@ -219,3 +221,46 @@ def test_a_misspelt_key_is_reported_with_a_did_you_mean() -> None:
         load_flow_text(FLOW.replace("{asr: accurate}", "{asrr: accurate}"))
     [problem] = caught.value.problems
     assert problem.path == "nodes.greet.listen.asrr" and problem.hint == "did you mean 'asr'?"
+
+
+# ------------------------------------------------------------ the session edge
+
+
+@dataclass
+class StampedAccurate:
+    """An accurate pass that answers at once, stamped ``spent`` s later (compute charged to a virtual clock)."""
+
+    text: str
+    spent: float = 1.0
+
+    def start(self, request: RecogniseTurn, deliver: Callable[[TurnRecognised], None]) -> None:
+        deliver(TurnRecognised(round(request.at + self.spent, 6), request.turn, self.text, None, 0.9, 1000))
+
+    def bind(self, post: Callable[[Callable[[], None]], None]) -> None:
+        """Runs on the caller's thread."""
+
+
+def test_a_session_takes_a_charged_answer_when_the_calls_clock_reaches_it() -> None:
+    """The simulator's inline Whisper answers at once with a later stamp: the call takes it when its clock gets
+    there, so the timeline never goes back in time (the demo's turns were taken over prompts that had not started)."""
+    flow = with_policy(screening_flow(), "greet", AsrPass.ACCURATE)
+    session = CallSession(DialogMachine(flow), vad=LevelVad(), asr=ScriptedAsr({1.6: WRONG}),  # type: ignore[arg-type]
+                          speaker=tone_speaker(1.0), settings=CallSettings(rate=RATE),
+                          accurate=StampedAccurate("yes this is me"))
+    Drive(session, speech=[(1.4, 2.0), (3.2, 3.5)]).until(5.0)  # speaks again while Whisper decodes
+    times = [e["t"] for e in session.timeline.entries if e["kind"] != "speech_end"]  # speech_end: stamped when speech stopped
+    assert times == sorted(times), "the timeline went back in time"
+    fast, final = session.timeline.of("fast_final")[0], session.timeline.of("final")[0]
+    assert final["asr"] == "accurate" and final["t"] == pytest.approx(fast["t"] + 1.0, abs=FRAME_S)
+    assert session.machine.outcome.path[:2] == ["greet", "pitch"]
+
+
+def test_a_new_turn_before_the_answer_takes_the_waiting_turns_fast_words_then_and_ignores_its_late_answer() -> None:
+    h = TwoPassHarness(two_pass_core(AsrPass.ACCURATE), speech=[(1.4, 2.0), (3.2, 3.5)], words={1.6: WRONG, 3.3: "no"},
+                       accurate="yes this is me", delay=5.0)
+    h.run_with_answers(10.0)
+    finals = h.core.timeline.of("final")
+    fast_finals = h.core.timeline.of("fast_final")
+    assert finals[0]["accurate"] == "superseded" and finals[0]["text"] == WRONG
+    assert finals[0]["t"] == fast_finals[1]["t"] > fast_finals[0]["t"], (finals, fast_finals)  # taken when turn 2 ended
+    assert [f["asr"] for f in finals] == ["fast", "accurate"] and len(h.requests) == 2  # turn 1's late answer: ignored

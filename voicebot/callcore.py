@@ -261,7 +261,7 @@ class CallCore:
             self._dialog(ev.Transcript(at, result.text, final=False, confidence=result.confidence), at)
 
     def _final(self, event: Finalised) -> None:
-        if (superseded := self.twopass.abandon()) is not None:
+        if (superseded := self.twopass.abandon(event.at)) is not None:
             self._take_final(superseded)
         step = self.twopass.fast_final(event.at, event.result, event.compute_ms)
         if isinstance(step, RecogniseTurn):  # the words wait for the accurate pass

@@ -146,13 +146,13 @@ class TwoPass:
         self.turn_started()
         return request
 
-    def abandon(self) -> TakenFinal | None:
-        """A new final came before the accurate answer: the waiting turn takes its fast final now."""
+    def abandon(self, at: float) -> TakenFinal | None:
+        """A new final came (at ``at``) before the accurate answer: the waiting turn takes its fast final now."""
         if self._pending is None:
             return None
-        request, result, compute_ms = self._pending
+        _, result, compute_ms = self._pending
         self._pending = None
-        return TakenFinal(request.at, result, compute_ms, {"asr": "fast", "accurate": "superseded"})
+        return TakenFinal(at, result, compute_ms, {"asr": "fast", "accurate": "superseded"})
 
     def answered(self, event: TurnRecognised) -> TakenFinal | None:
         """The accurate answer: the final to take (None: not the turn that waits)."""
