@@ -46,7 +46,7 @@ import numpy.typing as npt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.hearing_twopass import add_two_pass, latency_report  # noqa: E402
+from bench.hearing_twopass import ACCURATE, FAST, add_two_pass, latency_report, offscript_two_pass  # noqa: E402
 from voicebot import yamlutil  # noqa: E402
 from voicebot.asr.spoken import spoken_form  # noqa: E402
 from voicebot.audio.telephone import mix_at_snr, telephone_channel, to_rate  # noqa: E402
@@ -366,16 +366,23 @@ def report(summary: dict[str, Any]) -> str:
     for key, f in summary["false_intents"].items():
         cname, rname = key.split("|")
         lines.append(f"| {cname} | {rname} | {f['false']} | {f['n']} |")
-    return "\n".join(lines + latency_report(summary.get("two_pass_latency", {})))
+    lines += latency_report(summary.get("two_pass_latency", {}))
+    if "two_pass_false_intents" in summary:
+        lines += ["", "## False intents of the two-pass policy: human clips at every listening node, with its hints", "",
+                  "| condition | pass | false | n |", "|---|---|---|---|"]
+        for key, f in summary["two_pass_false_intents"].items():
+            cname, rname = key.split("|")
+            lines.append(f"| {cname} | {rname} | {f['false']} | {f['n']} |")
+    return "\n".join(lines)
 
 
-def reheard(clips: list[Clip], path: Path) -> tuple[list[str], dict[str, Any]]:
+def reheard(clips: list[Clip], path: Path) -> tuple[list[str], list[str]]:
     """Fill each clip's ``heard`` from an earlier run's JSON; its recognisers and conditions."""
     earlier = json.loads(path.read_text(encoding="utf-8"))["run"]
     by_id = {c["id"]: c["heard"] for c in earlier["clips_heard"]}
     for clip in clips:
         clip.heard = {cname: {r: tuple(v) for r, v in heard.items()} for cname, heard in by_id.get(clip.id, {}).items()}
-    return list(earlier["recognisers"]), {c: {} for c in earlier["conditions"]}
+    return list(earlier["recognisers"]), list(earlier["conditions"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -386,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=None, help="only the first N flow lines (a timing run)")
     parser.add_argument("--manifest", type=Path, default=MANIFEST)
     parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--offscript-nodes", action="store_true",
+                        help="also hear every human clip at every listening node with its hints (two-pass false intents)")
     parser.add_argument("--rescore", type=Path, default=None, help="score what an earlier results JSON heard (no decoding)")
     args = parser.parse_args(argv)
     manifest = yamlutil.load(args.manifest.read_text(encoding="utf-8"))
@@ -406,12 +415,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     matchers = {name: build_matcher(flow) for name, flow in flows.items()}
     started = time.perf_counter()
     if args.rescore is not None:
-        names, conditions = reheard(clips, args.rescore)
+        names, heard_in = reheard(clips, args.rescore)
+        conditions = {k: dict(manifest["conditions"])[k] for k in heard_in}
     else:
         decode_all(clips, conditions, recognisers(names), flows, matchers)
     latency = add_two_pass(clips, flows, matchers)
     summary = summarise(clips, flows, matchers)
     summary["two_pass_latency"] = latency
+    if args.offscript_nodes:
+        summary["two_pass_false_intents"] = offscript_two_pass(clips, flows, matchers, recognisers([FAST, ACCURATE]),
+                                                               conditions, through, intent_of)
     summary["run"] = {"quick": args.quick, "clips": len(clips), "conditions": list(conditions), "recognisers": names,
                       "seconds": round(time.perf_counter() - started, 1),
                       "held_out": "clip id SHA-1 ends in an even hex digit",

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from voicebot.dialog.flow import Flow, Node
-from voicebot.dialog.twopass import accurate_reason
+from voicebot.dialog.twopass import accurate_reason, allowed_intents
 
 FAST, ACCURATE = "pocketsphinx-hints", "whisper-base-prompt"
 PASSES = ("fast", "accurate", "auto")
@@ -75,3 +75,34 @@ def latency_report(latency: dict[str, Any]) -> list[str]:
         lines.append(f"| {cname} | {kind} | {v['ran']} of {v['n']} | {v['cpu_p50_s']:.2f} | {v['cpu_p95_s']:.2f} | "
                      f"{v['cpu_mean_s']:.2f} | {v['wall_p50_s']:.2f} |")
     return lines
+
+
+def offscript_two_pass(clips: Sequence[Any], flows: dict[str, Flow], matchers: dict[str, Any], recs: dict[str, Any],
+                       conditions: dict[str, Any], through: Any, intent_of: Any) -> dict[str, Any]:
+    """False intents per pass: every human clip (none says anything a flow knows) heard at every listening node of
+    every flow, each pass with that node's hints, as the engine would hear it there."""
+    out: dict[str, Any] = {}
+    human = [c for c in clips if c.source.startswith("human")]
+    for cname, condition in conditions.items():
+        for clip in human:
+            audio = through(clip, condition, clips)
+            for fname, flow in flows.items():
+                matcher = matchers[fname]
+                for node in (n for n in flow.nodes.values() if n.routes):
+                    hints = list(matcher.hint_phrases(allowed_intents(flow, node)))
+                    fast, accurate = recs[FAST](audio, hints, flow.language)[0], recs[ACCURATE](audio, hints, flow.language)[0]
+
+                    def score(text: str, allowed: list[str], matcher: Any = matcher) -> list[float]:
+                        return [float(m.score) for m in matcher.match(text, allowed)]
+
+                    auto = accurate if accurate_reason(flow, node, fast, score) else fast
+                    for name, text in (("fast", fast), ("accurate", accurate), ("auto", auto)):
+                        entry = out.setdefault(f"{cname}|{name}", {"false": 0, "n": 0, "examples": []})
+                        entry["n"] += 1
+                        got = intent_of(flow, matcher, node.id, text)
+                        if got != "none":
+                            entry["false"] += 1
+                            if len(entry["examples"]) < 5:
+                                entry["examples"].append(f"{clip.id} at {fname}:{node.id}: {text!r} -> {got}")
+    return out
+
