@@ -43,8 +43,8 @@ def add_two_pass(clips: Sequence[Any], flows: dict[str, Flow], matchers: dict[st
         flow, matcher = flows[clip.flow], matchers[clip.flow]
         node = flow.nodes[clip.node]
 
-        def score(text: str, allowed: list[str], matcher: Any = matcher) -> list[float]:
-            return [float(m.score) for m in matcher.match(text, allowed)]
+        def score(text: str, allowed: list[str], matcher: Any = matcher) -> list[tuple[str, float]]:
+            return [(str(m.intent), float(m.score)) for m in matcher.match(text, allowed)]
 
         for cname, heard in clip.heard.items():
             if FAST not in heard or ACCURATE not in heard:
@@ -92,8 +92,8 @@ def offscript_two_pass(clips: Sequence[Any], flows: dict[str, Flow], matchers: d
                     hints = list(matcher.hint_phrases(allowed_intents(flow, node)))
                     fast, accurate = recs[FAST](audio, hints, flow.language)[0], recs[ACCURATE](audio, hints, flow.language)[0]
 
-                    def score(text: str, allowed: list[str], matcher: Any = matcher) -> list[float]:
-                        return [float(m.score) for m in matcher.match(text, allowed)]
+                    def score(text: str, allowed: list[str], matcher: Any = matcher) -> list[tuple[str, float]]:
+                        return [(str(m.intent), float(m.score)) for m in matcher.match(text, allowed)]
 
                     auto = accurate if accurate_reason(flow, node, fast, score) else fast
                     for name, text in (("fast", fast), ("accurate", accurate), ("auto", auto)):

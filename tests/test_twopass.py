@@ -18,6 +18,7 @@ from voicebot.dialog.flow import AsrPass, Flow, Listen
 from voicebot.dialog.loader import FlowError, load_flow_text, validate_file
 from voicebot.dialog.machine import DialogMachine, build_matcher
 from voicebot.dialog.twopass import (
+    ACCURATE_TIMEOUT_S,
     AMBIGUOUS,
     CAPTURE,
     NO_INTENT,
@@ -41,8 +42,8 @@ def with_policy(flow: Flow, node_id: str, asr: AsrPass) -> Flow:
 def scorer(flow: Flow) -> Scorer:
     matcher = build_matcher(flow)
 
-    def scores(text: str, allowed: list[str]) -> list[float]:
-        return [m.score for m in matcher.match(text, allowed)]
+    def scores(text: str, allowed: list[str]) -> list[tuple[str, float]]:
+        return [(m.intent, m.score) for m in matcher.match(text, allowed)]
     return scores
 
 
@@ -55,6 +56,8 @@ def scorer(flow: Flow) -> Scorer:
     ("greet", AsrPass.AUTO, "well i think that yes could be it maybe", NO_INTENT),  # a weak keyword hit
     ("greet", AsrPass.AUTO, "you know what", NO_INTENT),
     ("greet", AsrPass.AUTO, "yeah not interested", AMBIGUOUS),  # two intents at once: the fast words are suspect
+    ("pitch", AsrPass.AUTO, "yes sure", ""),  # one intent twice
+    ("greet", AsrPass.AUTO, "yes stop calling", AMBIGUOUS),  # a node intent and a global one that lead elsewhere
     ("greet", AsrPass.AUTO, "yes [unk] [unk]", UNSURE),
     ("greet", AsrPass.AUTO, "", UNSURE),
     ("greet", AsrPass.FAST, "you know what", ""),
@@ -116,10 +119,10 @@ def two_pass_core(asr: AsrPass, accurate_pass: bool = True) -> CallCore:
 
 
 def greet_then_answer(asr: AsrPass, *, accurate: str = "yes this is me", error: str | None = None,
-                      accurate_pass: bool = True, words: str = WRONG) -> TwoPassHarness:
+                      accurate_pass: bool = True, words: str = WRONG, delay: float = 0.8) -> TwoPassHarness:
     h = TwoPassHarness(two_pass_core(asr, accurate_pass), speech=[(1.4, 2.0)], words={1.6: words}, accurate=accurate,
-                       error=error)
-    h.run_with_answers(5.0)
+                       error=error, delay=delay)
+    h.run_with_answers(8.0)
     return h
 
 
@@ -257,10 +260,19 @@ def test_a_session_takes_a_charged_answer_when_the_calls_clock_reaches_it() -> N
 
 def test_a_new_turn_before_the_answer_takes_the_waiting_turns_fast_words_then_and_ignores_its_late_answer() -> None:
     h = TwoPassHarness(two_pass_core(AsrPass.ACCURATE), speech=[(1.4, 2.0), (3.2, 3.5)], words={1.6: WRONG, 3.3: "no"},
-                       accurate="yes this is me", delay=5.0)
+                       accurate="yes this is me", delay=2.5)
     h.run_with_answers(10.0)
     finals = h.core.timeline.of("final")
     fast_finals = h.core.timeline.of("fast_final")
     assert finals[0]["accurate"] == "superseded" and finals[0]["text"] == WRONG
     assert finals[0]["t"] == fast_finals[1]["t"] > fast_finals[0]["t"], (finals, fast_finals)  # taken when turn 2 ended
     assert [f["asr"] for f in finals] == ["fast", "accurate"] and len(h.requests) == 2  # turn 1's late answer: ignored
+
+
+def test_a_late_accurate_pass_gives_way_to_the_fast_words_after_the_timeout() -> None:
+    h = greet_then_answer(AsrPass.ACCURATE, words="yes", accurate="no", delay=ACCURATE_TIMEOUT_S + 1.0)
+    [fast] = h.core.timeline.of("fast_final")
+    [final] = h.core.timeline.of("final")
+    assert final["asr"] == "fast" and final["accurate"] == "timeout" and final["text"] == "yes"
+    assert final["t"] == pytest.approx(fast["t"] + ACCURATE_TIMEOUT_S, abs=FRAME_S)
+    assert h.core.machine.outcome.path[:2] == ["greet", "pitch"]  # the late "no" changed nothing

@@ -50,7 +50,8 @@ def human_answers(asr: str) -> tuple[list[str], str, list[dict[str, object]]]:
     pipeline = load_pipeline(flow, PipelineConfig(rate=8000, cache_dir=CACHE, accurate="base"))
     caller = SimCaller(CallerScript((CallerTurn("wav", path=str(HUMAN)),)), 8000, synth=pipeline.cache.synthesize,
                        read_audio=raw_or_wav)
-    result = run_call(pipeline.session(charge_compute=True), caller)
+    result = run_call(pipeline.session(charge_compute=False), caller)  # Whisper's time is not charged: on a loaded
+    # machine it could pass the accurate pass's timeout, and this test is about what each pass hears
     outcome = result.session.machine.outcome
     return outcome.path, outcome.disposition, result.session.timeline.of("final")
 
@@ -60,7 +61,7 @@ def test_a_human_answer_takes_the_right_path_at_an_accurate_node_and_not_at_a_fa
     assert path == ["ask", "young"] and disposition == "understood", (path, finals)
     [final] = finals
     assert final["asr"] == "accurate" and "young man" in str(final["text"])
-    assert isinstance(final["accurate_ms"], int) and final["accurate_ms"] > 0
+    assert isinstance(final["compute_ms"], int) and final["compute_ms"] > 0  # Whisper's decode time
 
     path, disposition, finals = human_answers("fast")
     assert path == ["ask", "lost"] and disposition == "not_understood", (path, finals)

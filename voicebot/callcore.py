@@ -223,6 +223,7 @@ class CallCore:
     def _caller(self, frame: AudioFrame, probability: float) -> None:
         at, now = frame.captured_at, frame.captured_at + frame.duration_s
         self._fire_due(at)
+        self._accurate_overdue(at)
         self.timeline.vad(at, probability)
         self._preroll.append(frame)
         events = self.turns.caller_frame(probability, frame.rms_dbfs(), at, frame.duration_s)
@@ -271,6 +272,10 @@ class CallCore:
         else:
             self._take_final(step)
 
+    def _accurate_overdue(self, now: float) -> None:
+        if (overdue := self.twopass.expired(now)) is not None:  # Whisper is late: the fast words stand
+            self._take_final(overdue)
+
     def _take_final(self, taken: TakenFinal) -> None:
         final, at = taken.result, taken.at
         self.timeline.add(at, "final", text=final.text, confidence=round(final.confidence, 3),
@@ -296,6 +301,7 @@ class CallCore:
 
     def _send_slot(self, now: float) -> None:
         self._fire_due(now)
+        self._accurate_overdue(now)
         frame, events = self.player.next_frame(now)
         for event in events:
             self._player_event(event)
@@ -392,9 +398,9 @@ def _scorer(machine: DialogMachine) -> Callable[[str], float]:
     return score
 
 
-def _allowed_scorer(machine: DialogMachine) -> Callable[[str, list[str]], list[float]]:
-    def scores(text: str, allowed: list[str]) -> list[float]:
-        return [m.score for m in machine.matcher.match(text, allowed)]
+def _allowed_scorer(machine: DialogMachine) -> Callable[[str, list[str]], list[tuple[str, float]]]:
+    def scores(text: str, allowed: list[str]) -> list[tuple[str, float]]:
+        return [(m.intent, m.score) for m in machine.matcher.match(text, allowed)]
     return scores
 
 

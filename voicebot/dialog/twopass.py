@@ -12,14 +12,16 @@ A node's ``listen: {asr: ...}`` (or the flow's ``defaults.listen.asr``; default 
   2. the final holds no unsure word (``[unk]``: the first pass's words disagree with the node's hints);
   3. the flow's intent matcher finds an intent the node allows (its own routes and the globals) with a score of
      at least :data:`AUTO_MIN_SCORE` (the score of a keyword that covers about half the words);
-  4. and no other allowed intent also matches (at the flow's ``min_intent_score``): "yeah not really" points two
-     ways, the sign of a hint-biased first pass forcing hint phrases onto words it did not hear.
+  4. and no other allowed intent that leads elsewhere also matches (at the flow's ``min_intent_score``): "yeah not
+     really" points two ways, the sign of a hint-biased first pass forcing hint phrases onto words it did not hear
+     ("yes, tell me more" is yes and interested, which lead to the same node: no conflict).
 
   So a confident "yes" on a yes/no node answers at once and costs nothing extra; anything else waits for Whisper.
 
 When Whisper answers, its words win, even when they match nothing (off-script speech must match nothing, and
 Whisper had no false intents where pocketsphinx had some: bench/README.md). When it fails (no worker, a crash, no
-accurate pass configured) the fast final is used, so a call never loses a turn to the accurate pass.
+accurate pass configured) or has not answered :data:`ACCURATE_TIMEOUT_S` after the turn ended, the fast final is
+used, so a call never loses a turn to the accurate pass and never waits on it for long.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ from voicebot.audio.frame import AudioFrame
 from voicebot.dialog.flow import AsrPass, Flow, Node
 
 MAX_TURN_S = 30.0  # the accurate pass hears at most this much of a turn (its first seconds)
+ACCURATE_TIMEOUT_S = 3.0  # the longest a turn waits for Whisper (s after the fast final); then the fast words stand
 AUTO_MIN_SCORE = 0.8  # bench/hearing_eval.py, tune half: the lowest fast-pass intent score auto lets stand
 
 # reasons the accurate pass runs (recorded on the timeline); "" = the fast final stands
 POLICY, CAPTURE, UNSURE, NO_INTENT, AMBIGUOUS = "policy", "capture", "unsure_words", "no_intent", "ambiguous"
 
-# (text, allowed intents) -> the scores of the allowed intents it matches, best first
-Scorer = Callable[[str, list[str]], list[float]]
+# (text, allowed intents) -> the allowed intents it matches and their scores, best first
+Scorer = Callable[[str, list[str]], list[tuple[str, float]]]
 
 
 def allowed_intents(flow: Flow, node: Node) -> list[str]:
@@ -60,12 +63,17 @@ def accurate_reason(flow: Flow, node: Node | None, text: str, score: Scorer,
         return CAPTURE
     if not text.strip() or UNK in text.split():
         return UNSURE
-    scores = score(text, allowed_intents(flow, node))
-    if not scores or scores[0] < min_score:
+    matches = score(text, allowed_intents(flow, node))
+    if not matches or matches[0][1] < min_score:
         return NO_INTENT
-    if len(scores) > 1 and scores[1] >= flow.min_intent_score:
+    target = _target(flow, node, matches[0][0])
+    if any(s >= flow.min_intent_score and _target(flow, node, name) != target for name, s in matches[1:]):
         return AMBIGUOUS
     return ""
+
+
+def _target(flow: Flow, node: Node, intent: str) -> str:
+    return node.routes.get(intent) or flow.global_routes.get(intent, "")
 
 
 @dataclass(frozen=True)
@@ -153,6 +161,14 @@ class TwoPass:
         _, result, compute_ms = self._pending
         self._pending = None
         return TakenFinal(at, result, compute_ms, {"asr": "fast", "accurate": "superseded"})
+
+    def expired(self, now: float, timeout_s: float = ACCURATE_TIMEOUT_S) -> TakenFinal | None:
+        """At ``now``: the waiting turn's fast final once Whisper has taken ``timeout_s`` (None: nothing is due)."""
+        if self._pending is None or now - self._pending[0].at < timeout_s - 1e-9:
+            return None
+        request, result, compute_ms = self._pending
+        self._pending = None
+        return TakenFinal(now, result, compute_ms, {"asr": "fast", "accurate": "timeout", "reason": request.reason})
 
     def answered(self, event: TurnRecognised) -> TakenFinal | None:
         """The accurate answer: the final to take (None: not the turn that waits)."""
