@@ -10,7 +10,9 @@ babble, pink or line noise at 20 and 10 dB SNR, then through each recogniser:
 * ``pocketsphinx``: the streaming pass with its full language model (the old default), 20 ms frames;
 * ``pocketsphinx-hints``: the same with the node's hint phrases (flow lines only: human clips have no node);
 * ``whisper-tiny.en`` / ``whisper-base``: the accurate pass (voicebot.asr.whisper, one CTranslate2 thread);
-* ``whisper-tiny.en-prompt`` / ``whisper-base-prompt``: with the node's hints as the initial prompt (flow lines only).
+* ``whisper-tiny.en-prompt`` / ``whisper-base-prompt``: with the node's hints as the initial prompt (flow lines only);
+* ``fast`` / ``accurate`` / ``auto``: the two-pass policy as the engine runs it (bench/hearing_twopass.py), derived
+  from ``pocketsphinx-hints`` and ``whisper-base-prompt`` when both ran, with the latency auto adds per node kind.
 
 Reported per source, condition and recogniser: WER (spoken form: numbers as words, no punctuation), split into the
 held-out half (a clip id whose SHA-1 ends in an even hex digit; nothing was tuned on it) and the rest; decode
@@ -20,6 +22,7 @@ min_intent_score, a tie to the node's own intent), with the matcher on the refer
 false intents: human clips heard at every listening node of the English flows (they say nothing a flow knows).
 
 Generated audio is cached in .voicebot-cache/hearing_eval/ (git-ignored). Results: bench/results/hearing_eval.json.
+``--rescore JSON`` scores the texts a previous run heard again (no decoding), e.g. after a policy change.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import numpy.typing as npt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.hearing_twopass import ACCURATE, FAST, add_two_pass, latency_report, offscript_two_pass  # noqa: E402
 from voicebot import yamlutil  # noqa: E402
 from voicebot.asr.spoken import spoken_form  # noqa: E402
 from voicebot.audio.telephone import mix_at_snr, telephone_channel, to_rate  # noqa: E402
@@ -289,7 +293,7 @@ def summarise(clips: list[Clip], flows: dict[str, Flow], matchers: dict[str, Any
     wers: dict[str, Any] = {}
     groups: dict[tuple[str, str, str, str], list[tuple[str, str]]] = defaultdict(list)
     times: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
-    intents: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    intents: dict[tuple[str, str, str], list[bool]] = defaultdict(list)
     for clip in clips:
         source = "human" if clip.source == "human" else ("espeak" if clip.source.startswith("espeak") else None)
         for cname, heard in clip.heard.items():
@@ -300,7 +304,8 @@ def summarise(clips: list[Clip], flows: dict[str, Flow], matchers: dict[str, Any
                         groups[(source, cname, rname, part)].append((clip.text, text))
                 if clip.flow is not None and clip.node is not None and clip.expect is not None:
                     got = intent_of(flows[clip.flow], matchers[clip.flow], clip.node, text)
-                    intents[(cname, rname)].append(got == clip.expect)
+                    for part in ("held_out" if held_out(clip.id) else "tune", "all"):
+                        intents[(cname, rname, part)].append(got == clip.expect)
     for (source, cname, rname, part), pairs in sorted(groups.items()):
         wers.setdefault(source, {}).setdefault(cname, {}).setdefault(rname, {})[part] = {"wer": wer(pairs), "n": len(pairs)}
     ceiling = [intent_of(flows[c.flow], matchers[c.flow], c.node, c.text or "") == c.expect for c in clips
@@ -309,7 +314,10 @@ def summarise(clips: list[Clip], flows: dict[str, Flow], matchers: dict[str, Any
                  "cpu_rtf": sum(c for _, c, _ in v) / max(1e-9, sum(d for _, _, d in v)),
                  "wall_p50_s": percentile([s for s, _, _ in v], 50), "wall_p95_s": percentile([s for s, _, _ in v], 95),
                  "n": len(v)} for r, v in times.items()}
-    accuracy = {f"{c}|{r}": {"accuracy": sum(v) / len(v), "n": len(v)} for (c, r), v in sorted(intents.items())}
+    accuracy: dict[str, Any] = {}
+    for (c, r, part), v in sorted(intents.items()):
+        entry = {"accuracy": sum(v) / len(v), "n": len(v)}
+        accuracy.setdefault(f"{c}|{r}", {}).update(entry if part == "all" else {part: entry})
     accuracy["reference text|(matcher ceiling)"] = {"accuracy": sum(ceiling) / max(1, len(ceiling)), "n": len(ceiling)}
     return {"wer": wers, "speed": speed, "intent_accuracy": accuracy, "false_intents": false_intents(clips, flows, matchers)}
 
@@ -347,17 +355,34 @@ def report(summary: dict[str, Any]) -> str:
     for rname, s in summary["speed"].items():
         lines.append(f"| {rname} | {s['cpu_p50_s']:.3f} | {s['cpu_p95_s']:.3f} | {s['cpu_rtf']:.3f} | {s['wall_p50_s']:.3f} | "
                      f"{s['wall_p95_s']:.3f} | {s['n']} |")
-    lines += ["", "## Intent accuracy on the flow lines (espeak-ng voices)", "", "| condition | recogniser | accuracy | n |",
-              "|---|---|---|---|"]
+    lines += ["", "## Intent accuracy on the flow lines (espeak-ng voices): held-out / tune / all (n)", "",
+              "| condition | recogniser | held-out | tune | all |", "|---|---|---|---|---|"]
     for key, a in summary["intent_accuracy"].items():
         cname, rname = key.split("|")
-        lines.append(f"| {cname} | {rname} | {a['accuracy']:.1%} | {a['n']} |")
+        cells = [f"{a[p]['accuracy']:.1%} ({a[p]['n']})" if p in a else "-" for p in ("held_out", "tune")]
+        lines.append(f"| {cname} | {rname} | {' | '.join(cells)} | {a['accuracy']:.1%} ({a['n']}) |")
     lines += ["", "## False intents: human clips at every listening node", "", "| condition | recogniser | false | n |",
               "|---|---|---|---|"]
     for key, f in summary["false_intents"].items():
         cname, rname = key.split("|")
         lines.append(f"| {cname} | {rname} | {f['false']} | {f['n']} |")
+    lines += latency_report(summary.get("two_pass_latency", {}))
+    if "two_pass_false_intents" in summary:
+        lines += ["", "## False intents of the two-pass policy: human clips at every listening node, with its hints", "",
+                  "| condition | pass | false | n |", "|---|---|---|---|"]
+        for key, f in summary["two_pass_false_intents"].items():
+            cname, rname = key.split("|")
+            lines.append(f"| {cname} | {rname} | {f['false']} | {f['n']} |")
     return "\n".join(lines)
+
+
+def reheard(clips: list[Clip], path: Path) -> tuple[list[str], list[str]]:
+    """Fill each clip's ``heard`` from an earlier run's JSON; its recognisers and conditions."""
+    earlier = json.loads(path.read_text(encoding="utf-8"))["run"]
+    by_id = {c["id"]: c["heard"] for c in earlier["clips_heard"]}
+    for clip in clips:
+        clip.heard = {cname: {r: tuple(v) for r, v in heard.items()} for cname, heard in by_id.get(clip.id, {}).items()}
+    return list(earlier["recognisers"]), list(earlier["conditions"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -368,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=None, help="only the first N flow lines (a timing run)")
     parser.add_argument("--manifest", type=Path, default=MANIFEST)
     parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--offscript-nodes", action="store_true",
+                        help="also hear every human clip at every listening node with its hints (two-pass false intents)")
+    parser.add_argument("--rescore", type=Path, default=None, help="score what an earlier results JSON heard (no decoding)")
     args = parser.parse_args(argv)
     manifest = yamlutil.load(args.manifest.read_text(encoding="utf-8"))
     clips = human_clips(manifest["human"])
@@ -386,8 +414,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     clips += lines
     matchers = {name: build_matcher(flow) for name, flow in flows.items()}
     started = time.perf_counter()
-    decode_all(clips, conditions, recognisers(names), flows, matchers)
+    if args.rescore is not None:
+        names, heard_in = reheard(clips, args.rescore)
+        conditions = {k: dict(manifest["conditions"])[k] for k in heard_in}
+    else:
+        decode_all(clips, conditions, recognisers(names), flows, matchers)
+    latency = add_two_pass(clips, flows, matchers)
     summary = summarise(clips, flows, matchers)
+    summary["two_pass_latency"] = latency
+    if args.offscript_nodes:
+        summary["two_pass_false_intents"] = offscript_two_pass(clips, flows, matchers, recognisers([FAST, ACCURATE]),
+                                                               conditions, through, intent_of)
     summary["run"] = {"quick": args.quick, "clips": len(clips), "conditions": list(conditions), "recognisers": names,
                       "seconds": round(time.perf_counter() - started, 1),
                       "held_out": "clip id SHA-1 ends in an even hex digit",

@@ -94,10 +94,11 @@ def test_a_missing_rate_is_built_off_the_hub_while_other_calls_carry_on(fs: Free
     real = load_pipeline
     built: list[int] = []
 
-    def slow(flow: Flow, config: PipelineConfig, progress: Any = None, *, asr: AsrModel | None = None) -> Pipeline:
+    def slow(flow: Flow, config: PipelineConfig, progress: Any = None, *, asr: AsrModel | None = None,
+             whisper_pool: Any = None) -> Pipeline:
         built.append(config.rate)
         time.sleep(1.5)  # a slow disk or model: in the old code, 1.5 s without media for every call
-        return prebuilt if config.rate == 16000 else real(flow, config, progress, asr=asr)
+        return prebuilt if config.rate == 16000 else real(flow, config, progress, asr=asr, whisper_pool=whisper_pool)
 
     config = engine_config(fs.inbound_port, tmp_path, (44350, 44399))
     assert config.default_flow is not None

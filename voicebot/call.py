@@ -8,7 +8,9 @@ FreeSWITCH) calls, every 20 ms tick::
 
 The session runs what the core asks for and feeds the answers back as events:
 VAD on each caller frame, the recogniser (fed only while the caller speaks, with
-a pre-roll), synthesis (through a :class:`~voicebot.synthesis.Synthesis`
+a pre-roll), the accurate pass on a turn's audio (through an
+:class:`~voicebot.asr.accurate.AccuratePass` executor: inline in the simulator,
+the Whisper worker pool on FreeSWITCH; none: the fast final stands), synthesis (through a :class:`~voicebot.synthesis.Synthesis`
 executor: inline in the simulator, a worker thread on FreeSWITCH), and the
 handoff executor (the hook that carries out the core's handoff commands: the
 simulated agent, or the FreeSWITCH edge). All decisions (turn-taking, barge-in, dialog, playback) are the
@@ -24,8 +26,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 
+from voicebot.asr.accurate import AccuratePass, NoAccurate
 from voicebot.asr.base import AsrStream, VadStream
 from voicebot.asr.turns import TurnTaker
 from voicebot.audio.frame import AudioFrame
@@ -49,6 +53,7 @@ from voicebot.callcore import (
 from voicebot.dialog import events as ev
 from voicebot.dialog.interruption import Interruption
 from voicebot.dialog.machine import DialogMachine
+from voicebot.dialog.twopass import RecogniseTurn, TurnRecognised
 from voicebot.handoff.protocol import HANDOFF_COMMANDS, HandoffCommand, HandoffEvent
 from voicebot.player import Chunk, Player
 from voicebot.synthesis import InlineSynthesis, Speaker, Synthesis
@@ -66,10 +71,14 @@ class CallSession:
 
     def __init__(self, machine: DialogMachine, *, vad: VadStream, asr: AsrStream, speaker: Speaker,
                  settings: CallSettings | None = None, handoff: Handoff | None = None,
-                 synthesis: Synthesis | None = None) -> None:
+                 synthesis: Synthesis | None = None, accurate: AccuratePass | None = None) -> None:
+        settings = replace(settings or CallSettings(), accurate_pass=accurate is not None)
         self.core = CallCore(machine, settings)
         self.vad, self.asr, self.speaker, self.handoff = vad, asr, speaker, handoff
         self.synthesis: Synthesis = synthesis or InlineSynthesis(speaker, self.settings.charge_compute)
+        self.accurate: AccuratePass = accurate or NoAccurate()  # never asked when None
+        self._answers: list[TurnRecognised] = []  # accurate answers stamped ahead of the call's clock (charged compute)
+        self._clock = 0.0  # the latest frame time seen (s)
 
     # ------------------------------------------------------- the core's state
 
@@ -132,11 +141,13 @@ class CallSession:
 
     def caller_frame(self, frame: AudioFrame) -> None:
         """One frame of the caller's audio (VAD, then the core)."""
+        self._deliver_due(frame.captured_at)
         self.deliver(CallerAudio(frame, self.vad.speech_probability(frame)))
 
     def bot_frame(self, now: float) -> Chunk | None:
         """The bot's audio for the send slot starting at ``now``; None means silence. Never waits for synthesis."""
         sent: list[Chunk | None] = [None]
+        self._deliver_due(now)
         self._run(self.core.handle(SendSlot(now)), sent)
         return sent[0]
 
@@ -165,6 +176,8 @@ class CallSession:
                     spent = time.perf_counter() - started
                     charged = at + (spent if self.settings.charge_compute else 0.0)
                     self.deliver(Finalised(charged, final, round(spent * 1000)))
+                case RecogniseTurn():
+                    self.accurate.start(command, self._answered)
                 case SetHints(hints=hints):
                     self.asr.set_hints(hints)
                 case Synthesize(at=at, play=play, values=values):
@@ -173,6 +186,19 @@ class CallSession:
                     self.synthesis.cancel(play_id)
                 case _ if self.handoff is not None and isinstance(command, HANDOFF_COMMANDS):
                     self.handoff(command, self)
+
+    def _answered(self, answer: TurnRecognised) -> None:
+        """An accurate answer: now, or (stamped later: compute charged to a virtual clock) when the call gets there."""
+        if answer.at <= self._clock + 1e-9:
+            self.deliver(answer)
+        else:
+            self._answers.append(answer)
+
+    def _deliver_due(self, now: float) -> None:
+        self._clock = max(self._clock, now)
+        for answer in [a for a in self._answers if a.at <= now + 1e-9]:
+            self._answers.remove(answer)
+            self.deliver(answer)
 
     def _ready(self, ready: AudioReady) -> None:
         self.deliver(ready)

@@ -11,7 +11,10 @@ Rules (the whole contract):
    resume) and the dialog machine. While the caller holds a turn each frame goes out as :class:`Recognise` (at
    the onset with ``preroll_ms`` before it); a frame that holds only the bot's echo goes 30 dB down. The end of
    the turn is :class:`FinishRecognition`, answered by :class:`Finalised`; partials come back as
-   :class:`Recognised`.
+   :class:`Recognised`. Where the node's two-pass policy wants it (:mod:`voicebot.dialog.twopass`), the final
+   waits for :class:`RecogniseTurn` (the turn's audio, for the accurate pass) to be answered by
+   :class:`TurnRecognised`; the timeline's ``final`` says which pass gave the words (``asr``) and how long
+   Whisper took (``accurate_ms``).
 3. Bot side: the dialog's ``Play`` becomes :class:`Synthesize` at once and the player waits, silent, for
    :class:`AudioReady`. :class:`SendSlot` asks for one send slot's frame and is answered by :class:`SendFrame`
    with audio that exists (or silence). A prompt starts (``PromptStarted``) when its first frame is sent. A prompt
@@ -49,6 +52,7 @@ from voicebot.dialog import events as ev
 from voicebot.dialog.flow import BargeIn, BargeInMode
 from voicebot.dialog.interruption import Confirm, Decision, Interruption, Pause, Resume
 from voicebot.dialog.machine import DialogMachine
+from voicebot.dialog.twopass import RecogniseTurn, TakenFinal, TurnRecognised, TwoPass
 from voicebot.handoff.machine import HandoffError, HandoffMachine
 from voicebot.handoff.protocol import (
     HANDOFF_EVENTS,
@@ -69,13 +73,15 @@ ECHO_ATTENUATION = 32  # a caller frame holding only the bot's echo reaches the 
 
 @dataclass(frozen=True)
 class CallSettings:
-    """Per-call media settings. ``preroll_ms`` of audio before a detected onset goes to ASR too."""
+    """Per-call media settings. ``preroll_ms`` of audio before a detected onset goes to ASR too. ``accurate_pass``:
+    the driver answers :class:`RecogniseTurn` (off: every final is the streaming pass's, whatever the node says)."""
 
     rate: int = 8000
     frame_ms: int = 20
     preroll_ms: int = 300
     turn: TurnSettings = field(default_factory=TurnSettings)
     charge_compute: bool = False
+    accurate_pass: bool = False
 
 
 # ------------------------------------------------------------------ events in
@@ -125,7 +131,7 @@ class SendSlot:
     at: float
 
 
-CoreEvent = CallerAudio | Recognised | Finalised | AudioReady | SendSlot | ev.Event | HandoffEvent
+CoreEvent = CallerAudio | Recognised | Finalised | TurnRecognised | AudioReady | SendSlot | ev.Event | HandoffEvent
 
 # ---------------------------------------------------------------- commands out
 
@@ -175,8 +181,8 @@ class SendFrame:
     audio: Chunk | None
 
 
-CoreCommand = (Recognise | FinishRecognition | SetHints | Synthesize | CancelSynthesis | SendFrame | ev.Command
-               | HandoffCommand)
+CoreCommand = (Recognise | FinishRecognition | RecogniseTurn | SetHints | Synthesize | CancelSynthesis | SendFrame
+               | ev.Command | HandoffCommand)
 
 
 class CallCore:
@@ -194,6 +200,7 @@ class CallCore:
         self.interruption = Interruption(machine.flow.language, score=score)
         self.player = Player(s.rate, s.frame_ms)
         self.timeline = Timeline()
+        self.twopass = TwoPass(machine.flow, _allowed_scorer(machine), s.accurate_pass)
         self.disposition = ""  # set when the bot hangs up
         self._preroll: deque[AudioFrame] = deque(maxlen=max(1, s.preroll_ms // s.frame_ms))
         self._timers: list[tuple[float, int, ev.Event | HandoffEvent]] = []
@@ -224,6 +231,9 @@ class CallCore:
                 self._partial(event.at, event.result)
             case Finalised():
                 self._final(event)
+            case TurnRecognised():
+                if (taken := self.twopass.answered(event)) is not None:
+                    self._take_final(taken)
             case AudioReady():
                 self._audio_ready(event)
             case SendSlot(at=at):
@@ -249,6 +259,7 @@ class CallCore:
     def _caller(self, frame: AudioFrame, probability: float) -> None:
         at, now = frame.captured_at, frame.captured_at + frame.duration_s
         self._fire_due(at)
+        self._accurate_overdue(at)
         self.timeline.vad(at, probability)
         self._preroll.append(frame)
         events = self.turns.caller_frame(probability, frame.rms_dbfs(), at, frame.duration_s)
@@ -267,6 +278,7 @@ class CallCore:
     def _speech_start(self, event: SpeechStart) -> None:
         self.timeline.add(event.at, "speech_start")
         decisions = self.interruption.speech_started(event.at)  # over a prompt: held until words confirm it
+        self.twopass.turn_started()
         for frame in self._preroll:
             self._recognise(frame)
         self._decide(decisions, event.at)
@@ -274,6 +286,7 @@ class CallCore:
     def _recognise(self, frame: AudioFrame) -> None:
         if self.turns.echo_only(frame.captured_at):  # only the bot's own echo: the recogniser hears it 30 dB down
             frame = AudioFrame.from_array(frame.to_array() // ECHO_ATTENUATION, frame.rate, frame.seq, frame.captured_at)
+        self.twopass.heard(frame)
         self._out.append(Recognise(frame))
 
     def _partial(self, at: float, result: AsrResult) -> None:
@@ -289,12 +302,28 @@ class CallCore:
             self._dialog(ev.Transcript(at, result.text, final=False, confidence=result.confidence), at)
 
     def _final(self, event: Finalised) -> None:
-        final, at = event.result, event.at
-        extra = {"fit": round(final.fit, 1)} if final.fit is not None else {}
-        self.timeline.add(at, "final", text=final.text, confidence=round(final.confidence, 3),
-                          compute_ms=event.compute_ms, **extra)
-        if self._amd_heard(at, final.text, final=True):
+        if self._amd_heard(event.at, event.result.text, final=True):  # the gate holds the call: its words alone
+            self.timeline.add(event.at, "final", text=event.result.text, confidence=round(event.result.confidence, 3),
+                              compute_ms=event.compute_ms, amd=True)
             return
+        if (superseded := self.twopass.abandon(event.at)) is not None:
+            self._take_final(superseded)
+        step = self.twopass.fast_final(event.at, event.result, event.compute_ms)
+        if isinstance(step, RecogniseTurn):  # the words wait for the accurate pass
+            self.timeline.add(event.at, "fast_final", text=event.result.text, reason=step.reason,
+                              compute_ms=event.compute_ms)
+            self._out.append(step)
+        else:
+            self._take_final(step)
+
+    def _accurate_overdue(self, now: float) -> None:
+        if (overdue := self.twopass.expired(now)) is not None:  # Whisper is late: the fast words stand
+            self._take_final(overdue)
+
+    def _take_final(self, taken: TakenFinal) -> None:
+        final, at = taken.result, taken.at
+        self.timeline.add(at, "final", text=final.text, confidence=round(final.confidence, 3),
+                          compute_ms=taken.compute_ms, **taken.record)
         self._decide(self.interruption.final(final.text), at)  # a request over the prompt: the machine may stop it
         self._dialog(ev.Transcript(at, final.text, final=True, confidence=final.confidence), at)
         self._decide(self.interruption.turn_over(at), at)  # not taken from the caller: the paused prompt resumes
@@ -318,6 +347,7 @@ class CallCore:
         self._fire_due(now)
         if self.amd is not None:
             self._amd_do(self.amd.tick(now))
+        self._accurate_overdue(now)
         frame, events = self.player.next_frame(now)
         for event in events:
             self._player_event(event)
@@ -422,6 +452,7 @@ class CallCore:
                 self.turns.listen(command.end_silence_ms, command.max_speech_ms)
                 self.interruption.listen(command.barge_in)
                 self._out.append(SetHints(tuple(command.hints)))
+                self.twopass.listen(command.node, tuple(command.hints))
                 self.timeline.add(now, "listen", node=command.node)
             case ev.ArmTimer(timer_id=timer_id, fire_at=fire_at):
                 self.schedule(fire_at, ev.TimerFired(fire_at, timer_id))
@@ -497,6 +528,12 @@ def _scorer(machine: DialogMachine) -> Callable[[str], float]:
         best = machine.matcher.best(text, None, 0.0)
         return best.score if best else 0.0
     return score
+
+
+def _allowed_scorer(machine: DialogMachine) -> Callable[[str, list[str]], list[tuple[str, float]]]:
+    def scores(text: str, allowed: list[str]) -> list[tuple[str, float]]:
+        return [(m.intent, m.score) for m in machine.matcher.match(text, allowed)]
+    return scores
 
 
 def _fields(command: Any) -> dict[str, Any]:

@@ -135,6 +135,9 @@ def _media_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--asr", default="pocketsphinx", help="ASR backend: pocketsphinx (default) or vosk")
     p.add_argument("--asr-model", type=Path, default=None, help="model directory (vosk: required; pocketsphinx: optional)")
     p.add_argument("--vad", default="webrtc", choices=("webrtc", "silero"))
+    p.add_argument("--accurate", default="base", metavar="MODEL",
+                   help="the accurate pass for nodes with listen.asr accurate/auto: base (default), tiny.en, a "
+                   "faster-whisper model directory, or off (every turn keeps the streaming pass's words)")
     p.add_argument("--voice-pack", type=Path, default=None, help="the agent's voice pack (default: the default Piper voice)")
     p.add_argument("--var", action="append", default=[], metavar="K=V", help="set a call variable (repeatable)")
     p.add_argument("--agent-ready-ms", type=int, default=1500, help="simulated agent answers after this (ms)")
@@ -400,7 +403,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 AUDIO_ONLY = {"out": None, "realtime": False, "asr": "pocketsphinx", "asr_model": None, "vad": "webrtc",
-              "voice_pack": None, "rate": 8000}
+              "voice_pack": None, "rate": 8000, "accurate": "base"}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ import gevent.event
 import gevent.pywsgi
 
 from voicebot.asr.registry import AsrConfig
+from voicebot.asr.whisper_pool import WhisperPool
 from voicebot.call import CallSession
 from voicebot.campaign.amdgate import gate_for_call
 from voicebot.cli_errors import EXIT_ORIGINATE, EXIT_UNREACHABLE, PortInUse
@@ -75,6 +76,7 @@ SWITCH_INTERVAL_S = 0.001  # the GIL switch interval the engine runs with (s): s
 SWITCH_PROBE_S = 1.0  # how long `api status` may take when a call's socket closed, before FreeSWITCH is taken for lost
 PRELOAD_RATES = (8000, 16000)  # Hz: narrowband (PCMU/PCMA) and wideband (L16@16k, G.722) calls find their models loaded
 CAMPAIGN_IDS = ("campaign_id", "lead_id", "attempt_id", "attempt")  # vb_* channel variables a campaign dial sets
+ACCURATE_MODEL = "base"  # `voicebot serve`'s accurate pass: Whisper base in a worker pool (no engine config key yet)
 RECORDS_DRAIN_S = 10.0  # at shutdown, how long the record writer may take to save what is queued (s)
 Progress = Callable[[str], None]  # one line of start-up progress (``voicebot serve`` prints it to stderr)
 
@@ -91,6 +93,7 @@ class Engine:
     on_session: Callable[[CallSession], None] | None = None  # e.g. `voicebot call` shows the live transcript
     notifications: NotificationsConfig | None = None  # None: the config file's `notifications:` section
     publish_campaign: Callable[[str, dict[str, Any]], None] | None = None  # a campaign's runtime snapshot (status)
+    accurate_model: str | None = None  # the accurate pass's Whisper model, run in a worker pool; None: fast finals only
 
     def load(self, progress: Progress | None = None) -> None:
         """Load flows and models, render prompts, warm every pipeline, open the record store (rules 1 and 6).
@@ -160,11 +163,18 @@ class Engine:
             loaded = next((p.asr for p in list(self.pipelines.values()) if p.config.asr == asr), None)  # any rate
             pipeline = load_pipeline(flow, PipelineConfig(
                 rate=rate, vad=cfg.vad, vad_options=options, asr=asr,
-                voice_pack=cfg.voice_pack, cache_dir=cfg.cache_dir / "prompts"), progress=rendered, asr=loaded)
+                voice_pack=cfg.voice_pack, cache_dir=cfg.cache_dir / "prompts"), progress=rendered, asr=loaded,
+                whisper_pool=self._whisper_pool())
         warm_pipeline(pipeline)
         self.pipelines[key] = pipeline
         progress(f"loaded {what} in {time.perf_counter() - started:.1f} s")
         return pipeline
+
+    def _whisper_pool(self) -> WhisperPool | None:
+        """The accurate pass's worker pool, shared by every flow and call (started on first use; None: off)."""
+        if self.accurate_model is not None and getattr(self, "_whispers", None) is None:
+            self._whispers = WhisperPool(self.accurate_model)
+        return getattr(self, "_whispers", None)
 
     def _pipeline_off_hub(self, flow: Flow, rate: int, voice: Path | None = None) -> Pipeline:
         """:meth:`_pipeline` for a call's greenlet: a missing pipeline is built in gevent's threadpool (one build per
@@ -480,7 +490,7 @@ def print_progress(line: str) -> None:
 
 def run_engine(config: EngineConfig) -> int:
     """``voicebot serve``: load (saying what takes long) and serve until stopped."""
-    engine = Engine(config)
+    engine = Engine(config, accurate_model=ACCURATE_MODEL)
     engine.load(progress=print_progress)
     print_progress("ready")
     engine.serve_forever()

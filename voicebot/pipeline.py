@@ -16,10 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from voicebot.asr.accurate import AccuratePass, InlineAccurate, PooledAccurate
 from voicebot.asr.base import AsrModel, VadModel
 from voicebot.asr.registry import AsrConfig, load_asr
 from voicebot.asr.turns import TurnSettings
 from voicebot.asr.vad import make_vad
+from voicebot.asr.whisper import WhisperRecogniser
+from voicebot.asr.whisper_pool import WhisperPool
 from voicebot.call import CallSession, CallSettings, Handoff
 from voicebot.dialog import events as ev
 from voicebot.dialog.flow import Flow
@@ -34,7 +37,9 @@ _VARIABLE = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """What to load. ``voice_pack`` None: the default Piper voice, no recordings."""
+    """What to load. ``voice_pack`` None: the default Piper voice, no recordings. ``accurate``: the accurate pass's
+    Whisper model (a name or a directory, decoded in this process: the simulator); None: no accurate pass, unless
+    ``load_pipeline`` is given a worker pool."""
 
     rate: int = 8000
     vad: str = "webrtc"
@@ -43,6 +48,7 @@ class PipelineConfig:
     voice_pack: Path | None = None
     cache_dir: Path | None = None
     turn: TurnSettings = field(default_factory=TurnSettings)
+    accurate: str | None = None
 
 
 @dataclass
@@ -57,13 +63,22 @@ class Pipeline:
     cache: PromptCache
     render_report: RenderReport
     load_seconds: float
+    whisper: WhisperRecogniser | None = None  # the accurate pass in this process (the simulator)
+    whisper_pool: WhisperPool | None = None  # the accurate pass in worker processes (the engine), shared
 
     def session(self, *, charge_compute: bool = False, handoff: Handoff | None = None, seed: int = 0) -> CallSession:
         """A new call: its own machine, VAD and ASR streams; shared models and prompt cache."""
         settings = CallSettings(rate=self.config.rate, turn=self.config.turn, charge_compute=charge_compute)
         machine = DialogMachine(self.flow, matcher=self.matcher, seed=seed)
         return CallSession(machine, vad=self.vad.stream(), asr=self.asr.stream(self.config.rate),
-                           speaker=self.speak, settings=settings, handoff=handoff)
+                           speaker=self.speak, settings=settings, handoff=handoff,
+                           accurate=self._accurate(charge_compute))
+
+    def _accurate(self, charge_compute: bool) -> AccuratePass | None:
+        """The call's accurate-pass executor: the worker pool, else the in-process model, else none."""
+        if self.whisper_pool is not None:
+            return PooledAccurate(self.whisper_pool)
+        return InlineAccurate(self.whisper, charge_compute) if self.whisper is not None else None
 
     def with_voice(self, voice_pack: Path, progress: RenderProgress | None = None) -> Pipeline:
         """The same models in another voice (an agent's pack): its own prompt cache, rendered now."""
@@ -90,10 +105,11 @@ def default_pack(language: str) -> VoicePack:
 
 
 def load_pipeline(flow: Flow, config: PipelineConfig | None = None, progress: RenderProgress | None = None, *,
-                  asr: AsrModel | None = None) -> Pipeline:
+                  asr: AsrModel | None = None, whisper_pool: WhisperPool | None = None) -> Pipeline:
     """Load and warm every model for ``flow`` and render its static prompts (``progress``: see ``render_flow``).
 
     ``asr``: a recogniser already loaded with the same :class:`AsrConfig` (it serves any rate), shared, not reloaded.
+    ``whisper_pool``: the engine's accurate pass (shared by every call); else ``config.accurate`` loads one here.
     """
     config = config or PipelineConfig()
     started = time.perf_counter()
@@ -103,7 +119,19 @@ def load_pipeline(flow: Flow, config: PipelineConfig | None = None, progress: Re
     vad = make_vad(config.vad, **dict(config.vad_options))
     asr = asr or load_asr(config.asr)
     _warm(asr, config.rate)
-    return Pipeline(flow, config, build_matcher(flow), vad, asr, cache, report, time.perf_counter() - started)
+    whisper = shared_whisper(config.accurate) if config.accurate and whisper_pool is None else None
+    return Pipeline(flow, config, build_matcher(flow), vad, asr, cache, report, time.perf_counter() - started,
+                    whisper, whisper_pool)
+
+
+_WHISPERS: dict[str, WhisperRecogniser] = {}
+
+
+def shared_whisper(model: str) -> WhisperRecogniser:
+    """One loaded Whisper model per name or directory in this process (ModelError if it does not load)."""
+    if model not in _WHISPERS:
+        _WHISPERS[model] = WhisperRecogniser(model)
+    return _WHISPERS[model]
 
 
 def _warm(asr: AsrModel, rate: int) -> None:

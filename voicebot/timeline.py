@@ -1,7 +1,8 @@
 """A call's timeline: every event with its time stamp, and the latency figures computed from it.
 
 Times are the call's clock in seconds (monotonic, or virtual in the simulator).
-Kinds in use: vad (per frame), speech_start, speech_end, partial, final,
+Kinds in use: vad (per frame), speech_start, speech_end, partial, fast_final (the streaming pass's words while
+the accurate pass decodes the turn), final (``asr``: which pass gave the words; ``accurate_ms``: Whisper's wait),
 pause, resume, stop, play, listen, prompt_start, prompt_end, dtmf, node,
 intent, command, handoff, agent, hangup. Transcripts are personal data: the
 timeline is written to the call's own output folder, never to logs.
@@ -83,6 +84,8 @@ class Timeline:
                 "final_at": final["t"] if final else None,
                 "text": final.get("text", "") if final else "",
                 "asr_final_ms": round(1000 * (final["t"] - end["t"])) if final else None,
+                "asr": final.get("asr", "fast") if final else "",  # which pass gave the words (two-pass policy)
+                "accurate_ms": final.get("accurate_ms") if final else None,  # the accurate pass: request → answer
                 "response_ms": round(1000 * (reply - end["t"])) if reply is not None and not why else None,
                 "reason": end.get("reason", ""),
                 "barge_in": barge,

@@ -7,6 +7,7 @@ from typing import Any
 
 from voicebot.dialog.flow import (
     LANGUAGES,
+    AsrPass,
     BargeIn,
     BargeInAction,
     BargeInMode,
@@ -104,7 +105,10 @@ def _build_node(node_id: str, spec: dict[str, Any], defaults: dict[str, Any]) ->
 def _build_listen(default: dict[str, Any] | None, own: dict[str, Any] | None) -> Listen:
     """Listen timings: the node's keys over ``defaults.listen`` over the dataclass defaults."""
     merged = {**(default or {}), **(own or {})}
-    return Listen(**{key: int(value) for key, value in merged.items()})
+    values: dict[str, Any] = {key: int(value) for key, value in merged.items() if key != "asr"}
+    if "asr" in merged:
+        values["asr"] = AsrPass(merged["asr"])
+    return Listen(**values)
 
 
 def _barge_in_fields(value: Any) -> dict[str, Any]:

@@ -54,13 +54,22 @@ class BargeIn:
     action: BargeInAction = BargeInAction.ANSWER
 
 
+class AsrPass(StrEnum):
+    """Which recogniser gives a turn's final words (:mod:`voicebot.dialog.twopass` states the rule)."""
+
+    FAST = "fast"  # the streaming pass's final
+    ACCURATE = "accurate"  # Whisper on the turn's audio, always
+    AUTO = "auto"  # the fast final when it surely matches an intent, else Whisper
+
+
 @dataclass(frozen=True)
 class Listen:
-    """How a node listens. Defaults: 6 s of no input, 15 s max speech, 700 ms end silence."""
+    """How a node listens. Defaults: 6 s of no input, 15 s max speech, 700 ms end silence, ``asr`` auto."""
 
     no_input_ms: int = 6000
     max_speech_ms: int = 15000
     end_silence_ms: int = 700
+    asr: AsrPass = AsrPass.AUTO
 
 
 @dataclass(frozen=True)

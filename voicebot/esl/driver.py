@@ -107,6 +107,7 @@ class SessionThread:
     def start(self) -> None:
         """Start the session (t = 0 now) in its thread; its prompts are synthesized by a worker thread."""
         self.session.synthesis = ThreadedSynthesis(self.session.speaker, post=self.call_soon)
+        self.session.accurate.bind(self.call_soon)  # Whisper's answers come back on this thread
         self.started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="voicebot-call", daemon=True)
         self._stop = False

@@ -265,6 +265,7 @@ def latency_figures(timeline: Timeline) -> dict[str, Any]:
         "asr_final_ms": [t["asr_final_ms"] for t in turns],
         "barge_in_ms": [b["reaction_ms"] for b in timeline.barge_ins()],
         "tts_first_ms": [p["tts_first_ms"] for p in timeline.of("play") if "tts_first_ms" in p and not p.get("cached")],
+        "accurate_ms": [t["accurate_ms"] for t in turns],  # None where the fast final stood
     }
     figures["summary"] = {name: summarize(values) for name, values in figures.items()}
     return figures

@@ -31,7 +31,8 @@ def simulate(args: argparse.Namespace) -> int:
     variables = parse_variables(args.var, flow_variable_names(flow), f"flow {flow.id}")
     script = load_caller(args.caller)  # every recording it names is read now: a bad one fails before the call
     out = args.out or Path("out") / f"{flow.id}-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(f"voicebot: loading models for {flow.id} at {args.rate} Hz (ASR {args.asr}, VAD {args.vad})...", flush=True)
+    print(f"voicebot: loading models for {flow.id} at {args.rate} Hz (ASR {args.asr}, accurate pass {args.accurate}, "
+          f"VAD {args.vad})...", flush=True)
     pipeline = load_pipeline(flow, _config(args))
     report = pipeline.render_report
     print(f"voicebot: ready in {pipeline.load_seconds:.1f} s; {report.count} prompts rendered "
@@ -56,7 +57,8 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
     cache_dir = Path(".voicebot-cache") / "prompts"
     return PipelineConfig(rate=args.rate, vad=args.vad, vad_options={} if args.vad == "silero" else {"aggressiveness": 2},
                           asr=AsrConfig(backend=args.asr, model_path=args.asr_model),
-                          voice_pack=args.voice_pack, cache_dir=cache_dir)
+                          voice_pack=args.voice_pack, cache_dir=cache_dir,
+                          accurate=None if args.accurate == "off" else args.accurate)
 
 
 def _check_media_options(args: argparse.Namespace) -> None:
