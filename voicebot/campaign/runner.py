@@ -18,7 +18,7 @@ Rules:
    handoff outcome, link to the call record), the scheduler's booking (retry, callback, finish, blocklist) and
    the outbox messages (node and hang-up SMS and webhooks of the call, the ``campaign_attempt`` webhook). A
    refusal (disposition ``do_not_call``, or the flow's ``do_not_call``/``blocklist`` tag) blocklists the number
-   in that same commit: no later claim returns it.
+   in that same commit: no later claim returns it. The attempt's ``amd`` is the record's ``amd.verdict``.
 4. An answered call's campaign outcome comes from its record (:func:`call_outcome`): a catalogue disposition is
    kept; a call cut short (``unfinished``, ``not_answered``, ``media_lost``) is ``dropped``; any other flow
    disposition (the flow's own ending) is ``completed``. ``callback`` takes its time from the slot
@@ -415,9 +415,17 @@ class CampaignRunner:
 
 def _attempt_end(end: CallEnd, info: AttemptInfo) -> AttemptEnd:
     record = end.record
-    return AttemptEnd(end.ended.disposition, end.box, info.caller_id, end.sip_cause, end.early_media, end.amd,
+    return AttemptEnd(end.ended.disposition, end.box, info.caller_id, end.sip_cause, end.early_media, _amd_verdict(end),
                       record.level if record else "", record.tags if record else (), _handoff_outcome(record),
                       record.call_id if record else "")
+
+
+def _amd_verdict(end: CallEnd) -> str:
+    """The attempt's machine-detection verdict: the edge's, else the call record's ``amd.verdict`` (human, machine,
+    notsure; empty without detection or when the callee hung up before a verdict)."""
+    if end.amd or end.record is None:
+        return end.amd
+    return str(end.record.amd.get("verdict") or "")
 
 
 def _handoff_outcome(record: CallRecord | None) -> str:

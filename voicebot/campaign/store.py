@@ -279,7 +279,8 @@ class CampaignStore:
 
     def attempts(self, campaign_id: str) -> list[dict[str, Any]]:
         """Every attempt of the campaign, oldest first (columns by name)."""
-        names = ("uuid", "lead_id", "number", "attempt_no", "owner", "disposition", "started_at", "answered_at", "ended_at")
+        names = ("uuid", "lead_id", "number", "attempt_no", "owner", "disposition", "amd", "started_at", "answered_at",
+                 "ended_at")
         with self.transaction() as tx:
             rows = tx.rows(f"SELECT {', '.join(names)} FROM attempt WHERE campaign_id = ? ORDER BY started_at, uuid",
                            (campaign_id,))
