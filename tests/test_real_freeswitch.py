@@ -47,6 +47,10 @@ parks the caller and the engine re-arms unicast), and a re-arm after a media app
 (``uuid_broadcast`` of a tone tears unicast down; the engine sees the stall,
 ``uuid_transfer ... park inline``, unicast again). Each waits on events or frames,
 and prints its figures (``-s``).
+
+The last one is a campaign dial (:class:`voicebot.esl.dialer.Dialer`, as ``voicebot serve`` dials a lead) to
+extension 7001 with answering-machine detection and ``leave_message``: the silent callee is taken for a machine
+and gets the message with the lead's name in it.
 """
 
 from __future__ import annotations
@@ -342,3 +346,37 @@ def test_unicast_is_rearmed_after_a_media_app_and_the_bot_is_heard_again(tmp_pat
         record = saved_record(engine, call.a)
     assert record.disposition == "wrong_person" and list(record.path) == ["greet", "wrong_person"], record.path
     assert any(line.speaker == "bot" and "Dana" in line.text for line in record.transcript)
+
+
+def test_a_campaign_dial_to_a_silent_callee_is_taken_for_a_machine_and_gets_the_message(tmp_path: Path) -> None:
+    """The campaign dialer's originate (caller ID, the lead's variables with a space, the answering-machine policy
+    and a message with spaces and a comma, percent-encoded) on a real switch: extension 7001 answers and stays
+    silent, so app_amd's initial silence (2.5 s) calls it a machine; with ``leave_message`` the bot waits for the
+    beep or 1.5 s of silence, says the message and hangs up; the record and the dialer's report say ``machine``."""
+    from voicebot.campaign.amdgate import AmdCall, AmdPolicy
+    from voicebot.campaign.callerid import CallerId, CallerIdPool
+    from voicebot.campaign.scheduler import Dial, Ended
+    from voicebot.esl.dialer import DialBox, Dialer, DialTarget, record_outcomes
+
+    message = "Hello {{customer_name}}, this is Sam from Northwind Savings. Please call us back."
+    with real_engine(tmp_path, FLOW) as (engine, _watcher, _log):
+        reports: list[object] = []
+        dialer = Dialer([DialBox("fs", engine.inbound, "loopback/7001/voicebot")], campaign_id="camp-real",
+                        socket_address=f"127.0.0.1:{engine.server.port}",
+                        caller_ids=CallerIdPool([CallerId("+12125550001", "US")]),
+                        leads=lambda lead: DialTarget("US", {"customer_name": "Dana Smith"}),
+                        outcomes=record_outcomes(engine.store), report=reports.append, ring_s=10.0,
+                        amd=AmdCall(AmdPolicy.LEAVE_MESSAGE, message))
+        dialer.start()
+        try:
+            uuid = dialer.dial(Dial("lead-1", "+12125550101", 1))
+            wait(lambda: any(isinstance(r, Ended) for r in reports), 40, "the dial's outcome")
+        finally:
+            dialer.stop()
+        record = saved_record(engine, uuid)
+    [ended] = [r for r in reports if isinstance(r, Ended)]
+    assert ended.disposition == record.disposition == "machine", (ended, record.disposition)
+    assert record.amd["verdict"] == "machine" and record.amd["action"] == "message", record.amd
+    assert record.amd["message_left"] is True and record.amd["message_trigger"] in ("silence", "beep"), record.amd
+    said = " ".join(line.text for line in record.transcript if line.speaker == "bot")
+    assert "Dana Smith" in said and "call us back" in said, said
