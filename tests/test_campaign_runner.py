@@ -177,3 +177,19 @@ def test_each_poll_publishes_the_engines_pacing_for_campaign_status(store: Campa
     assert row["owner"] == "engine-a/1"
     assert (row["snapshot"]["ringing"], row["snapshot"]["free_bots"]) == (2, runner.runs["c"].scheduler.free_bots)
     assert store.runtime("c", T0 + 60) == []  # a silent engine's pacing is not shown as current
+
+
+def test_each_claimed_lead_goes_once_to_the_pre_render_hook_before_its_dial(store: CampaignStore) -> None:
+    """The hook the voice issue's per-lead pre-rendering plugs into: a lead's flow, zone and variables reach it
+    when the lead enters this engine's hopper (before any dial for it), and only once however many polls follow."""
+    from voicebot.campaign.runner import LeadToPrepare
+
+    _campaign(store, "c", ["+12125550101", "+12125550102", "+12125550103"])
+    prepared: list[LeadToPrepare] = []
+    runner = CampaignRunner(store, RunnerSettings("engine-a/1"), prepare=prepared.append)
+    orders = runner.poll(T0, free_bots=1)
+    assert sorted(p.variables["name"] for p in prepared) == ["N01", "N02", "N03"]  # all three wait in the hopper
+    assert {p.campaign_id for p in prepared} == {"c"} and {p.tz for p in prepared} == {TZ}
+    assert orders[0].dial.lead_id in {p.lead_id for p in prepared}
+    runner.poll(T0 + 5, free_bots=1)
+    assert len(prepared) == 3  # a lead already in the hopper is not prepared again

@@ -26,6 +26,10 @@ Rules:
    slot ``callback_time`` (``tomorrow 15:00``) read from the call's end; neither: the catalogue's delay.
 5. A snapshot per campaign goes to ``publish(campaign_id, snapshot)`` after each poll (the store's runtime
    table, /health).
+6. Each lead this engine claims into a hopper goes once to ``prepare(LeadToPrepare)``, with its flow, zone and
+   variables, before it can be dialed: the hook for per-lead pre-rendering of the flow's fill-in (the customer's
+   name, the amount) while the lead waits. ``prepare`` must only hand the work on (it runs inside the poll);
+   a hook that raises is logged by the edge's loop and never stops the dials.
 
 Times are epoch seconds.
 """
@@ -69,6 +73,20 @@ CUT_SHORT = frozenset({"", "unfinished", "not_answered", "media_lost"})  # recor
 ATTEMPT_NOTIFICATION = "campaign_attempt"  # the notification every ended attempt sends (webhook), if configured
 
 Publish = Callable[[str, dict[str, Any]], None]  # (campaign id, snapshot)
+
+
+@dataclass(frozen=True)
+class LeadToPrepare:
+    """A lead now waiting in this engine's hopper (rule 6): what a pre-renderer needs to make its fill-in."""
+
+    campaign_id: str
+    lead_id: str
+    flow_path: str
+    tz: str
+    variables: Mapping[str, str]
+
+
+Prepare = Callable[[LeadToPrepare], None]
 MessagesFor = Callable[["CallEnd", "AttemptInfo"], list[Message]]  # the outbox messages of an ended attempt
 
 
@@ -203,8 +221,9 @@ class CampaignRunner:
     except :meth:`renew`, which may run beside the others when the store has a lock."""
 
     def __init__(self, store: CampaignStore, settings: RunnerSettings, *, messages: MessagesFor | None = None,
-                 publish: Publish | None = None) -> None:
+                 publish: Publish | None = None, prepare: Prepare | None = None) -> None:
         self.store, self.settings = store, settings
+        self.prepare = prepare
         self.messages = messages or (lambda end, info: [])
         self.publish = publish or self._put_runtime  # `voicebot campaign status` reads it back
         self.runs: dict[str, _Run] = {}
@@ -223,6 +242,8 @@ class CampaignRunner:
         for campaign_id, run in list(self.runs.items()):
             if run.status == "running":
                 leads = self._claim(campaign_id, run, now)
+                if leads and self.prepare is not None:
+                    self._prepare(campaign_id, run, leads)
                 if leads:
                     orders += self._apply(campaign_id, run.scheduler.handle(Offered(now, tuple(leads)), now), now)
                 bots = max(0, free_bots - sum(self._ringing(r) for c, r in self.runs.items() if c != campaign_id))
@@ -297,6 +318,14 @@ class CampaignRunner:
         if room <= 0:
             return []
         return self.store.claim_due(campaign_id, self.settings.owner, now, room, self.settings.lease_s)
+
+    def _prepare(self, campaign_id: str, run: _Run, leads: Sequence[Any]) -> None:
+        """Rule 6: each newly claimed lead to the pre-render hook."""
+        assert self.prepare is not None
+        details = self._lead_details([lead.lead_id for lead in leads])
+        for lead in leads:
+            _, tz, variables = details[lead.lead_id]
+            self.prepare(LeadToPrepare(campaign_id, lead.lead_id, run.flow_path, tz, variables))
 
     @staticmethod
     def _ringing(run: _Run) -> int:
