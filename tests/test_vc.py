@@ -137,8 +137,11 @@ def test_the_guard_refuses_a_deliberately_broken_model_on_real_audio(pack, clips
     agent = AgentRange.of([(c.own, c.own_features) for c in clips.values()])
     reasons = refusals(stock, conv, agent)
     print("\n" + "\n".join([stock.line(), conv.line(), *reasons]))
-    assert any(r.startswith("pitch:") for r in reasons)
-    assert len(reasons) >= 2
+    # What a garbled model always breaks: the words and the spectrum. Its pitch reason is take-dependent (the F0
+    # tracker can lock onto a subharmonic of garbled audio: 74 Hz measured once for a 320 Hz target), so the pitch
+    # rule is checked on constructed numbers above, not here.
+    assert any(r.startswith("intelligibility:") for r in reasons), reasons
+    assert any(r.startswith("spectral distortion:") for r in reasons), reasons
 
 
 def run_train(argv: list[str]) -> int:
