@@ -6,14 +6,14 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import gevent
 import numpy as np
 
-from voicebot.config import EngineConfig
+from voicebot.config import CampaignsConfig, EngineConfig
 from voicebot.engine import Engine
 from voicebot.tts.render import PromptCache
 
@@ -81,3 +81,18 @@ def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
         gevent.sleep(0.01)
+
+
+def campaign_engine(config: EngineConfig, campaigns: CampaignsConfig, notifications: Any = None) -> Engine:
+    """A started engine that runs campaigns (``notifications``: a NotificationsConfig), returned once its campaign
+    service is up; the dial timings suit a loaded 2-core box (ring 2 s, ESL answers up to 8 s late)."""
+    engine = Engine(replace(config, campaigns=campaigns), notifications=notifications)
+    engine.load()
+    engine.start()
+    assert engine.inbound.wait_up(10)
+    deadline = time.monotonic() + 10
+    while engine.campaigns is None:  # the campaign database opens off the hub
+        assert time.monotonic() < deadline, "the campaigns start"
+        gevent.sleep(0.01)
+    engine.campaigns.ring_s, engine.campaigns.margin_s = 2.0, 8.0
+    return engine

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 
 from fsdouble.double import FreeSwitchDouble, Silence
-from tests.engine_support import PASSWORD, engine_config, steady_speech
+from tests.engine_support import PASSWORD, campaign_engine, engine_config, steady_speech
 from tests.notify_support import SECRET, Gateway
 from voicebot.campaign.model import Pacing, RetryRule
 from voicebot.campaign.runner import DialOrder, call_outcome, callback_time
@@ -174,17 +173,7 @@ class Callee:
 def _engine(fs: FreeSwitchDouble, tmp: Path, db: str, url: str, owner: str) -> Engine:
     config = engine_config(fs.inbound_port, tmp, (42600, 42799), default_flow=FLOW, max_calls=20,
                            shutdown_deadline_s=8, records_db=str(tmp / "calls.sqlite"))
-    config = replace(config, campaigns=CampaignsConfig(db=db, owner=owner, lease_s=8.0, poll_s=0.2))
-    engine = Engine(config, notifications=_notifications(url))
-    engine.load()
-    engine.start()
-    assert engine.inbound.wait_up(10)
-    deadline = time.monotonic() + 10
-    while engine.campaigns is None:  # the campaign database opens off the hub
-        assert time.monotonic() < deadline, "the campaigns start"
-        gevent.sleep(0.01)
-    engine.campaigns.ring_s, engine.campaigns.margin_s = 2.0, 8.0  # a loaded 2-core box answers ESL late
-    return engine
+    return campaign_engine(config, CampaignsConfig(db=db, owner=owner, lease_s=8.0, poll_s=0.2), _notifications(url))
 
 
 def _leads_now(store: CampaignStore, campaign_id: str = "camp") -> list[LeadRow]:

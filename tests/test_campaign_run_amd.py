@@ -11,7 +11,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 
 from fsdouble.audio import ArrayAudio
 from fsdouble.double import FreeSwitchDouble
-from tests.engine_support import PASSWORD, engine_config
+from tests.engine_support import PASSWORD, campaign_engine, engine_config
 from tests.notify_support import SECRET, Gateway
 from voicebot.campaign.model import CATALOGUE, Pacing, RetryRule
 from voicebot.campaign.store import Campaign, CampaignStore, NewLead
@@ -93,18 +92,8 @@ def _campaigns(store: CampaignStore, now: float) -> dict[str, str]:
 def _engine(fs: FreeSwitchDouble, tmp: Path, notifications: NotificationsConfig) -> Engine:
     config = engine_config(fs.inbound_port, tmp, (43700, 43799), default_flow=FLOW, max_calls=8, shutdown_deadline_s=8,
                            records_db=str(tmp / "calls.sqlite"))
-    config = replace(config, campaigns=CampaignsConfig(db=str(tmp / "campaigns.sqlite"), owner="engine-a", lease_s=8.0,
-                                                       poll_s=0.2))
-    engine = Engine(config, notifications=notifications)
-    engine.load()
-    engine.start()
-    assert engine.inbound.wait_up(10)
-    deadline = time.monotonic() + 10
-    while engine.campaigns is None:  # the campaign database opens off the hub
-        assert time.monotonic() < deadline, "the campaigns start"
-        gevent.sleep(0.01)
-    engine.campaigns.ring_s, engine.campaigns.margin_s = 2.0, 8.0  # a loaded 2-core box answers ESL late
-    return engine
+    return campaign_engine(config, CampaignsConfig(db=str(tmp / "campaigns.sqlite"), owner="engine-a", lease_s=8.0,
+                                                   poll_s=0.2), notifications)
 
 
 class People:
