@@ -201,14 +201,23 @@ def espeak(text: str, voice: str, speed: int) -> npt.NDArray[np.int16]:
 
 
 def piper(text: str) -> npt.NDArray[np.int16]:
-    """``text`` by the project's default Piper voice at 8 kHz."""
-    def make() -> npt.NDArray[np.int16]:
-        from voicebot.tts.piper_voice import default_voice
+    """``text`` by the project's default Piper voice at 8 kHz: one take, the same on every machine and run.
 
-        voice = default_voice()
+    Piper samples its noise inside the model, so each call is a new take. The clips are seeded (onnxruntime's seed,
+    then a fresh session, per text) so that a clean clone and a rerun measure the same audio: unseeded, 2 of 40 takes
+    of "Thank you for calling." + 700 ms of silence read as HUMAN (app_amd's 800 ms of after-greeting silence is
+    100 ms away), which made a smoke test flip.
+    """
+    def make() -> npt.NDArray[np.int16]:
+        import onnxruntime
+
+        from voicebot.tts.piper_voice import PiperVoice, default_model_paths
+
+        onnxruntime.set_seed(int(hashlib.sha256(text.encode()).hexdigest()[:7], 16))
+        voice = PiperVoice.load(*default_model_paths())
         audio = np.concatenate(list(voice.synthesize(text)))
         return resample(audio, voice.sample_rate, RATE)
-    return _cached(["piper-v1", text], make)
+    return _cached(["piper-v2-seeded", text], make)
 
 
 def trim(x: Audio, floor_dbfs: float = -50.0) -> Audio:
