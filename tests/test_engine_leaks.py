@@ -1,4 +1,4 @@
-"""Fifty short calls through the engine and the FreeSWITCH test double leave nothing behind.
+"""Twenty short calls through the engine and the FreeSWITCH test double leave nothing behind.
 
 Calls alternate: the caller presses 2 (wrong person: the bot says goodbye and
 hangs up), or the caller hangs up as soon as media flows. Afterwards every port
@@ -19,7 +19,7 @@ from fsdouble.double import ArrayAudio, FreeSwitchDouble
 from tests.engine_support import EngineSetup, wait
 from voicebot.engine import Engine
 
-CALLS = 50
+CALLS = 20  # a per-call leak shows as 20 of a thread, greenlet or port pair; 50 calls took a minute of CI
 
 
 ENGINE = EngineSetup((43400, 43599))
@@ -43,7 +43,7 @@ def settled(engine: Engine, fs: FreeSwitchDouble) -> bool:
     return engine.metrics.active_calls == 0 and engine.pool.in_use == 0 and not fs.channels(live_only=True)
 
 
-def test_fifty_calls_leak_nothing(fs: FreeSwitchDouble, engine: Engine) -> None:
+def test_twenty_calls_leak_nothing(fs: FreeSwitchDouble, engine: Engine) -> None:
     silence = ArrayAudio(np.zeros(8000, np.int16), 8000)
     threads_before = engine_threads()
     greenlets_before = live_greenlets()

@@ -114,13 +114,24 @@ def test_wrong_rate_and_impossible_frame_sizes_are_rejected():
         Reframer(8000, 0)
 
 
+def _push_seconds(seconds: int) -> float:
+    """The best of three times (s) to push ``seconds`` of 8 kHz audio in one chunk."""
+    data = bytes(2 * 8000 * seconds)
+    best = float("inf")
+    for _ in range(3):
+        reframer = Reframer(8000)
+        start = time.perf_counter()
+        reframer.push(data)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def test_one_huge_chunk_is_linear_time():
-    # 10 minutes at 8 kHz in one push: 30000 frames; copying the rest of the buffer per frame would move ~140 GB
-    reframer = Reframer(8000)
-    data = bytes(2 * 8000 * 600)
-    start = time.perf_counter()
-    frames = reframer.push(data)
-    assert time.perf_counter() - start < 3.0
+    # copying the rest of the buffer per frame is quadratic: 4x the audio costs ~16x; linear costs ~4-5x (sizes
+    # past the CPU caches). A ratio, not a time limit, so a loaded machine does not fail it.
+    ratio = _push_seconds(160) / _push_seconds(40)
+    assert ratio < 10, f"4x the audio took {ratio:.1f}x the time"
+    frames = Reframer(8000).push(bytes(2 * 8000 * 600))  # 10 minutes at 8 kHz in one push: 30000 frames
     assert len(frames) == 30000 and frames[-1].captured_at == pytest.approx(599.98)
 
 
