@@ -234,15 +234,18 @@ def _check_message(store: CampaignStore, attempts: list[dict[str, Any]], calls: 
 
 def _check_notifications(rows: list[Any], attempts: dict[str, list[dict[str, Any]]], kinds: dict[str, str],
                          sms: Gateway, hook: Gateway) -> None:
-    """Every attempt: one hang-up SMS with its disposition (machines too, as the flow's on_hangup asks) and one
-    campaign_attempt webhook; the node SMS only where the flow reached its node (the people)."""
+    """Every attempt: one campaign_attempt webhook; a person's attempt one hang-up SMS with its disposition and
+    the node SMS the flow reached; a machine's no SMS at all (not on any retry, not after a message was left)."""
     every = attempts["amd"] + attempts["msg"]
     sent = Counter((r.message.payload["call_id"], r.message.payload["notification"]) for r in rows)
     texts = {r.message.payload["call_id"]: r.message.payload["text"] for r in rows
              if r.message.kind == "sms" and r.message.payload["notification"] == "call_outcome"}
     for attempt in every:
         uuid, person = attempt["uuid"], kinds[str(attempt["lead_id"])] == "human"
-        assert sent[(uuid, "call_outcome")] == 1 and texts[uuid] == f"Call {attempt['disposition']}", attempt
+        if person:
+            assert sent[(uuid, "call_outcome")] == 1 and texts[uuid] == f"Call {attempt['disposition']}", attempt
+        else:
+            assert attempt["disposition"] == "machine" and sent[(uuid, "call_outcome")] == 0, attempt
         assert sent[(uuid, "sms_invite")] == (1 if person else 0), attempt
         assert sent[(uuid, "campaign_attempt")] == 1, attempt
     assert all(r.delivered_at is not None for r in rows)

@@ -311,7 +311,8 @@ class CampaignService:
 
     def _messages(self, end: CallEnd, info: AttemptInfo) -> list[Message]:
         """The outbox messages of an ended attempt: the call's node and hang-up notifications, and the
-        ``campaign_attempt`` notification."""
+        ``campaign_attempt`` notification. An answering machine gets no hang-up notification (the flow's
+        ``on_hangup`` SMS would reach a voicemail on every retry); its ``campaign_attempt`` still goes out."""
         notifier = self.engine.notifier
         if notifier is None:
             return []
@@ -332,6 +333,8 @@ class CampaignService:
                                   outcome=outcome, now=now)
         extra = {"disposition": end.ended.disposition, "hangup_cause": record.hangup_cause,
                  "duration_s": f"{record.duration_s:g}"}
+        if end.ended.disposition == "machine":
+            return out  # the flow's hang-up notifications are for a person: none to a voicemail, on no retry
         for name in dict.fromkeys(flow.hangup_notify if flow else ()):
             out += build_messages(config, call, name, HANGUP, variables=record.variables, slots=record.slots,
                                   outcome=outcome, extra=extra, now=now)
