@@ -490,8 +490,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tail-s", type=float, default=10.0, help="after the last disturbance, before the hang-ups (s, 10)")
     parser.add_argument("--stall-s", type=float, default=1.0, help="how long the database's lock is held (s, 1)")
     parser.add_argument("--stall-calls", type=int, default=2, help="extra calls that hang up while it is held (2)")
-    parser.add_argument("--asr", default="pocketsphinx",
-                        help="ASR backend: pocketsphinx (decodes in the call's thread) or pocketsphinx-pool (worker processes)")
+    parser.add_argument("--asr", default=fsbench.SERVE_ASR,
+                        help="ASR backend: pocketsphinx-pool (worker processes; voicebot serve's default) or pocketsphinx "
+                             "(in the engine's process)")
     parser.add_argument("--limit-ms", type=float, default=LIMIT_MS, help="the largest gap that passes (ms, 40)")
     parser.add_argument("--json", type=Path, default=RESULTS / "max_gap.json", help="results file")
     args = parser.parse_args(argv)

@@ -18,7 +18,9 @@ Rules:
 6. Models for every rate a call can bring (``PRELOAD_RATES``) and every agent
    voice are loaded, and each pipeline is warmed by a short silent session, before
    the first call; a call at another rate builds its pipeline in a native thread
-   while it waits, and other calls carry on.
+   while it waits, and other calls carry on. The default recogniser decodes in
+   worker processes (``asr.backend: pocketsphinx-pool``), each warmed by a decode
+   before the engine loads on; shutdown stops them (:meth:`Engine.close_models`).
 """
 
 from __future__ import annotations
@@ -423,7 +425,20 @@ class Engine:
         if self.notifier is not None:
             self.notifier.close(timeout=2.0)
         self.records.close(RECORDS_DRAIN_S)
+        self.close_models()
         self.log.info("engine.stopped")
+
+    def close_models(self) -> None:
+        """Stop the processes the models run in (the ASR pool's and the accurate pass's workers): none outlives
+        the engine. Closing twice does nothing."""
+        models: list[Any] = [p.asr for p in self.pipelines.values()] + [getattr(self, "_whispers", None)]
+        for model in {id(m): m for m in models if m is not None}.values():
+            close = getattr(model, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as err:  # one model's failure never keeps the others' workers running
+                    self.log.error("engine.model_close_failed", model=type(model).__name__, error=repr(err))
 
     def serve_forever(self) -> None:
         """Start, then run until SIGTERM or SIGINT, then shut down gracefully."""
@@ -483,6 +498,14 @@ def _store(store: RecordStore, record: CallRecord, recorder: StereoRecorder | No
             recorder.close()  # never raises: a failure is logged, the record is already safe
 
 
+def one_call_config(config: EngineConfig) -> EngineConfig:
+    """For an engine that serves one call (``voicebot call``): the recogniser in-process, not in a pool of
+    worker processes (one call decodes on one core either way; the pool costs start-up time and a process per core)."""
+    if config.asr_backend.endswith("-pool"):
+        return replace(config, asr_backend=config.asr_backend.removesuffix("-pool"))
+    return config
+
+
 def print_progress(line: str) -> None:
     """Start-up progress for people, on stderr."""
     print(f"voicebot: {line}", file=sys.stderr, flush=True)
@@ -507,7 +530,7 @@ def place_test_call(config: EngineConfig, destination: str, variables: dict[str,
                                     **{f"vb_var_{k}": v for k, v in variables.items()}})
     except ValueError as err:
         return 2, f"voicebot call: {err}"
-    engine = Engine(config, on_session=lambda s: setattr(s.timeline, "listener", on_entry))
+    engine = Engine(one_call_config(config), on_session=lambda s: setattr(s.timeline, "listener", on_entry))
     engine.load()
     engine.start()
     try:
