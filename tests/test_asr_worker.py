@@ -21,7 +21,7 @@ from bench.decode_worker import DecodeWorker, gevent_patched
 from tests.data_support import needs_data
 from voicebot.asr.base import AsrResult, ModelError
 from voicebot.asr.pocketsphinx_asr import PocketsphinxModel
-from voicebot.asr.procpool import WARM_RATES, ProcessPoolModel, load_pool
+from voicebot.asr.procpool import WARM_RATES, WORKER_NICE, ProcessPoolModel, load_pool
 from voicebot.asr.registry import AsrConfig
 from voicebot.audio.frame import AudioFrame
 from voicebot.audio.resample import resample
@@ -131,7 +131,7 @@ import gevent
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from voicebot.asr.pocketsphinx_asr import PocketsphinxModel
-from voicebot.asr.procpool import WARM_RATES, ProcessPoolModel, load_pool
+from voicebot.asr.procpool import WARM_RATES, WORKER_NICE, ProcessPoolModel, load_pool
 from voicebot.asr.registry import AsrConfig
 from bench.decode_worker import DecodeWorker, gevent_patched
 from voicebot.audio.frame import AudioFrame
@@ -333,6 +333,16 @@ def test_every_worker_is_warm_before_the_pool_is_ready(pool: ProcessPoolModel) -
     for worker in pool.workers:
         assert worker.alive and set(worker.warmed) == set(WARM_RATES) == {8000, 16000}
         assert all(seconds > 0 for seconds in worker.warmed.values())
+
+
+def test_workers_yield_the_cpu_to_the_engine(pool: ProcessPoolModel) -> None:
+    """The workers run nicer than the engine, so its hub (every call's frames) is not queued behind their decoding
+    for a CPU (bench/max_gap.py: all calls' audio stalled at once, 30-100 ms, with both workers on the CPUs)."""
+    engine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert WORKER_NICE >= 5
+    for worker in pool.workers:
+        assert os.getpriority(os.PRIO_PROCESS, worker.process.pid) == min(19, engine + WORKER_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == engine  # the engine's own priority is left alone
 
 
 def test_closing_the_pool_leaves_no_worker_process() -> None:

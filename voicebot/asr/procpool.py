@@ -20,6 +20,13 @@ Design:
   reaches the call a frame (20 ms) or so after its audio. ``finish()`` waits
   for the final (``timeout_s``); ``set_hints`` travels in order with the frames.
 * One native reader thread per worker routes replies to their streams.
+* Workers run ``WORKER_NICE`` nicer than the engine. They decode one or two
+  cores' worth of audio; at the same priority, when they and a live synthesis
+  want more CPU than there is, the scheduler let the gevent hub (which sends
+  every call's frames) wait its turn behind them: ``bench/max_gap.py`` saw
+  every call's audio stall at once (30-100 ms) with both workers on the CPUs
+  and the hub off it (``perf record``). A decode may wait a few ms; a frame
+  may not.
 * Each worker runs a warm-up decode at every rate in ``WARM_RATES`` before it
   reports ready, and the model waits for every worker: the first call finds
   decoders built and the model paged in.
@@ -64,6 +71,7 @@ READY_TIMEOUT_S = 120.0  # a worker loading its model (pocketsphinx ~1 s, Vosk ~
 WARM_RATES = (8000, 16000)  # Hz: each worker decodes a little audio at these rates before it reports ready
 WARM_AUDIO_S = 0.3  # seconds of faint noise in each warm-up decode
 MAX_MOVES = 5  # a stream that lost its decoder this many times stays deaf (its call carries on without words)
+WORKER_NICE = 5  # workers run this much nicer than the engine: its hub (every call's media) goes first for a CPU
 
 log = get_logger("asr.procpool")
 
@@ -126,6 +134,8 @@ class _Backlog:
 
 def _serve(conn: Any, inner: AsrConfig) -> None:
     """A worker: load the model, then decode what arrives (see :class:`_Backlog`) until STOP or the pipe closes."""
+    with contextlib.suppress(OSError, AttributeError):  # not on Linux/Unix: same priority as the engine
+        os.nice(WORKER_NICE)
     try:
         model = load_asr(inner)
     except Exception as err:
