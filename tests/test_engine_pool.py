@@ -12,9 +12,11 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from bench.fsbench import SERVE_ASR
 from fsdouble.double import ArrayAudio, FreeSwitchDouble
@@ -140,18 +142,37 @@ def test_a_killed_engine_leaves_no_worker_behind(served: tuple[subprocess.Popen[
     assert not gone(workers, 15), "the workers of a killed engine exit by themselves"
 
 
-def test_engine_shutdown_stops_the_pool_workers(fs: FreeSwitchDouble, tmp_path: Path) -> None:
-    """In-process: shutdown itself stops and reaps the workers (not the interpreter's exit hooks)."""
+def test_a_crashed_worker_costs_its_call_nothing_but_the_words_in_flight(fs: FreeSwitchDouble, tmp_path: Path) -> None:
+    """In-process, the pool warm before the first call; the worker decoding a call is killed during the greeting:
+    the error is logged, the call's stream moves to the other worker, the caller's later words are recognised,
+    the call ends as it should; then shutdown itself (not the interpreter's exit hooks) stops every worker."""
     config = engine_config(fs.inbound_port, tmp_path, (42500, 42599), esl_password="ClueCon", asr_backend=SERVE_ASR)
-    with running_engine(config) as engine:
+    sessions: list[Any] = []
+    with running_engine(config) as engine, capture_logs() as logs:
         pools = {id(p.asr): p.asr for p in engine.pipelines.values()}
         assert len(pools) == 1, "one pool serves every rate"
         pool = next(iter(pools.values()))
-        assert isinstance(pool, ProcessPoolModel)
-        pids = {w.process.pid for w in pool.workers}
+        assert isinstance(pool, ProcessPoolModel) and len(pool.workers) >= 2
         assert all(w.alive and set(w.warmed) == {8000, 16000} for w in pool.workers), "warm before the first call"
-        uuid = fs.place_call(engine.server.port, codec="PCMU", rate=8000, caller=ArrayAudio(np.zeros(8000, np.int16), 8000))
-        fs.wait_for(lambda: fs.channel(uuid).unicast_active, timeout=10, what="unicast armed")
-        fs.press(uuid, "2")
-        fs.wait_for(lambda: fs.channel(uuid).hung_up, timeout=30, what="the bot says goodbye and hangs up")
+        engine.on_session = sessions.append
+        cache = next(iter(engine.pipelines.values())).cache
+        track = np.zeros(8000 * 30, dtype=np.int16)
+        for at, text in [(6.0, "yes speaking"), (15.0, "stop calling me")]:
+            audio = steady_speech(cache, text)
+            track[int(at * 8000):int(at * 8000) + len(audio)] = audio
+        uuid = fs.place_call(engine.server.port, codec="PCMU", rate=8000, caller=ArrayAudio(track, 8000))
+        fs.wait_for(lambda: fs.channel(uuid).unicast_active and bool(sessions), timeout=10, what="the call is up")
+        doomed = sessions[0].asr.worker
+        doomed.process.kill()  # a crash, mid-greeting
+        fs.wait_for(lambda: fs.channel(uuid).hung_up, timeout=60, what="the bot hangs up")
+        fs.wait_for(lambda: engine.metrics.active_calls == 0, timeout=5, what="the call is released")
+        assert engine.flush_records()
+        record = engine.store.list(limit=1)[0]
+        pids = {w.process.pid for w in pool.workers} | {doomed.process.pid}
+    heard = [line.text for line in record.transcript if line.speaker == "caller"]
+    assert record.call_id == uuid and record.disposition == "blocklist", heard
+    assert any("stop" in text for text in heard), heard  # recognised in the worker the stream moved to
+    moved = [e for e in logs if e["event"] == "asr.stream_moved"]
+    assert moved and moved[0]["from_worker"] == doomed.index and moved[0]["to_worker"] != doomed.index
+    assert not record.extras or "error" not in record.extras  # the call did not fail
     assert not gone({p for p in pids if p is not None}, 0.0), "shutdown stopped and reaped every worker"
