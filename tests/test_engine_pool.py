@@ -24,6 +24,7 @@ from tests.engine_support import FLOW, ROOT, engine_config, free_port, running_e
 from voicebot.asr.procpool import ProcessPoolModel
 from voicebot.config import EngineConfig
 from voicebot.configkeys import SETTINGS
+from voicebot.engine import one_call_config
 from voicebot.pipeline import default_pack
 from voicebot.records.store import open_store
 from voicebot.tts.render import PromptCache
@@ -32,6 +33,13 @@ from voicebot.tts.render import PromptCache
 def test_serve_defaults_to_the_asr_pool() -> None:
     table = next(s.default for s in SETTINGS if s.key == "asr.backend")
     assert table == EngineConfig().asr_backend == SERVE_ASR == "pocketsphinx-pool"
+
+
+def test_voicebot_call_serves_its_one_call_in_process() -> None:
+    """``voicebot call`` starts an engine for one call: no process per core for it (the backend's inner one)."""
+    assert one_call_config(EngineConfig()).asr_backend == "pocketsphinx"
+    vosk = EngineConfig(asr_backend="vosk")
+    assert one_call_config(vosk) == vosk
 
 
 def _config(tmp: Path, esl_port: int, outbound_port: int, http_port: int) -> Path:
