@@ -514,9 +514,12 @@ def print_progress(line: str) -> None:
 def run_engine(config: EngineConfig) -> int:
     """``voicebot serve``: load (saying what takes long) and serve until stopped."""
     engine = Engine(config, accurate_model=ACCURATE_MODEL)
-    engine.load(progress=print_progress)
-    print_progress("ready")
-    engine.serve_forever()
+    try:
+        engine.load(progress=print_progress)
+        print_progress("ready")
+        engine.serve_forever()
+    finally:  # a port in use or a bad flow found late: the model workers already started stop with it
+        engine.close_models()
     return 0
 
 
