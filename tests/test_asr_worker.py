@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 
 from bench.decode_worker import DecodeWorker, gevent_patched
 from tests.data_support import needs_data
+from voicebot.asr import procpool
 from voicebot.asr.base import AsrResult, ModelError
 from voicebot.asr.pocketsphinx_asr import PocketsphinxModel
 from voicebot.asr.procpool import WARM_RATES, WORKER_NICE, ProcessPoolModel, load_pool
@@ -131,6 +132,7 @@ import gevent
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from voicebot.asr.pocketsphinx_asr import PocketsphinxModel
+from voicebot.asr import procpool
 from voicebot.asr.procpool import WARM_RATES, WORKER_NICE, ProcessPoolModel, load_pool
 from voicebot.asr.registry import AsrConfig
 from bench.decode_worker import DecodeWorker, gevent_patched
@@ -325,6 +327,27 @@ def test_with_no_worker_up_a_stream_drops_frames_until_one_is_back() -> None:
         stream.close()
     finally:
         model.close()
+
+
+def test_a_worker_that_keeps_dying_is_restarted_at_most_every_few_seconds_and_never_after_close(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(procpool, "RESTART_EVERY_S", 1.0)
+    model = ProcessPoolModel(AsrConfig("pocketsphinx"), processes=1, timeout_s=5.0)
+    try:
+        kill(model.workers[0])
+        model.stream(8000, HINTS).close()  # restarts the slot (the fresh worker loads in the background)
+        fresh = model.workers[0]
+        fresh.process.kill()  # it dies too, before it is ready
+        fresh.process.join(5)
+        assert model.stream(8000, HINTS).worker is None  # deaf: not respawned at once
+        assert model.workers[0] is fresh
+        time.sleep(1.0)
+        model.stream(8000, HINTS).close()
+        assert model.workers[0] is not fresh  # respawned once the interval passed
+    finally:
+        model.close()
+    model.stream(8000, HINTS).close()  # after close: nothing is started
+    assert not any(w.process.is_alive() for w in model.workers)
 
 
 def test_every_worker_is_warm_before_the_pool_is_ready(pool: ProcessPoolModel) -> None:

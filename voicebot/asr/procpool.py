@@ -53,6 +53,7 @@ import os
 import pickle
 import struct
 import sys
+import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -71,6 +72,7 @@ READY_TIMEOUT_S = 120.0  # a worker loading its model (pocketsphinx ~1 s, Vosk ~
 WARM_RATES = (8000, 16000)  # Hz: each worker decodes a little audio at these rates before it reports ready
 WARM_AUDIO_S = 0.3  # seconds of faint noise in each warm-up decode
 MAX_MOVES = 5  # a stream that lost its decoder this many times stays deaf (its call carries on without words)
+RESTART_EVERY_S = 5.0  # a worker slot is restarted at most this often (one that cannot load is not respawned per call)
 WORKER_NICE = 5  # workers run this much nicer than the engine: its hub (every call's media) goes first for a CPU
 
 log = get_logger("asr.procpool")
@@ -166,8 +168,6 @@ def _serve(conn: Any, inner: AsrConfig) -> None:
 
 def _warm_up(model: Any) -> dict[int, float]:
     """One short decode per rate of ``WARM_RATES`` (builds and pools a decoder each); seconds taken per rate."""
-    import time
-
     import numpy as np
 
     taken: dict[int, float] = {}
@@ -234,10 +234,15 @@ class _Worker:
 
     def wait_ready(self, timeout: float) -> None:
         """Wait for the model to load; ModelError if it did not."""
-        if not self._conn.poll(timeout):
-            self.process.kill()
-            raise ModelError(f"ASR worker {self.index} did not load its model within {timeout:g} s")
-        _, kind, value = pickle.loads(self._conn.recv_bytes())
+        try:
+            if not self._conn.poll(timeout):
+                self.process.kill()
+                raise ModelError(f"ASR worker {self.index} did not load its model within {timeout:g} s")
+            _, kind, value = pickle.loads(self._conn.recv_bytes())
+        except (EOFError, OSError) as err:  # it died loading, or the pool was closed meanwhile
+            self.process.join(5)
+            raise ModelError(f"ASR worker {self.index} exited before it was ready (exit code "
+                             f"{self.process.exitcode})") from err
         if kind != "ready":
             self.process.join(5)
             raise ModelError(f"ASR worker {self.index} could not load its model: {value}")
@@ -286,6 +291,7 @@ class _Worker:
         self.process.join(2)
         if self.process.is_alive():
             self.process.kill()
+            self.process.join(2)
         self._conn.close()
 
 
@@ -299,6 +305,8 @@ class ProcessPoolModel:
         self._ctx = multiprocessing.get_context("spawn")
         self._ids = itertools.count(1)
         self._lock = _original("_thread", "allocate_lock")()
+        self._restarted: dict[int, float] = {}  # worker index -> when it was last restarted (monotonic s)
+        self._closed = False
         self.workers = [_Worker(i, inner, self._ctx) for i in range(max(1, processes or os.cpu_count() or 1))]
         try:
             for worker in self.workers:
@@ -328,15 +336,22 @@ class ProcessPoolModel:
         return worker, sid
 
     def _restart_dead(self) -> None:
-        """Start a fresh worker in place of each dead one that has no streams left (it loads in the background)."""
+        """Start a fresh worker in place of each dead one that has no streams left (it loads in the background), at most
+        every ``RESTART_EVERY_S`` per worker, and none once the pool is closed."""
+        now = time.monotonic()
         for i, worker in enumerate(self.workers):
+            if self._closed or now - self._restarted.get(worker.index, float("-inf")) < RESTART_EVERY_S:
+                continue
             if not worker.alive and not worker.streams and not worker.process.is_alive():
+                self._restarted[worker.index] = now
                 fresh = _Worker(worker.index, self.inner, self._ctx)
                 self.workers[i] = fresh
                 _original("_thread", "start_new_thread")(_ready_quietly, (fresh,))
 
     def close(self) -> None:
-        """Stop every worker."""
+        """Stop every worker (for good: none is restarted after)."""
+        with self._lock:
+            self._closed = True
         for worker in self.workers:
             worker.stop()
 
@@ -351,7 +366,8 @@ def _ready_quietly(worker: _Worker) -> None:
     try:
         worker.wait_ready(READY_TIMEOUT_S)
     except ModelError as err:
-        log.error("asr.pool_worker_restart_failed", worker=worker.index, error=str(err))
+        if not worker.stopping:  # not the pool closing under it
+            log.error("asr.pool_worker_restart_failed", worker=worker.index, error=str(err))
 
 
 class PooledStream:
