@@ -24,9 +24,9 @@ from tests.engine_support import FLOW, ROOT, engine_config, free_port, running_e
 from voicebot.asr.procpool import ProcessPoolModel
 from voicebot.config import EngineConfig
 from voicebot.configkeys import SETTINGS
-from voicebot.engine import one_call_config
 from voicebot.pipeline import default_pack
 from voicebot.records.store import open_store
+from voicebot.serving import one_call_config
 from voicebot.tts.render import PromptCache
 
 
