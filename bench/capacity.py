@@ -311,8 +311,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit-ms", type=float, default=800.0, help="p95 response at the ear that ends the ramp")
     parser.add_argument("--no-profile", action="store_true", help="no sampling profiler")
     parser.add_argument("--smoke", action="store_true", help="steps 2,4 of 12 s calls: the CI smoke run")
-    parser.add_argument("--asr", default="pocketsphinx",
-                        help="ASR backend: pocketsphinx (in the engine's process) or pocketsphinx-pool (worker processes)")
+    parser.add_argument("--asr", default=fsbench.SERVE_ASR,
+                        help="ASR backend: pocketsphinx-pool (worker processes; voicebot serve's default) or pocketsphinx "
+                             "(in the engine's process)")
     parser.add_argument("--no-offscript-rejection", action="store_true",
                         help="asr.offscript_rejection false: no phone loop beside the hinted decoder (about half the ASR CPU)")
     parser.add_argument("--what-if", action="append", default=[], choices=sorted(whatif.WHAT_IFS),

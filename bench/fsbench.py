@@ -405,6 +405,9 @@ def engine_config(esl_port: int, tmp: Path, password: str = "bench", **overrides
     return EngineConfig(**values)
 
 
+SERVE_ASR = "pocketsphinx-pool"  # voicebot serve's asr.backend default (voicebot/configkeys.py; tests/test_engine_pool.py)
+
+
 def register_pool_backend(backend: str) -> None:
     """``<inner>-pool`` backends (voicebot/asr/procpool.py) for the registry, until it names them itself."""
     from voicebot.asr import registry

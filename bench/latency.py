@@ -249,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="2 calls: the CI smoke run")
     parser.add_argument("--quiet-ms", type=int, default=700, help="silence at the ear that ends a prompt (ms)")
     parser.add_argument("--barge-after-s", type=float, default=5.0, help="into the disclosure before barging in (s)")
-    parser.add_argument("--asr", default="pocketsphinx",
-                        help="ASR backend: pocketsphinx (in the engine's process) or pocketsphinx-pool (worker processes)")
+    parser.add_argument("--asr", default=fsbench.SERVE_ASR,
+                        help="ASR backend: pocketsphinx-pool (worker processes; voicebot serve's default) or pocketsphinx "
+                             "(in the engine's process)")
     parser.add_argument("--what-if", action="append", default=[], choices=sorted(whatif.WHAT_IFS),
                         help="measure a proposed change to code outside bench/ (bench/whatif.py); repeatable")
     parser.add_argument("--json", type=Path, default=RESULTS / "latency.json", help="results file")

@@ -139,7 +139,7 @@ def test_call_variables_with_spaces_are_quoted_so_the_dial_string_stays_whole() 
 
 
 def test_voicebot_call_refuses_a_variable_no_originate_can_carry_before_loading_anything(tmp_path: Path) -> None:
-    from voicebot.engine import place_test_call
+    from voicebot.serving import place_test_call
 
     config = engine_config(1, tmp_path, (42470, 42479))
     status, summary = place_test_call(config, "loopback/7001/voicebot", {"plan": "gold,silver"}, lambda entry: None)

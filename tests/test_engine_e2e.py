@@ -96,7 +96,7 @@ def _http_get(port: int, path: str) -> str:
 
 
 def test_voicebot_call_originates_and_shows_the_live_transcript(fs: FreeSwitchDouble, tmp_path: Path) -> None:
-    from voicebot.engine import place_test_call
+    from voicebot.serving import place_test_call
 
     config = engine_config(fs.inbound_port, tmp_path, (42200, 42299), http_port=0)
     said: list[str] = []
@@ -113,7 +113,7 @@ def test_voicebot_call_originates_and_shows_the_live_transcript(fs: FreeSwitchDo
 
 
 def test_voicebot_call_says_clearly_when_freeswitch_is_down(tmp_path: Path) -> None:
-    from voicebot.engine import place_test_call
+    from voicebot.serving import place_test_call
 
     config = engine_config(free_port(), tmp_path, (42300, 42399), http_port=0, esl_password="ClueCon",
                            shutdown_deadline_s=1)

@@ -70,13 +70,14 @@ import pytest
 
 from tests.real_freeswitch_support import EventLog, free_port, loopback_call, wait
 from voicebot.config import EngineConfig, HandoffConfig
-from voicebot.engine import Engine, place_test_call
+from voicebot.engine import Engine
 from voicebot.esl.connection import InboundConnection
 from voicebot.esl.protocol import EslEvent
 from voicebot.esl.testcall import CallOptions, caller_ports, run_caller_call
 from voicebot.handoff.agents import parse_agents
 from voicebot.records.model import CallRecord
 from voicebot.records.store import open_store
+from voicebot.serving import place_test_call
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = ROOT / "examples" / "flows" / "lead_screening_en.yaml"

@@ -32,7 +32,9 @@ Rules (the whole contract):
 7. An outbound campaign call with answering-machine detection has a gate (:attr:`CallCore.amd`,
    :mod:`voicebot.campaign.amdgate`): it gets the answer's ``CallStarted``, every caller frame, transcript and send
    slot, and holds the dialog back until its verdict; what it asks (start the flow, play the message, hang up as
-   ``machine``) is carried out here.
+   ``machine``) is carried out here (:mod:`voicebot.callcore_amd`).
+
+The events and commands are in :mod:`voicebot.callevents` (and importable from here).
 """
 
 from __future__ import annotations
@@ -47,6 +49,22 @@ from typing import Any
 from voicebot.asr.base import AsrResult
 from voicebot.asr.turns import SpeechEnd, SpeechStart, TurnSettings, TurnTaker
 from voicebot.audio.frame import AudioFrame, rms_dbfs
+from voicebot.callcore_amd import AmdGlue
+from voicebot.callevents import (
+    AudioReady,
+    CallerAudio,
+    CancelSynthesis,
+    CoreCommand,
+    CoreEvent,
+    Finalised,
+    FinishRecognition,
+    Recognise,
+    Recognised,
+    SendFrame,
+    SendSlot,
+    SetHints,
+    Synthesize,
+)
 from voicebot.campaign import amdgate
 from voicebot.dialog import events as ev
 from voicebot.dialog.flow import BargeIn, BargeInMode
@@ -57,7 +75,6 @@ from voicebot.handoff.machine import HandoffError, HandoffMachine
 from voicebot.handoff.protocol import (
     HANDOFF_EVENTS,
     CallEnded,
-    HandoffCommand,
     HandoffEvent,
     HandoffRequested,
     ResumeBot,
@@ -65,8 +82,12 @@ from voicebot.handoff.protocol import (
     TellDialog,
     TransferRequested,
 )
-from voicebot.player import PENDING, Chunk, Player, PlayerEvent, PromptAudio
+from voicebot.player import PENDING, Player, PlayerEvent
 from voicebot.timeline import Timeline
+
+__all__ = ["ECHO_ATTENUATION", "AudioReady", "CallCore", "CallSettings", "CallerAudio", "CancelSynthesis", "CoreCommand",
+           "CoreEvent", "Finalised", "FinishRecognition", "Recognise", "Recognised", "SendFrame", "SendSlot", "SetHints",
+           "Synthesize"]
 
 ECHO_ATTENUATION = 32  # a caller frame holding only the bot's echo reaches the recogniser this many times (30 dB) down
 
@@ -84,108 +105,7 @@ class CallSettings:
     accurate_pass: bool = False
 
 
-# ------------------------------------------------------------------ events in
-
-
-@dataclass(frozen=True)
-class CallerAudio:
-    """One caller frame (``frame.captured_at``: its start, s) and its speech probability (0..1)."""
-
-    frame: AudioFrame
-    probability: float
-
-
-@dataclass(frozen=True)
-class Recognised:
-    """A partial transcript of the current turn, at ``at``."""
-
-    at: float
-    result: AsrResult
-
-
-@dataclass(frozen=True)
-class Finalised:
-    """The final transcript of the turn that ended, at ``at`` (compute charged when the clock is virtual)."""
-
-    at: float
-    result: AsrResult
-    compute_ms: int = 0
-
-
-@dataclass(frozen=True)
-class AudioReady:
-    """Synthesis of ``play_id`` (issued at ``at``) answered: its audio, first audio from ``ready_at`` (s)."""
-
-    at: float
-    play_id: int
-    audio: PromptAudio
-    ready_at: float
-    cached: bool = False
-    first_ms: int = 0  # compute until the first audio existed
-
-
-@dataclass(frozen=True)
-class SendSlot:
-    """The send clock wants the bot's frame for the slot starting at ``at``."""
-
-    at: float
-
-
-CoreEvent = CallerAudio | Recognised | Finalised | TurnRecognised | AudioReady | SendSlot | ev.Event | HandoffEvent
-
-# ---------------------------------------------------------------- commands out
-
-
-@dataclass(frozen=True)
-class Recognise:
-    """Feed this frame to the recogniser; answer a changed hypothesis with :class:`Recognised`."""
-
-    frame: AudioFrame
-
-
-@dataclass(frozen=True)
-class FinishRecognition:
-    """End the recogniser's utterance at ``at``; answer with :class:`Finalised`."""
-
-    at: float
-
-
-@dataclass(frozen=True)
-class SetHints:
-    """Bias the recogniser's next utterance toward these phrases."""
-
-    hints: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Synthesize:
-    """Produce the audio of ``play`` (templates filled from ``values``); answer with :class:`AudioReady`."""
-
-    at: float
-    play: ev.Play
-    values: dict[str, str]
-
-
-@dataclass(frozen=True)
-class CancelSynthesis:
-    """The prompt ``play_id`` is over: stop producing its audio."""
-
-    play_id: int
-
-
-@dataclass(frozen=True)
-class SendFrame:
-    """The bot's frame for the slot at ``at`` (None: silence)."""
-
-    at: float
-    audio: Chunk | None
-
-
-CoreCommand = (Recognise | FinishRecognition | RecogniseTurn | SetHints | Synthesize | CancelSynthesis | SendFrame
-               | ev.Command | HandoffCommand)
-
-
-class CallCore:
+class CallCore(AmdGlue):
     """One call: the dialog machine, turn-taking, the interruption policy, the player's state and the handoff."""
 
     def __init__(self, machine: DialogMachine, settings: CallSettings | None = None,
@@ -469,46 +389,6 @@ class CallCore:
                               if isinstance(command, ev.PrepareHandoff) else TransferRequested(now, self._snapshot()))
             case _:
                 self.timeline.add(now, "command", command=type(command).__name__, **_fields(command))
-
-    # --------------------------------------------------- answering-machine gate
-
-    def _amd_heard(self, at: float, text: str, final: bool) -> bool:
-        """Feed a transcript to the AMD gate; True when the dialog must not get it (rule 7)."""
-        if self.amd is None:
-            return False
-        hidden = self.amd.hides(final)
-        self._amd_do(self.amd.transcript(at, text, final))
-        return hidden
-
-    def _amd_do(self, actions: list[amdgate.GateAction]) -> None:
-        """Carry out what the AMD gate asks."""
-        for action in actions:
-            match action:
-                case amdgate.Note(at=at, fields=fields):
-                    self.timeline.add(at, "amd", **fields)
-                case amdgate.Hint(hints=hints):
-                    self._out.append(SetHints(hints))
-                case amdgate.StartFlow(at=at, started=started):
-                    assert self.amd is not None
-                    self.amd.released_in_speech(self.turns.endpointer.in_speech)
-                    self._dialog(started, at)
-                case amdgate.EndFlow(at=at, disposition=disposition):
-                    self._dialog(ev.HungUp(at, disposition), at)
-                case amdgate.PlayMessage(at=at, play=play, values=values):
-                    self._play(play, at, values)
-                case amdgate.EndCall():
-                    self._amd_end(action)
-
-    def _amd_end(self, end: amdgate.EndCall) -> None:
-        """The gate ended the call: the outcome says so (with the answer's time when the flow never ran)."""
-        outcome = self.machine.outcome
-        if outcome.started_at is None:
-            outcome.started_at, outcome.variables = end.started.at, dict(end.variables)
-        outcome.disposition, outcome.ended_at = end.disposition, end.at
-        if end.hang_up:
-            self.disposition = end.disposition
-            self.timeline.add(end.at, "hangup", disposition=end.disposition)
-            self._out.append(ev.HangUp(end.at, end.disposition))
 
     def _fire_due(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now + 1e-9:

@@ -333,7 +333,7 @@ def _engine_config(path: Path | None, flow: Path | None) -> EngineConfig:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The engine, until SIGTERM/SIGINT."""
-    from voicebot.engine import run_engine
+    from voicebot.serving import run_engine
 
     config = _read_config(args.config)
     if config.default_flow is None:
@@ -351,7 +351,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     """A test call: originate to the destination, run the flow, print the live transcript."""
     if args.caller is not None:
         return _call_with_caller(args)
-    from voicebot.engine import place_test_call
+    from voicebot.serving import place_test_call
     from voicebot.sim.run import print_live
 
     config = replace(_engine_config(args.config, args.flow), outbound_port=0, http_port=0)

@@ -101,7 +101,7 @@ class EngineConfig:
     rearm_window_s: float = 60.0
     default_flow: Path | None = None
     flows_by_destination: dict[str, Path] = field(default_factory=dict)
-    asr_backend: str = "pocketsphinx"
+    asr_backend: str = "pocketsphinx-pool"  # one worker process per core (voicebot.asr.procpool); "pocketsphinx": in-process
     asr_model: Path | None = None
     asr_offscript_rejection: bool = True  # pocketsphinx: reject off-script speech with a phone loop (~2x ASR CPU)
     vad: str = "webrtc"

@@ -123,8 +123,10 @@ SETTINGS: tuple[Setting, ...] = (
             "flows/lead_screening_en.yaml"),
     Setting("flows.by_destination", "destinations", {}, "A flow per destination number.",
             '{"7000": flows/lead_screening_en.yaml}'),
-    Setting("asr.backend", "choice", "pocketsphinx",
-            "The recognizer; pocketsphinx-pool decodes in one worker process per core (more calls).", "pocketsphinx-pool",
+    Setting("asr.backend", "choice", "pocketsphinx-pool",
+            "The recognizer. pocketsphinx-pool decodes in one worker process per core, warmed before the first call; "
+            "pocketsphinx decodes in the engine's process, where it holds the GIL (8 calls already stall each other's audio).",
+            "pocketsphinx",
             choices=ASR_BACKENDS),
     Setting("asr.model", "path", None, "The ASR model directory (null: the backend's default model).", "models/vosk-en"),
     Setting("asr.offscript_rejection", "flag", True,

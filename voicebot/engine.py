@@ -18,7 +18,9 @@ Rules:
 6. Models for every rate a call can bring (``PRELOAD_RATES``) and every agent
    voice are loaded, and each pipeline is warmed by a short silent session, before
    the first call; a call at another rate builds its pipeline in a native thread
-   while it waits, and other calls carry on.
+   while it waits, and other calls carry on. The default recogniser decodes in
+   worker processes (``asr.backend: pocketsphinx-pool``), each warmed by a decode
+   before the engine loads on; shutdown stops them (:meth:`Engine.close_models`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from voicebot.asr.registry import AsrConfig
 from voicebot.asr.whisper_pool import WhisperPool
 from voicebot.call import CallSession
 from voicebot.campaign.amdgate import gate_for_call
-from voicebot.cli_errors import EXIT_ORIGINATE, EXIT_UNREACHABLE, PortInUse
+from voicebot.cli_errors import PortInUse
 from voicebot.config import EngineConfig
 from voicebot.dialog.flow import Flow
 from voicebot.dialog.loader import load_flow
@@ -53,7 +55,7 @@ from voicebot.esl.campaigns import CampaignService, campaign_flow, outbox_locati
 from voicebot.esl.connection import ChannelData, EslFailure, InboundConnection, OutboundCall, OutboundServer
 from voicebot.esl.driver import CallResult, HandoffFactory, SessionThread, drive_call
 from voicebot.esl.handoff import CallHandoff, HandoffContext
-from voicebot.esl.socketapp import originate_socket_app, originate_vars, socket_mode_problem
+from voicebot.esl.socketapp import socket_mode_problem
 from voicebot.esl.stall import RearmSettings
 from voicebot.esl.unicast import PortPool
 from voicebot.handoff.agents import AgentPool
@@ -423,7 +425,20 @@ class Engine:
         if self.notifier is not None:
             self.notifier.close(timeout=2.0)
         self.records.close(RECORDS_DRAIN_S)
+        self.close_models()
         self.log.info("engine.stopped")
+
+    def close_models(self) -> None:
+        """Stop the processes the models run in (the ASR pool's and the accurate pass's workers): none outlives
+        the engine. Closing twice does nothing."""
+        models: list[Any] = [p.asr for p in self.pipelines.values()] + [getattr(self, "_whispers", None)]
+        for model in {id(m): m for m in models if m is not None}.values():
+            close = getattr(model, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as err:  # one model's failure never keeps the others' workers running
+                    self.log.error("engine.model_close_failed", model=type(model).__name__, error=repr(err))
 
     def serve_forever(self) -> None:
         """Start, then run until SIGTERM or SIGINT, then shut down gracefully."""
@@ -486,45 +501,3 @@ def _store(store: RecordStore, record: CallRecord, recorder: StereoRecorder | No
 def print_progress(line: str) -> None:
     """Start-up progress for people, on stderr."""
     print(f"voicebot: {line}", file=sys.stderr, flush=True)
-
-
-def run_engine(config: EngineConfig) -> int:
-    """``voicebot serve``: load (saying what takes long) and serve until stopped."""
-    engine = Engine(config, accurate_model=ACCURATE_MODEL)
-    engine.load(progress=print_progress)
-    print_progress("ready")
-    engine.serve_forever()
-    return 0
-
-
-def place_test_call(config: EngineConfig, destination: str, variables: dict[str, str],
-                    on_entry: Callable[[dict[str, Any]], None], *, timeout_s: float = 600.0) -> tuple[int, str]:
-    """``voicebot call``: an engine of our own, an originate over ESL to ``destination`` with the socket app
-    pointing back at it; returns (exit status, a one-line summary): 0 the call ran, 2 a variable cannot be
-    dialed, 3 FreeSWITCH unreachable, 4 the call never reached the engine (docs/cli.md)."""
-    try:
-        call_vars = originate_vars({"origination_uuid": str(uuidlib.uuid4()),
-                                    **{f"vb_var_{k}": v for k, v in variables.items()}})
-    except ValueError as err:
-        return 2, f"voicebot call: {err}"
-    engine = Engine(config, on_session=lambda s: setattr(s.timeline, "listener", on_entry))
-    engine.load()
-    engine.start()
-    try:
-        if not engine.inbound.wait_up(10.0):
-            state = engine.inbound.state()
-            return EXIT_UNREACHABLE, (f"FreeSWITCH is not reachable at {config.esl_host}:{config.esl_port}: "
-                                      f"{state.last_error}" + (f"; {state.hint}" if state.hint else ""))
-        engine.inbound.originate(f"{{{call_vars}}}{destination}",
-                                 originate_socket_app(f"{config.outbound_host}:{engine.server.port}"))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and (engine.metrics.calls_total == 0 or engine.metrics.active_calls):
-            gevent.sleep(0.1)
-        engine.flush_records()
-        record = engine.store.list(limit=1)
-        if not record:
-            return EXIT_ORIGINATE, "the call never reached the engine"
-        r = record[0]
-        return 0, f"call {r.call_id}: disposition={r.disposition} level={r.level or '-'} path={' > '.join(r.path)}"
-    finally:
-        engine.shutdown()

@@ -20,12 +20,27 @@ Design:
   reaches the call a frame (20 ms) or so after its audio. ``finish()`` waits
   for the final (``timeout_s``); ``set_hints`` travels in order with the frames.
 * One native reader thread per worker routes replies to their streams.
-* A worker that dies fails its open streams (``ModelError`` from the next
-  call; that call fails, no other) and is restarted in the background.
+* Workers run ``WORKER_NICE`` nicer than the engine. They decode one or two
+  cores' worth of audio; at the same priority, when they and a live synthesis
+  want more CPU than there is, the scheduler let the gevent hub (which sends
+  every call's frames) wait its turn behind them: ``bench/max_gap.py`` saw
+  every call's audio stall at once (30-100 ms) with both workers on the CPUs
+  and the hub off it (``perf record``). A decode may wait a few ms; a frame
+  may not.
+* Each worker runs a warm-up decode at every rate in ``WARM_RATES`` before it
+  reports ready, and the model waits for every worker: the first call finds
+  decoders built and the model paged in.
+* A worker that dies (or a stream that fails in it) is logged
+  (``asr.pool_worker_died``, ``asr.stream_moved``) and its streams move to a
+  live worker with their hints: the utterance in flight is lost (its final is
+  empty) and the call carries on. The dead worker is restarted in the
+  background; while no worker is up, frames are dropped and finals are empty.
+* :meth:`ProcessPoolModel.close` stops and reaps every worker (the engine calls
+  it at shutdown; an ``atexit`` hook too). A worker whose engine is killed sees
+  its pipe close and exits.
 
-Selected with ``asr: {backend: pocketsphinx-pool}`` once the registry names it
-(:func:`load_pool`). Streams are meant for native threads (the engine's
-session threads): ``finish`` blocks its thread.
+``asr: {backend: pocketsphinx-pool}``, the engine's default (:func:`load_pool`). Streams are meant for native
+threads (the engine's session threads): ``finish`` blocks its thread.
 """
 
 from __future__ import annotations
@@ -38,6 +53,7 @@ import os
 import pickle
 import struct
 import sys
+import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -53,6 +69,11 @@ HEADER = struct.Struct("<BQd")  # op, stream id, captured_at (monotonic s)
 OPEN, FRAME, HINTS, FINISH, CLOSE, STOP = range(1, 7)
 MAX_BACKLOG = 3000  # requests a worker reads ahead (~60 s of one call's frames); beyond, the pipe pushes back
 READY_TIMEOUT_S = 120.0  # a worker loading its model (pocketsphinx ~1 s, Vosk ~3 s, plus the interpreter)
+WARM_RATES = (8000, 16000)  # Hz: each worker decodes a little audio at these rates before it reports ready
+WARM_AUDIO_S = 0.3  # seconds of faint noise in each warm-up decode
+MAX_MOVES = 5  # a stream that lost its decoder this many times stays deaf (its call carries on without words)
+RESTART_EVERY_S = 5.0  # a worker slot is restarted at most this often (one that cannot load is not respawned per call)
+WORKER_NICE = 5  # workers run this much nicer than the engine: its hub (every call's media) goes first for a CPU
 
 log = get_logger("asr.procpool")
 
@@ -115,12 +136,19 @@ class _Backlog:
 
 def _serve(conn: Any, inner: AsrConfig) -> None:
     """A worker: load the model, then decode what arrives (see :class:`_Backlog`) until STOP or the pipe closes."""
+    with contextlib.suppress(OSError, AttributeError):  # not on Linux/Unix: same priority as the engine
+        os.nice(WORKER_NICE)
     try:
         model = load_asr(inner)
     except Exception as err:
         conn.send_bytes(pickle.dumps((0, "failed", f"{type(err).__name__}: {err}")))
         return
-    conn.send_bytes(pickle.dumps((0, "ready", model.name)))
+    try:
+        warmed = _warm_up(model)
+    except Exception as err:
+        conn.send_bytes(pickle.dumps((0, "failed", f"warm-up decode: {type(err).__name__}: {err}")))
+        return
+    conn.send_bytes(pickle.dumps((0, "ready", warmed)))
     streams: dict[int, tuple[Any, int]] = {}
     backlog = _Backlog()
     try:
@@ -136,6 +164,25 @@ def _serve(conn: Any, inner: AsrConfig) -> None:
         pass
     for stream, _ in streams.values():
         stream.close()
+
+
+def _warm_up(model: Any) -> dict[int, float]:
+    """One short decode per rate of ``WARM_RATES`` (builds and pools a decoder each); seconds taken per rate."""
+    import numpy as np
+
+    taken: dict[int, float] = {}
+    noise = np.random.default_rng(0)
+    for rate in WARM_RATES:
+        started = time.perf_counter()
+        stream = model.stream(rate)
+        audio = (noise.standard_normal(int(rate * WARM_AUDIO_S)) * 30).astype("<i2")
+        step = rate // 50
+        for i in range(0, len(audio), step):
+            stream.accept(AudioFrame(audio[i:i + step].tobytes(), rate, i // step, i / rate))
+        stream.finish()
+        stream.close()
+        taken[rate] = time.perf_counter() - started
+    return taken
 
 
 def _read(conn: Any, backlog: _Backlog) -> bool:
@@ -178,6 +225,7 @@ class _Worker:
         self.index = index
         self.streams: dict[int, PooledStream] = {}
         self.alive = self.stopping = False
+        self.warmed: dict[int, float] = {}  # rate (Hz) -> seconds its warm-up decode took, once ready
         self._send_lock = _original("_thread", "allocate_lock")()
         self._conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_serve, args=(child, inner), name=f"asr-pool-{index}", daemon=True)
@@ -186,12 +234,19 @@ class _Worker:
 
     def wait_ready(self, timeout: float) -> None:
         """Wait for the model to load; ModelError if it did not."""
-        if not self._conn.poll(timeout):
-            self.process.kill()
-            raise ModelError(f"ASR worker {self.index} did not load its model within {timeout:g} s")
-        _, kind, value = pickle.loads(self._conn.recv_bytes())
+        try:
+            if not self._conn.poll(timeout):
+                self.process.kill()
+                raise ModelError(f"ASR worker {self.index} did not load its model within {timeout:g} s")
+            _, kind, value = pickle.loads(self._conn.recv_bytes())
+        except (EOFError, OSError) as err:  # it died loading, or the pool was closed meanwhile
+            self.process.join(5)
+            raise ModelError(f"ASR worker {self.index} exited before it was ready (exit code "
+                             f"{self.process.exitcode})") from err
         if kind != "ready":
+            self.process.join(5)
             raise ModelError(f"ASR worker {self.index} could not load its model: {value}")
+        self.warmed = dict(value)
         self.alive = True
         _original("_thread", "start_new_thread")(self._read, ())
 
@@ -222,8 +277,9 @@ class _Worker:
             return
         self.alive = False
         log.error("asr.pool_worker_died", worker=self.index, error=repr(err), exit_code=self.process.exitcode)
-        for stream in list(self.streams.values()):
-            stream._deliver("error", f"the ASR worker process died ({err!r})")
+        lost, self.streams = list(self.streams.values()), {}  # they move on their next call; this one can restart
+        for stream in lost:
+            stream._deliver("error", f"ASR worker {self.index} died (exit code {self.process.exitcode}): {err!r}")
 
     def stop(self) -> None:
         """Ask the worker to exit, then make sure it did."""
@@ -235,6 +291,7 @@ class _Worker:
         self.process.join(2)
         if self.process.is_alive():
             self.process.kill()
+            self.process.join(2)
         self._conn.close()
 
 
@@ -248,6 +305,8 @@ class ProcessPoolModel:
         self._ctx = multiprocessing.get_context("spawn")
         self._ids = itertools.count(1)
         self._lock = _original("_thread", "allocate_lock")()
+        self._restarted: dict[int, float] = {}  # worker index -> when it was last restarted (monotonic s)
+        self._closed = False
         self.workers = [_Worker(i, inner, self._ctx) for i in range(max(1, processes or os.cpu_count() or 1))]
         try:
             for worker in self.workers:
@@ -258,29 +317,41 @@ class ProcessPoolModel:
         atexit.register(_close_at_exit, weakref.ref(self))  # runs before multiprocessing kills its daemon children
 
     def stream(self, sample_rate: int, hints: Sequence[str] = ()) -> PooledStream:
-        """A new stream on the least-loaded live worker (a dead one is restarted for later streams)."""
+        """A new stream on the least-loaded live worker (with none up, it waits deaf for one: see the module doc)."""
+        stream = PooledStream(self, sample_rate, hints)
+        if not stream.attach():
+            log.error("asr.stream_deaf", reason="no ASR worker process is running")
+        return stream
+
+    def assign(self, stream: PooledStream) -> tuple[_Worker, int] | None:
+        """Pin ``stream`` to the least-loaded live worker under a fresh id (restarting dead workers first)."""
         with self._lock:
             self._restart_dead()
             live = [w for w in self.workers if w.alive]
             if not live:
-                raise ModelError("no ASR worker process is running")
+                return None
             worker = min(live, key=lambda w: len(w.streams))
             sid = next(self._ids)
-            stream = PooledStream(self, worker, sid, sample_rate)
             worker.streams[sid] = stream
-        worker.send(OPEN, sid, body=pickle.dumps((sample_rate, tuple(hints))))
-        return stream
+        return worker, sid
 
     def _restart_dead(self) -> None:
-        """Start a fresh worker in place of each dead one that has no streams left (it loads in the background)."""
+        """Start a fresh worker in place of each dead one that has no streams left (it loads in the background), at most
+        every ``RESTART_EVERY_S`` per worker, and none once the pool is closed."""
+        now = time.monotonic()
         for i, worker in enumerate(self.workers):
+            if self._closed or now - self._restarted.get(worker.index, float("-inf")) < RESTART_EVERY_S:
+                continue
             if not worker.alive and not worker.streams and not worker.process.is_alive():
+                self._restarted[worker.index] = now
                 fresh = _Worker(worker.index, self.inner, self._ctx)
                 self.workers[i] = fresh
                 _original("_thread", "start_new_thread")(_ready_quietly, (fresh,))
 
     def close(self) -> None:
-        """Stop every worker."""
+        """Stop every worker (for good: none is restarted after)."""
+        with self._lock:
+            self._closed = True
         for worker in self.workers:
             worker.stop()
 
@@ -295,73 +366,127 @@ def _ready_quietly(worker: _Worker) -> None:
     try:
         worker.wait_ready(READY_TIMEOUT_S)
     except ModelError as err:
-        log.error("asr.pool_worker_restart_failed", worker=worker.index, error=str(err))
+        if not worker.stopping:  # not the pool closing under it
+            log.error("asr.pool_worker_restart_failed", worker=worker.index, error=str(err))
 
 
 class PooledStream:
     """One call's stream, decoded in a worker process (see the module docstring)."""
 
-    def __init__(self, model: ProcessPoolModel, worker: _Worker, sid: int, sample_rate: int) -> None:
-        self.model, self.worker, self.sid, self.sample_rate = model, worker, sid, sample_rate
+    def __init__(self, model: ProcessPoolModel, sample_rate: int, hints: Sequence[str] = ()) -> None:
+        self.model, self.sample_rate = model, sample_rate
+        self.worker: _Worker | None = None
+        self.sid = 0
+        self.moves = 0  # times this stream moved to another worker after a failure
+        self._hints = tuple(hints)
         self._partials: deque[AsrResult] = deque(maxlen=1)  # the newest partial not yet returned
         self._finals: Any = _original("queue", "SimpleQueue")()
-        self._error: str | None = None
+        self._lost: str | None = None  # why the stream's worker-side decoder is gone; it moves on the next call
         self._closed = False
 
+    def attach(self) -> bool:
+        """Open the stream's decoder on a live worker (with its rate and hints); False when none is up."""
+        placed = self.model.assign(self)
+        if placed is None:
+            self.worker, self._lost = None, self._lost or "no ASR worker process is running"
+            return False
+        self.worker, self.sid = placed
+        self._finals = _original("queue", "SimpleQueue")()  # nothing stale from the old decoder
+        self._partials.clear()
+        self._lost = None
+        try:
+            self.worker.send(OPEN, self.sid, body=pickle.dumps((self.sample_rate, self._hints)))
+        except ModelError:
+            return False  # the worker died under us: _died marked this stream lost, it moves again
+        return True
+
     def _deliver(self, kind: str, value: Any) -> None:
-        """(The reader thread) a reply from the worker."""
+        """(A reader thread) a reply from the worker."""
         if kind == "partial":
             self._partials.append(value)
         elif kind == "final":
             self._finals.put(value)
         else:
-            self._error = str(value)
-            self._finals.put(ModelError(f"ASR stream failed in worker {self.worker.index}: {value}"))
+            self._lost = str(value)
+            self._finals.put(None)  # wakes a finish() waiting for this decoder's final
 
-    def _check(self) -> None:
+    def _ready(self) -> bool:
+        """Closed: RuntimeError. Lost its decoder: move to a live worker now. True if there is one to send to."""
         if self._closed:
             raise RuntimeError("PooledStream is closed")
-        if self._error is not None:
-            raise ModelError(f"ASR stream failed in worker {self.worker.index}: {self._error}")
+        if self._lost is None:
+            return True
+        old, reason = self.worker, self._lost
+        if old is not None:
+            old.streams.pop(self.sid, None)
+            if old.alive:
+                with contextlib.suppress(ModelError):
+                    old.send(CLOSE, self.sid)
+        if self.moves >= MAX_MOVES:  # give up: the call carries on without words
+            if old is not None:
+                self.worker = None
+                log.error("asr.stream_deaf", reason=reason, moves=self.moves, detail="lost its decoder too often")
+            return False
+        moved = self.attach()
+        if moved or old is not None:  # log each failure once, not every frame while no worker is up
+            self.moves += 1
+            log.error("asr.stream_moved" if moved else "asr.stream_deaf", reason=reason, moves=self.moves,
+                      from_worker=old.index if old else None, to_worker=self.worker.index if moved and self.worker else None,
+                      detail="the utterance in progress is lost; the call carries on")
+        return moved
+
+    def _send(self, op: int, at: float = 0.0, body: bytes = b"") -> bool:
+        """One request to the stream's worker; False if the stream has none or it just died (the stream is lost)."""
+        if not self._ready() or self.worker is None:
+            return False
+        try:
+            self.worker.send(op, self.sid, at, body)
+        except ModelError as err:
+            self._lost = self._lost or str(err)
+            return False
+        return True
 
     def accept(self, frame: AudioFrame) -> AsrResult | None:
         """Send one frame; the newest partial that came back since the last call, if any."""
         if frame.rate != self.sample_rate:
             raise ValueError(f"frame at {frame.rate} Hz fed to a {self.sample_rate} Hz stream")
-        self._check()
-        self.worker.send(FRAME, self.sid, frame.captured_at, frame.samples)
+        if not self._send(FRAME, frame.captured_at, frame.samples):
+            return None
         try:
             return self._partials.popleft()
         except IndexError:
             return None
 
     def finish(self) -> AsrResult:
-        """End the utterance: wait (up to the model's ``timeout_s``) for its final result."""
-        self._check()
-        self.worker.send(FINISH, self.sid)
+        """End the utterance: wait (up to the model's ``timeout_s``) for its final result (empty if its worker died)."""
+        if self._lost is not None:  # the utterance's frames died with the decoder; move for the next one
+            self._ready()
+            return AsrResult("", final=True)
+        if not self._send(FINISH):
+            return AsrResult("", final=True)
         try:
             result = self._finals.get(timeout=self.model.timeout_s)
         except Exception as err:  # queue.Empty
-            raise TimeoutError(f"no final from ASR worker {self.worker.index} within {self.model.timeout_s:g} s") from err
+            index = self.worker.index if self.worker else "-"
+            raise TimeoutError(f"no final from ASR worker {index} within {self.model.timeout_s:g} s") from err
         self._partials.clear()  # partials of the utterance that just ended
-        if isinstance(result, BaseException):
-            raise result
-        return result  # type: ignore[no-any-return]
+        return result if isinstance(result, AsrResult) else AsrResult("", final=True)
 
     def set_hints(self, phrases: Sequence[str]) -> None:
-        """Bias the next utterance toward ``phrases`` (applied in order with the frames)."""
-        self._check()
-        self.worker.send(HINTS, self.sid, body=pickle.dumps(tuple(phrases)))
+        """Bias the next utterance toward ``phrases`` (applied in order with the frames; kept for a move)."""
+        self._hints = tuple(phrases)
+        self._send(HINTS, body=pickle.dumps(self._hints))
 
     def close(self) -> None:
         """Release the stream in the worker. Closing twice does nothing."""
         if self._closed:
             return
         self._closed = True
-        self.worker.streams.pop(self.sid, None)
-        if self.worker.alive:
-            with contextlib.suppress(ModelError):
-                self.worker.send(CLOSE, self.sid)
+        if self.worker is not None:
+            self.worker.streams.pop(self.sid, None)
+            if self.worker.alive:
+                with contextlib.suppress(ModelError):
+                    self.worker.send(CLOSE, self.sid)
 
 
 def load_pool(config: AsrConfig) -> ProcessPoolModel:
