@@ -45,6 +45,7 @@ def _config(tmp: Path, name: str, esl_port: int, db: str, ports: str) -> Path:
 freeswitch: {{host: 127.0.0.1, port: {esl_port}, password: {PASSWORD}}}
 outbound: {{port: 0}}
 media: {{ports: "{ports}"}}
+asr: {{backend: pocketsphinx}}  # two engines on two cores: in-process (tests/test_engine_pool.py runs the pool)
 flows: {{default: "{FLOW}"}}
 records: {{db: "{tmp / name}-calls.sqlite", recordings: "{tmp / name}-rec"}}
 limits: {{max_calls: 8, busy_action: hangup}}
