@@ -52,6 +52,7 @@ MAX_WORDS_PER_S = 4.0  # more words than this per second of audio (+1) is a loop
 MAX_REPEAT = 3  # a word or short phrase said more than this many times in a row is a decoding loop: cut to this
 PROMPT_CHARS = 400  # the initial prompt (hint phrases) is cut to this many characters
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
+WARMUP_S = 1.0  # seconds of faint noise a worker decodes before it takes requests (WhisperRecogniser.warm_up)
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,14 @@ class WhisperRecogniser:
         choice = promptguard.choose(snr, prompted.text, plain.text, hints)
         chosen = prompted if choice.prompted else plain
         return dataclasses.replace(chosen, seconds=prompted.seconds + plain.seconds, snr_db=snr, prompt=choice.why)
+
+    def warm_up(self, language: str = "en") -> float:
+        """Decode :data:`WARMUP_S` s of faint noise once with a prompt and once without (what :meth:`hear` does with a
+        noisy turn), so the first caller's turn does not pay for CTranslate2's first run; seconds taken."""
+        started = time.perf_counter()
+        noise = np.random.default_rng(0).normal(0.0, 30.0, int(WARMUP_S * WHISPER_RATE)).astype(np.int16)
+        self.hear(noise, WHISPER_RATE, ("yes",), language if self.multilingual else "en")
+        return time.perf_counter() - started
 
     def _tokenizer(self, language: str) -> Any:
         from faster_whisper.tokenizer import Tokenizer
