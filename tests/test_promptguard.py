@@ -27,7 +27,7 @@ def _turn(snr_db: float | None, seconds: float = 2.0, seed: int = 1) -> np.ndarr
     return np.clip(speech + noise, -32768, 32767).astype(np.int16)
 
 
-@pytest.mark.parametrize("snr_db", [10.0, 15.0, 30.0, 40.0])
+@pytest.mark.parametrize("snr_db", [10.0, 15.0, 25.0, 40.0])
 def test_the_estimate_follows_the_noise(snr_db: float) -> None:
     estimate = turn_snr_db(_turn(snr_db), RATE)
     assert abs(estimate - snr_db) <= 2.0, estimate
