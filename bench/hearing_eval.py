@@ -409,7 +409,7 @@ def reheard(clips: list[Clip], paths: Sequence[Path]) -> tuple[list[str], list[s
         for item in earlier["clips_heard"]:
             entry = by_id.setdefault(item["id"], {"heard": {}, "snr": {}})
             for cname, heard in item["heard"].items():
-                entry["heard"].setdefault(cname, {}).update({r: tuple(v) for r, v in heard.items()})
+                entry["heard"].setdefault(cname, {}).update({r: tuple(v) for r, v in heard.items() if r in ALL_RECOGNISERS})
             entry["snr"].update(item.get("snr", {}))
     for clip in clips:
         clip.heard, clip.snr = by_id.get(clip.id, {}).get("heard", {}), by_id.get(clip.id, {}).get("snr", {})
@@ -440,7 +440,7 @@ def select(args: argparse.Namespace, manifest: dict[str, Any]) -> tuple[list[Cli
     clips += lines
     decoded = [c for c in clips if c.source.split(":")[0] in families
                or (c.source.startswith("human") and not args.no_human)]
-    decoded = [c for c in decoded if split_of(c) or not args.held_out_only]
+    decoded = [c for c in decoded if args.half is None or split_of(c) == (args.half == "held-out")]
     return clips, decoded, flows, names, conditions
 
 
@@ -455,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--offscript-nodes", action="store_true",
                         help="also hear every human clip at every listening node with its hints (two-pass false intents)")
     parser.add_argument("--no-human", action="store_true", help="decode no human clip (they still make the babble)")
-    parser.add_argument("--held-out-only", action="store_true", help="decode only the held-out half")
+    parser.add_argument("--half", choices=("held-out", "tune"), default=None, help="decode only this half")
     parser.add_argument("--voices", default=None, help="comma-separated voice families of the flow lines (default: all)")
     parser.add_argument("--rescore", default=None, help="score what earlier results JSONs heard (comma-separated, merged;"
                         " no decoding)")

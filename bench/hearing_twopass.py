@@ -6,6 +6,9 @@ From what the two passes heard for each flow line (decoded once by hearing_eval.
 * ``accurate``: Whisper base with the node's hints as its prompt (``whisper-base-prompt``): what the engine's accurate
   pass decodes (voicebot.asr.accurate sends the node's hints);
 * ``auto``: the fast words when :func:`voicebot.dialog.twopass.accurate_reason` lets them stand, else Whisper's.
+* ``accurate-guarded`` / ``auto-guarded``: the same with :mod:`voicebot.asr.promptguard` (a turn that reads noisy
+  is decoded without the prompt too, ``whisper-base``, and the prompted words stand only when their hint words were
+  heard that way too): measured, not what the engine runs (see bench/README.md).
 
 The latency auto adds is the accurate pass's decode time on the turns where it runs (0 where the fast final
 stands), per node kind: ``yes/no`` (the node's own intents are only yes and no), ``capture`` (it captures a slot),
@@ -27,7 +30,7 @@ from voicebot.dialog.twopass import accurate_reason, allowed_intents
 
 FAST, ACCURATE, PLAIN = "pocketsphinx-hints", "whisper-base-prompt", "whisper-base"
 PASSES = ("fast", "accurate", "auto")
-UNGUARDED = ("accurate-unguarded", "auto-unguarded")  # the prompt kept in noise too: the policy before the guard
+GUARDED = ("accurate-guarded", "auto-guarded")  # with voicebot.asr.promptguard (measured; not what the engine runs)
 
 
 def node_kind(node: Node) -> str:
@@ -43,19 +46,21 @@ def node_hints(flow: Flow, node: Node, matcher: Any) -> list[str]:
 
 
 def guarded(snr_db: float, prompted: Sequence[Any], plain: Sequence[Any] | None, hints: Sequence[str]) -> tuple[Any, ...]:
-    """What the accurate pass answers (voicebot.asr.promptguard): (text, wall s, CPU s) of the prompted decode, or
-    the decode without the prompt when the turn is noisy and the prompt's words were not heard without it; a noisy
-    turn costs both decodes."""
+    """What the accurate pass would answer with voicebot.asr.promptguard: (text, wall s, CPU s) of the prompted
+    decode, or the decode without the prompt when the turn is noisy and the prompt's words were not heard without
+    it; a noisy turn costs both decodes."""
     if not promptguard.is_noisy(snr_db) or not any(h.strip() for h in hints):
         return (prompted[0], prompted[1], prompted[2])
-    if plain is None:
-        raise SystemExit(f"a noisy turn needs {PLAIN} decoded too: add it to --recognisers")
+    if plain is None:  # not decoded in this run: the prompted words, said loudly
+        print(f"warning: a noisy turn ({snr_db:.1f} dB) without {PLAIN}: its guarded rows keep the prompt",
+              file=sys.stderr)
+        return (prompted[0], prompted[1], prompted[2])
     choice = promptguard.choose(snr_db, prompted[0], plain[0], hints)
     return (choice.text, prompted[1] + plain[1], prompted[2] + plain[2])
 
 
 def add_two_pass(clips: Sequence[Any], flows: dict[str, Flow], matchers: dict[str, Any]) -> dict[str, Any]:
-    """Add ``fast``/``accurate``/``auto`` (and the unguarded rows) to each flow line's ``heard``; return the latency
+    """Add ``fast``/``accurate``/``auto`` (and the guarded rows) to each flow line's ``heard``; return the latency
     auto adds per node kind."""
     added: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)  # (condition, kind) -> (wall, cpu)
     for clip in clips:
@@ -71,13 +76,13 @@ def add_two_pass(clips: Sequence[Any], flows: dict[str, Flow], matchers: dict[st
             if FAST not in heard or ACCURATE not in heard:
                 continue
             fast, prompted = heard[FAST], heard[ACCURATE]
-            accurate = guarded(clip.snr.get(cname, promptguard.MAX_SNR_DB), prompted, heard.get(PLAIN),
-                               node_hints(flow, node, matcher))
+            guard = guarded(clip.snr.get(cname, promptguard.MAX_SNR_DB), prompted, heard.get(PLAIN),
+                            node_hints(flow, node, matcher))
             runs = bool(accurate_reason(flow, node, fast[0], score))
-            heard["fast"], heard["accurate"], heard["accurate-unguarded"] = fast[:3], accurate, prompted[:3]
-            heard["auto"] = (accurate[0], fast[1] + accurate[1], fast[2] + accurate[2]) if runs else fast[:3]
-            heard["auto-unguarded"] = (prompted[0], fast[1] + prompted[1], fast[2] + prompted[2]) if runs else fast[:3]
-            added[(cname, node_kind(node))].append((accurate[1], accurate[2]) if runs else (0.0, 0.0))
+            heard["fast"], heard["accurate"], heard["accurate-guarded"] = fast[:3], prompted[:3], guard
+            heard["auto"] = (prompted[0], fast[1] + prompted[1], fast[2] + prompted[2]) if runs else fast[:3]
+            heard["auto-guarded"] = (guard[0], fast[1] + guard[1], fast[2] + guard[2]) if runs else fast[:3]
+            added[(cname, node_kind(node))].append((prompted[1], prompted[2]) if runs else (0.0, 0.0))
     return {f"{c}|{k}": _latency(v) for (c, k), v in sorted(added.items())}
 
 
@@ -134,10 +139,10 @@ def offscript_two_pass(hearings: Sequence[dict[str, Any]], flows: dict[str, Flow
         def score(text: str, allowed: list[str], matcher: Any = matcher) -> list[tuple[str, float]]:
             return [(str(m.intent), float(m.score)) for m in matcher.match(text, allowed)]
 
-        accurate = guarded(h["snr"], (h["prompted"], 0.0, 0.0), (h["plain"], 0.0, 0.0), node_hints(flow, node, matcher))[0]
+        guard = guarded(h["snr"], (h["prompted"], 0.0, 0.0), (h["plain"], 0.0, 0.0), node_hints(flow, node, matcher))[0]
         runs = bool(accurate_reason(flow, node, h["fast"], score))
-        texts = {"fast": h["fast"], "accurate": accurate, "auto": accurate if runs else h["fast"],
-                 "accurate-unguarded": h["prompted"], "auto-unguarded": h["prompted"] if runs else h["fast"]}
+        texts = {"fast": h["fast"], "accurate": h["prompted"], "auto": h["prompted"] if runs else h["fast"],
+                 "accurate-guarded": guard, "auto-guarded": guard if runs else h["fast"]}
         for name, text in texts.items():
             entry = out.setdefault(f"{h['condition']}|{name}", {"false": 0, "n": 0, "examples": []})
             entry["n"] += 1
@@ -157,7 +162,7 @@ def pass_table(summary: dict[str, Any]) -> list[str]:
     wers, intents = summary["wer"], summary["intent_accuracy"]
     for source in wers:
         for cname in wers[source]:
-            for name in (*PASSES, *UNGUARDED):
+            for name in (*PASSES, *GUARDED):
                 w, a = wers[source][cname].get(name), intents.get(f"{source}|{cname}|{name}")
                 if w is None:
                     continue

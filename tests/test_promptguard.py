@@ -1,17 +1,13 @@
-"""The accurate pass's prompt guard (voicebot.asr.promptguard): a turn's SNR estimated from its own audio, and which
-decode's words a turn takes; WhisperRecogniser.hear decodes a second time only when the turn is noisy."""
+"""The prompt guard measured by bench/hearing_eval.py (voicebot.asr.promptguard): a turn's SNR estimated from its own
+audio, and which decode's words a turn takes."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pytest
 
 from voicebot.asr import promptguard
 from voicebot.asr.promptguard import AGREED, CLEAN, DROPPED, NO_HINTS, choose, turn_snr_db
-from voicebot.asr.whisper import WhisperRecogniser, WhisperResult
 
 RATE = 8000
 HINTS = ("yes", "yeah that's me", "speaking", "wrong number", "not interested")
@@ -74,38 +70,3 @@ def test_a_noisy_turn_without_the_second_decode_is_an_error() -> None:
 def test_the_threshold_is_the_callers() -> None:
     assert choose(25.0, "yes sir", "sir", HINTS, threshold_db=30.0).why == DROPPED
     assert choose(25.0, "yes sir", None, HINTS, threshold_db=20.0).why == CLEAN
-
-
-class _FakeWhisper(WhisperRecogniser):
-    """WhisperRecogniser.hear with a fake decoder: what it writes with and without the prompt, and the calls."""
-
-    def __init__(self, with_prompt: str, without: str) -> None:  # no model is loaded
-        self.texts = {True: with_prompt, False: without}
-        self.calls: list[tuple[tuple[str, ...], bool]] = []
-
-    def transcribe(self, samples: Any, rate: int, hints: Sequence[str] = (), language: str = "en", *,
-                   prompt: bool = True) -> WhisperResult:
-        self.calls.append((tuple(hints), prompt))
-        return WhisperResult(self.texts[prompt], self.texts[prompt], 0.5, -0.3 if prompt else -0.6)
-
-
-def test_hear_decodes_a_clean_turn_once_with_the_prompt() -> None:
-    whisper = _FakeWhisper("yes please", "yeah please")
-    result = whisper.hear(_turn(None), RATE, HINTS)
-    assert (result.text, result.prompt, result.seconds) == ("yes please", CLEAN, 0.5)
-    assert whisper.calls == [(HINTS, True)]
-    assert result.snr_db is not None and result.snr_db >= promptguard.NOISY_SNR_DB
-
-
-def test_hear_decodes_a_noisy_turn_twice_and_drops_the_prompted_intent() -> None:
-    whisper = _FakeWhisper("yes mister john", "mister john")
-    result = whisper.hear(_turn(10.0), RATE, HINTS)
-    assert (result.text, result.prompt, result.seconds, result.avg_logprob) == ("mister john", DROPPED, 1.0, -0.6)
-    assert whisper.calls == [(HINTS, True), ((), False)]
-    assert result.snr_db is not None and result.snr_db < promptguard.NOISY_SNR_DB
-
-
-def test_hear_keeps_the_prompted_words_of_a_noisy_turn_when_they_agree() -> None:
-    whisper = _FakeWhisper("yes, speaking", "yes speaking")
-    result = whisper.hear(_turn(10.0), RATE, HINTS)
-    assert (result.text, result.prompt, result.seconds) == ("yes, speaking", AGREED, 1.0)

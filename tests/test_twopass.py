@@ -276,29 +276,3 @@ def test_a_late_accurate_pass_gives_way_to_the_fast_words_after_the_timeout() ->
     assert final["asr"] == "fast" and final["accurate"] == "timeout" and final["text"] == "yes"
     assert final["t"] == pytest.approx(fast["t"] + ACCURATE_TIMEOUT_S, abs=FRAME_S)
     assert h.core.machine.outcome.path[:2] == ["greet", "pitch"]  # the late "no" changed nothing
-
-
-# -------------------------------------------------------- the prompt guard's word on the timeline
-
-
-def test_the_accurate_answer_records_how_the_prompt_was_judged() -> None:
-    """A noisy turn whose prompted words the guard dropped (voicebot.asr.promptguard) says so in the final's record;
-    an answer that says nothing about it records nothing."""
-    from voicebot.asr.base import AsrResult
-    from voicebot.audio.frame import AudioFrame
-    from voicebot.dialog.twopass import TakenFinal, TwoPass
-
-    flow = with_policy(screening_flow(), "greet", AsrPass.ACCURATE)
-    records = []
-    for prompt in ("dropped", ""):
-        two = TwoPass(flow, scorer(flow))
-        two.listen("greet", ("yes",))
-        two.turn_started()
-        two.heard(AudioFrame(b"\x01\x00" * 160, 8000))
-        request = two.fast_final(1.0, AsrResult("yes", True, 0.9), 3)
-        assert isinstance(request, RecogniseTurn)
-        taken = two.answered(TurnRecognised(1.8, request.turn, "mister john dashwood", None, 0.4, 800, prompt))
-        assert isinstance(taken, TakenFinal) and taken.result.text == "mister john dashwood"
-        records.append(taken.record)
-    assert records[0]["prompt"] == "dropped" and records[0]["asr"] == "accurate"
-    assert "prompt" not in records[1]

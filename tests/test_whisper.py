@@ -165,19 +165,6 @@ def test_warm_up_decodes_with_and_without_the_prompt(monkeypatch: pytest.MonkeyP
 
 
 @needs_testdata
-def test_pool_answers_with_the_prompt_guards_choice(pool: WhisperPool) -> None:
-    """The worker runs the prompt guard (voicebot.asr.promptguard): with hints, a clean turn is decoded once with
-    them; the same turn under white noise at 10 dB SNR is decoded without them too, which the answer says."""
-    clean = phone(LIBRIVOX)
-    noise = np.random.default_rng(3).standard_normal(len(clean)) * np.sqrt(np.mean(clean.astype(float) ** 2) / 10)
-    noisy = np.clip(clean + noise, -32768, 32767).astype(np.int16)
-    hints = ("yes", "no", "wrong number")
-    answers = [pool.submit(turn, 8000, hints, "en").wait(120) for turn in (clean, noisy)]
-    assert answers[0] is not None and answers[0].error is None and answers[0].prompt == "clean"
-    assert answers[1] is not None and answers[1].error is None and answers[1].prompt in ("agreed", "dropped")
-
-
-@needs_testdata
 def test_pool_survives_a_killed_worker(pool: WhisperPool) -> None:
     audio = phone(LIBRIVOX)
     pending = pool.submit(audio, 8000)

@@ -72,7 +72,7 @@ class InlineAccurate:
         started = time.perf_counter()
         try:
             samples = np.frombuffer(request.audio, dtype="<i2")
-            result = self.recogniser.hear(samples, request.rate, request.hints, request.language)
+            result = self.recogniser.transcribe(samples, request.rate, request.hints, request.language)
         except Exception as err:  # a failed decode is an answer: the fast final stands
             get_logger("asr.accurate").error("asr.accurate_failed", error=repr(err))
             deliver(TurnRecognised(request.at, request.turn, error=f"{type(err).__name__}: {err}"))
@@ -80,7 +80,7 @@ class InlineAccurate:
         spent = time.perf_counter() - started
         at = request.at + (spent if self.charge_compute else 0.0)
         deliver(TurnRecognised(at, request.turn, result.text, None, confidence_of(result.avg_logprob),
-                               round(spent * 1000), result.prompt))
+                               round(spent * 1000)))
 
     def bind(self, post: Post) -> None:
         """Runs on the caller's thread already."""
@@ -104,7 +104,7 @@ class PooledAccurate:
 
         def answered(answer: AccurateAnswer) -> None:  # on the pool's reader thread
             event = TurnRecognised(request.at + answer.elapsed_s, request.turn, answer.text, answer.error,
-                                   confidence_of(answer.avg_logprob), round(answer.decode_s * 1000), answer.prompt)
+                                   confidence_of(answer.avg_logprob), round(answer.decode_s * 1000))
             post(lambda: deliver(event))
 
         samples = np.frombuffer(request.audio, dtype="<i2")

@@ -1,5 +1,12 @@
 """Whether the accurate pass may keep what Whisper wrote with the node's hints as its prompt (sans-I/O).
 
+Measured by bench/hearing_eval.py (its ``accurate``/``auto`` rows; ``-unguarded`` = the prompt always kept) and
+**not used by the engine**: on hearing_eval's run of 2026-12-07 it left the false intents at 10 dB SNR where they
+were (12 of 168; the one clip behind them, "ten of clubs" heard as "ten of course" under babble, reads 36.6 dB
+and counts as clean) and lowered intent accuracy at 10 dB (espeak-ng tune half 60.0 % -> 40.0 %); applied to
+every turn it removes those false intents but costs clean accuracy (tune half 75.0 % -> 65.0 %). See
+bench/README.md.
+
 The accurate pass gives Whisper the node's hint phrases as its initial prompt: on a clean line that helps it hear
 short answers ("yes please" instead of "yeah clean"). In noise it also makes Whisper *write* the hints into speech
 that holds none: at 10 dB SNR a Librivox sentence came out as "yes mister john dashwood ..." and the flow took

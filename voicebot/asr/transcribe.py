@@ -133,7 +133,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         if fast is not None:
             results.append(("fast", fast_pass(fast, heard, heard_rate, hints)))
         if accurate is not None:
-            result = accurate.hear(heard, heard_rate, hints, language)
+            result = accurate.transcribe(heard, heard_rate, hints, language)
             results.append(("accurate", Heard(accurate.name, result.text, result.seconds)))
         for kind, said in results:
             print(f"  {kind:<8} {said.name} ({said.seconds:.2f} s): {said.text or '(nothing)'}")

@@ -21,7 +21,6 @@ encoder accepts fewer frames; under ~10 s the models loop). The output length is
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -34,7 +33,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from voicebot.asr import promptguard
 from voicebot.asr.base import ModelError
 from voicebot.asr.spoken import spoken_form
 from voicebot.audio.telephone import to_rate
@@ -60,17 +58,13 @@ class WhisperResult:
     """What the accurate pass heard: ``text`` in spoken form (lower case, numbers as words:
     :func:`~voicebot.asr.spoken.spoken_form`, as the first pass writes), ``raw`` as Whisper wrote it.
     ``seconds``: decode time (s, one process); ``avg_logprob``: mean token
-    log-probability (higher is surer); ``no_speech``: the model's probability that there was no speech.
-    From :meth:`WhisperRecogniser.hear`: ``snr_db``, the turn's estimated SNR, and ``prompt``, how the words were
-    chosen (:mod:`voicebot.asr.promptguard`: clean, agreed, dropped, no_hints; "" from :meth:`transcribe`)."""
+    log-probability (higher is surer); ``no_speech``: the model's probability that there was no speech."""
 
     text: str
     raw: str
     seconds: float
     avg_logprob: float = 0.0
     no_speech: float = 0.0
-    snr_db: float | None = None
-    prompt: str = ""
 
 
 def packaged_model_dir(name: str) -> Path:
@@ -165,27 +159,14 @@ class WhisperRecogniser:
         return WhisperResult(spoken_form(raw), raw, time.perf_counter() - started, float(np.mean(logprobs)),
                              float(min(no_speech)))
 
-    def hear(self, samples: npt.ArrayLike, rate: int, hints: Sequence[str] = (), language: str = "en") -> WhisperResult:
-        """The accurate pass's answer for one turn: decoded with the node's ``hints`` as prompt; a noisy turn
-        (:func:`~voicebot.asr.promptguard.turn_snr_db` below :data:`~voicebot.asr.promptguard.NOISY_SNR_DB`) also
-        without, and :func:`~voicebot.asr.promptguard.choose` keeps the prompted words only where the prompt did
-        not put them there. ``seconds`` is the time of both decodes."""
-        snr = promptguard.turn_snr_db(samples, rate)
-        prompted = self.transcribe(samples, rate, hints, language)
-        if not promptguard.is_noisy(snr) or not any(h.strip() for h in hints):
-            why = promptguard.CLEAN if any(h.strip() for h in hints) else promptguard.NO_HINTS
-            return dataclasses.replace(prompted, snr_db=snr, prompt=why)
-        plain = self.transcribe(samples, rate, (), language, prompt=False)
-        choice = promptguard.choose(snr, prompted.text, plain.text, hints)
-        chosen = prompted if choice.prompted else plain
-        return dataclasses.replace(chosen, seconds=prompted.seconds + plain.seconds, snr_db=snr, prompt=choice.why)
-
     def warm_up(self, language: str = "en") -> float:
-        """Decode :data:`WARMUP_S` s of faint noise once with a prompt and once without (what :meth:`hear` does with a
-        noisy turn), so the first caller's turn does not pay for CTranslate2's first run; seconds taken."""
+        """Decode :data:`WARMUP_S` s of faint noise once with a prompt and once without, so the first caller's turn
+        does not pay for CTranslate2's first run; seconds taken."""
         started = time.perf_counter()
         noise = np.random.default_rng(0).normal(0.0, 30.0, int(WARMUP_S * WHISPER_RATE)).astype(np.int16)
-        self.hear(noise, WHISPER_RATE, ("yes",), language if self.multilingual else "en")
+        language = language if self.multilingual else "en"
+        self.transcribe(noise, WHISPER_RATE, ("yes",), language)
+        self.transcribe(noise, WHISPER_RATE, (), language, prompt=False)
         return time.perf_counter() - started
 
     def _tokenizer(self, language: str) -> Any:

@@ -55,7 +55,6 @@ class AccurateAnswer:
     elapsed_s: float = 0.0
     avg_logprob: float = 0.0
     no_speech: float = 0.0
-    prompt: str = ""  # how the words were chosen (voicebot.asr.promptguard: clean, agreed, dropped, no_hints)
 
 
 class PendingAnswer:
@@ -120,9 +119,9 @@ def _serve(conn: Any, model: str, threads: int) -> None:
         rid, pcm, rate, hints, language = request
         try:
             samples = np.frombuffer(pcm, dtype="<i2")
-            result = recogniser.hear(samples, rate, hints, language)
+            result = recogniser.transcribe(samples, rate, hints, language)
             reply: tuple[Any, ...] = (rid, "ok", result.text, result.raw, result.seconds, result.avg_logprob,
-                                     result.no_speech, result.prompt)
+                                     result.no_speech)
         except Exception as err:  # one request's failure is its answer; the worker goes on
             reply = (rid, "error", f"{type(err).__name__}: {err}")
         conn.send(reply)
@@ -181,9 +180,8 @@ class _Worker:
                 continue
             elapsed = time.monotonic() - pending.submitted
             if reply[1] == "ok":
-                _, _, text, raw, seconds, logprob, quiet, prompt = reply
-                pending._deliver(AccurateAnswer(pending.request_id, text, raw, None, seconds, elapsed, logprob, quiet,
-                                                prompt))
+                _, _, text, raw, seconds, logprob, quiet = reply
+                pending._deliver(AccurateAnswer(pending.request_id, text, raw, None, seconds, elapsed, logprob, quiet))
             else:
                 pending._deliver(AccurateAnswer(pending.request_id, error=str(reply[2]), elapsed_s=elapsed))
 

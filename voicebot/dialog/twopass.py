@@ -95,9 +95,7 @@ class RecogniseTurn:
 @dataclass(frozen=True)
 class TurnRecognised:
     """(Event) The accurate pass's answer for ``turn`` at ``at``: ``text`` (spoken form), or ``error`` set (the fast
-    final stands). ``confidence``: 0..1; ``compute_ms``: decode time of the answer; ``prompt``: how the accurate
-    pass chose between its decodes with and without the node's hints as prompt (voicebot.asr.promptguard; "" =
-    not said)."""
+    final stands). ``confidence``: 0..1; ``compute_ms``: decode time of the answer."""
 
     at: float
     turn: int
@@ -105,7 +103,6 @@ class TurnRecognised:
     error: str | None = None
     confidence: float = 1.0
     compute_ms: int = 0
-    prompt: str = ""
 
 
 @dataclass(frozen=True)
@@ -183,5 +180,4 @@ class TwoPass:
         if event.error is not None:
             return TakenFinal(event.at, fast, compute_ms, {"asr": "fast", "accurate_error": event.error, **waited})
         result = AsrResult(event.text, True, event.confidence, at=event.at)
-        prompt = {"prompt": event.prompt} if event.prompt else {}
-        return TakenFinal(event.at, result, event.compute_ms, {"asr": "accurate", **waited, **prompt})
+        return TakenFinal(event.at, result, event.compute_ms, {"asr": "accurate", **waited})
