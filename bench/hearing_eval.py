@@ -3,9 +3,10 @@
 Run: PYTHONPATH=. nice -n 10 .venv/bin/python bench/hearing_eval.py [--quick] [--recognisers a,b] [--conditions a,b]
 
 Sources (bench/hearing_eval.yaml): every human clip of Debian's pocketsphinx-testdata with a transcript, and the
-example flows' caller lines spoken by espeak-ng voices (US/UK, male/female). Every clip goes through the telephone
-channel the engine hears (voicebot.audio.telephone: 8 kHz, 300-3400 Hz, G.711 µ-law or A-law), clean and with
-babble, pink or line noise at 20 and 10 dB SNR, then through each recogniser:
+example flows' caller lines spoken by espeak-ng voices (US/UK, male/female), by Kokoro-82M voices (the bench extra)
+and by the bot's own Piper voice (bench/hearing_voices.py; ``--voices`` picks the families to decode). Every clip
+goes through the telephone channel the engine hears (voicebot.audio.telephone: 8 kHz, 300-3400 Hz, G.711 µ-law or
+A-law), clean and with babble, pink or line noise at 20 and 10 dB SNR, then through each recogniser:
 
 * ``pocketsphinx``: the streaming pass with its full language model (the old default), 20 ms frames;
 * ``pocketsphinx-hints``: the same with the node's hint phrases (flow lines only: human clips have no node);
@@ -15,7 +16,8 @@ babble, pink or line noise at 20 and 10 dB SNR, then through each recogniser:
   from ``pocketsphinx-hints`` and ``whisper-base-prompt`` when both ran, with the latency auto adds per node kind.
 
 Reported per source, condition and recogniser: WER (spoken form: numbers as words, no punctuation), split into the
-held-out half (a clip id whose SHA-1 ends in an even hex digit; nothing was tuned on it) and the rest; decode
+held-out half (a clip id whose SHA-1 ends in an even hex digit, a flow line's by its line id so that every voice's
+take of a line is on the same side; nothing was tuned on it) and the rest (``--half`` decodes one half only); decode
 time per utterance p50/p95 and real-time factor (decode time / audio time, one core); intent accuracy of the flow
 lines through the flow's IntentMatcher (the dialog machine's rule: the node's intents and the globals, the flow's
 min_intent_score, a tie to the node's own intent), with the matcher on the reference text as the ceiling; and
