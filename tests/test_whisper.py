@@ -146,6 +146,24 @@ def test_pool_answers_by_callback_and_wait(pool: WhisperPool) -> None:
     assert answer.request_id == pending.request_id and answer.elapsed_s >= answer.decode_s > 0
 
 
+def test_pool_workers_are_warmed_by_a_decode_before_the_pool_is_ready(pool: WhisperPool) -> None:
+    """The constructor returns once every worker has decoded its warm-up turn (with and without a prompt), so
+    the first caller does not pay for CTranslate2's first run."""
+    assert all(w.alive and w.warmup_s is not None and w.warmup_s > 0 for w in pool.workers)
+
+
+def test_warm_up_decodes_with_and_without_the_prompt(monkeypatch: pytest.MonkeyPatch, tiny: WhisperRecogniser) -> None:
+    calls: list[bool] = []
+    real = tiny.transcribe
+
+    def counted(*args: object, prompt: bool = True, **kwargs: object) -> whisper.WhisperResult:
+        calls.append(prompt)
+        return real(*args, prompt=prompt, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tiny, "transcribe", counted)
+    assert tiny.warm_up() > 0 and calls == [True, False]
+
+
 @needs_testdata
 def test_pool_survives_a_killed_worker(pool: WhisperPool) -> None:
     audio = phone(LIBRIVOX)

@@ -50,6 +50,7 @@ MAX_WORDS_PER_S = 4.0  # more words than this per second of audio (+1) is a loop
 MAX_REPEAT = 3  # a word or short phrase said more than this many times in a row is a decoding loop: cut to this
 PROMPT_CHARS = 400  # the initial prompt (hint phrases) is cut to this many characters
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
+WARMUP_S = 1.0  # seconds of faint noise a worker decodes before it takes requests (WhisperRecogniser.warm_up)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,16 @@ class WhisperRecogniser:
         raw = cut_repeats(" ".join(t for t in texts if t).strip())
         return WhisperResult(spoken_form(raw), raw, time.perf_counter() - started, float(np.mean(logprobs)),
                              float(min(no_speech)))
+
+    def warm_up(self, language: str = "en") -> float:
+        """Decode :data:`WARMUP_S` s of faint noise once with a prompt and once without, so the first caller's turn
+        does not pay for CTranslate2's first run; seconds taken."""
+        started = time.perf_counter()
+        noise = np.random.default_rng(0).normal(0.0, 30.0, int(WARMUP_S * WHISPER_RATE)).astype(np.int16)
+        language = language if self.multilingual else "en"
+        self.transcribe(noise, WHISPER_RATE, ("yes",), language)
+        self.transcribe(noise, WHISPER_RATE, (), language, prompt=False)
+        return time.perf_counter() - started
 
     def _tokenizer(self, language: str) -> Any:
         from faster_whisper.tokenizer import Tokenizer

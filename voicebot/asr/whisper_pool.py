@@ -2,7 +2,9 @@
 
 Shape (as :mod:`voicebot.asr.procpool`, which runs the streaming pass's pocketsphinx): ``processes`` spawned
 workers (default one per CPU), each loading one :class:`~voicebot.asr.whisper.WhisperRecogniser` once with one
-CTranslate2 thread; one native reader thread per worker routes answers back.
+CTranslate2 thread and warming it with one decode before it takes requests (the pool's constructor waits for
+that, so the engine accepts no call before its workers are warm); one native reader thread per worker routes
+answers back.
 
 * :meth:`WhisperPool.submit` (utterance as int16 at the call's rate, the node's hints, the flow's language) sends
   the request to the live worker with the fewest requests in hand and returns a :class:`PendingAnswer` at once.
@@ -34,7 +36,7 @@ from voicebot.asr.procpool import _original
 from voicebot.asr.whisper import WhisperRecogniser, resolve_model
 from voicebot.logs import get_logger
 
-READY_TIMEOUT_S = 120.0  # a worker starting Python and loading its model (tiny.en ~1 s, base ~2 s on an idle core)
+READY_TIMEOUT_S = 120.0  # a worker starting Python, loading its model (tiny.en ~1 s, base ~2 s on an idle core), warm-up
 log = get_logger("asr.whisper_pool")
 
 
@@ -93,14 +95,20 @@ class PendingAnswer:
 
 
 def _serve(conn: Any, model: str, threads: int) -> None:
-    """A worker process: load the model, then answer requests until the pipe closes or a None arrives."""
+    """A worker process: load the model, warm it with one decode (:meth:`WhisperRecogniser.warm_up`), then answer
+    requests until the pipe closes or a None arrives."""
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     try:
         recogniser = WhisperRecogniser(model, threads=threads)
     except Exception as err:
         conn.send(("failed", f"{err}"))
         return
-    conn.send(("ready", recogniser.name))
+    try:
+        warmed = recogniser.warm_up()
+    except Exception as err:  # a model that loads but cannot decode is as broken as one that does not load
+        conn.send(("failed", f"{recogniser.path}: the warm-up decode failed ({type(err).__name__}: {err})"))
+        return
+    conn.send(("ready", recogniser.name, warmed))
     while True:
         try:
             request = conn.recv()
@@ -124,6 +132,7 @@ class _Worker:
 
     def __init__(self, index: int, model: str, threads: int, ctx: Any) -> None:
         self.index, self.alive, self.stopping = index, False, False
+        self.warmup_s: float | None = None  # the warm-up decode's seconds, once the worker is ready
         self.pending: dict[int, PendingAnswer] = {}
         self._send_lock = _original("_thread", "allocate_lock")()
         self._conn, child = ctx.Pipe()
@@ -137,12 +146,13 @@ class _Worker:
             self.process.kill()
             raise ModelError(f"Whisper worker {self.index} did not load its model within {timeout:g} s")
         try:
-            kind, value = self._conn.recv()
+            kind, value, *warmed = self._conn.recv()
         except (EOFError, OSError) as err:
             raise ModelError(f"Whisper worker {self.index} died while loading its model (exit code "
                              f"{self.process.exitcode})") from err
         if kind != "ready":
             raise ModelError(f"Whisper worker {self.index} could not load its model: {value}")
+        self.warmup_s = float(warmed[0])
         self.alive = True
         _original("_thread", "start_new_thread")(self._read, ())
 
