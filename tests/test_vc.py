@@ -93,6 +93,26 @@ def test_one_class_shift_moves_every_frame_by_the_same_offset():
     assert np.allclose(np.diff(out, axis=0), np.diff(frames, axis=0))
 
 
+def test_mlpg_solves_the_trajectory_likelihood_exactly():
+    """MLPG (--method mlpg): the banded solve equals the dense normal equations, and exact statics and deltas give
+    back the trajectory they came from."""
+    from voicebot.tts.vc.trajectory import deltas, generate
+
+    rng = np.random.default_rng(0)
+    t, d = 40, 3
+    track = np.cumsum(rng.normal(size=(t, d)), axis=0)
+    assert np.allclose(generate(track, np.ones((t, d)), deltas(track), np.ones((t, d))), track)
+    ms, md = rng.normal(size=(t, d)), rng.normal(size=(t, d))
+    ps, pd = rng.uniform(0.5, 2.0, (t, d)), rng.uniform(0.5, 2.0, (t, d))
+    w = np.zeros((t, t))
+    for row in range(t):
+        w[row, max(row - 1, 0)] -= 0.5
+        w[row, min(row + 1, t - 1)] += 0.5
+    dense = np.stack([np.linalg.solve(np.diag(ps[:, k]) + w.T @ np.diag(pd[:, k]) @ w,
+                                      ps[:, k] * ms[:, k] + w.T @ (pd[:, k] * md[:, k])) for k in range(d)], axis=1)
+    assert np.allclose(generate(ms, ps, md, pd), dense)
+
+
 def frame_change_correlation(source: np.ndarray, converted: np.ndarray) -> float:
     """Correlation of the frame-to-frame changes of two (T, D) coefficient tracks (1: the same contrasts)."""
     return float(np.corrcoef(np.diff(source, axis=0).ravel(), np.diff(converted, axis=0).ravel())[0, 1])
