@@ -223,6 +223,8 @@ def test_voice_train_bad_packs_give_one_line_and_status_2(tmp_path, pack, capsys
     assert run_train([str(pack.root), "--components", "65"]) == 2
     assert "--components 65" in capsys.readouterr().err
     assert set(voicecli.TRAIN_METHODS) == set(METHODS)
+    with pytest.raises(VoiceError, match="method 'warp': not one of shift, gmm, mlpg"):
+        fit([], [], TrainOptions(method="warp"))
     with pytest.raises(VoiceError, match="no recorded prompts"):
         split_prompts(load_pack(empty), TrainOptions())
 

@@ -160,6 +160,8 @@ def _coefficients(features: Features, dims: int, deltas: bool) -> Float64Array:
 
 def fit(clips: Sequence[Clip], enroll_features: Sequence[Features], options: TrainOptions) -> VoiceConversion:
     """The conversion from the training clips (the enrollment adds to the agent's F0 statistics)."""
+    if options.method not in METHODS:
+        raise VoiceError(f"method {options.method!r}: not one of {', '.join(METHODS)}")
     deltas = options.method == "mlpg"
     source, target, gv = parallel_frames(clips, options.dims, deltas)
     spectral: SpectralMap | ShiftMap
