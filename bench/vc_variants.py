@@ -117,6 +117,17 @@ def voiced_only(**changes: object) -> Variant:
     return make
 
 
+def without_gv(**changes: object) -> Variant:
+    """``voice train``'s fit with the global-variance scaling off (plain conditional output)."""
+
+    def make(clips: Sequence[Clip], enroll: Sequence[Features], seed: int) -> Converter:
+        model: VoiceConversion = fit(clips, enroll, TrainOptions(seed=seed, **changes))  # type: ignore[arg-type]
+        model.spectral.gv_weight = 0.0
+        return model.convert_features
+
+    return make
+
+
 def shifted(gv: bool, **changes: object) -> Variant:
     """Residual mapping: the source's own coefficients plus the GMM's per-component mean difference
     sum_k P(k|x) (mu_y_k - mu_x_k) (every frame keeps its contrast with its neighbours); ``gv``: then scaled to
@@ -274,6 +285,8 @@ VARIANTS: dict[str, Variant] = {
     "shift16-ap": with_aperiodicity(16),
     "shift16-d39-ap": with_aperiodicity(16, dims=39),
     "shift16": model_variant(method="shift", components=16),
+    "shift16-nogv": without_gv(method="shift", components=16),
+    "shift16-speconly": parts(keep_f0=True, keep_spectrum=False, method="shift", components=16),
     "shift16-gmm0.5": shift_toward_gmm(0.5),
     "shift16-gmm0.7": shift_toward_gmm(0.7),
     "shift32": model_variant(method="shift", components=32),
