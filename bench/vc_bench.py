@@ -1,15 +1,16 @@
 """Voice conversion (``voicebot voice train``) on three agents assembled from Debian packages.
 
-Run: .venv/bin/python bench/vc_bench.py [--agents librivox,cards,allison] [--keep DIR] [--seed N]
+Run: .venv/bin/python bench/vc_bench.py [--agents librivox,cards,allison] [--keep DIR] [--seed N] [--method shift|gmm|mlpg]
 
 For each agent of bench/vc_agents.py (LibriVox reader and "cards" speaker from pocketsphinx-testdata, male;
 Allison Smith from asterisk-core-sounds-en-g722, female) it builds the voice pack, trains the conversion from
-the stock Piper voice (joe) on the non-held-out prompts and prints ``voice train``'s report: held-out
-similarity to the agent's enrollment at 16 kHz and through the telephone channel (both sides 8 kHz µ-law
-300-3400 Hz) for the agent's own takes, the stock voice and the converted voice; Whisper base WER at 8 kHz;
-F0 and HNR against the agent's range; MCD; the guard's verdict; training time. Then the conversion's cost
-per second of audio on one thread (WORLD analysis + mapping + synthesis; BLAS limited to one thread), and
-the Piper voice's own synthesis cost for comparison. A table at the end sums it up.
+the stock Piper voice (joe) on the non-held-out prompts (``--method``: voice train's spectral mapping) and
+prints ``voice train``'s report: held-out similarity to the agent's enrollment at 16 kHz and through the
+telephone channel (both sides 8 kHz µ-law 300-3400 Hz) for the agent's own takes, the stock voice and the
+converted voice; Whisper base WER at 8 kHz; F0 and HNR against the agent's range; MCD; the guard's verdict;
+training time. Then the conversion's cost per second of audio on one thread (WORLD analysis + mapping +
+synthesis; BLAS limited to one thread), and the Piper voice's own synthesis cost for comparison. A table at
+the end sums it up. bench/vc_variants.py compares the mappings on the same clips.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from bench.vc_agents import AGENTS, available, build  # noqa: E402
 from voicebot.tts.pack import load_pack  # noqa: E402
 from voicebot.tts.render import PromptCache  # noqa: E402
-from voicebot.tts.vc.train import TrainOptions, TrainResult, convert, save, train_pack  # noqa: E402
+from voicebot.tts.vc.train import METHODS, TrainOptions, TrainResult, convert, save, train_pack  # noqa: E402
 from voicebot.tts.vc.world import RATE  # noqa: E402
 
 
@@ -50,7 +51,7 @@ def one_thread_costs(pack_dir: Path, result: TrainResult) -> tuple[float, float]
     return 1000 * convert_s / seconds, 1000 * synth_s / seconds
 
 
-def run_agent(agent: str, work: Path, seed: int) -> tuple[str, TrainResult, float, float] | None:
+def run_agent(agent: str, work: Path, seed: int, method: str) -> tuple[str, TrainResult, float, float] | None:
     if not available(agent):
         print(f"{agent}: skipped (its Debian package is not installed; run scripts/setup.sh)")
         return None
@@ -58,7 +59,7 @@ def run_agent(agent: str, work: Path, seed: int) -> tuple[str, TrainResult, floa
     pack = load_pack(pack_dir)
     print(f"\n== {agent}: {len(pack.prompt_ids())} prompts, {len(held)} held out, enrollment {len(pack.enrollment())} clips")
     started = time.perf_counter()
-    result = train_pack(pack, TrainOptions(seed=seed, heldout=held))
+    result = train_pack(pack, TrainOptions(seed=seed, heldout=held, method=method))
     wall = time.perf_counter() - started
     save(pack, result)
     print("\n".join(result.lines()))
@@ -87,12 +88,13 @@ def main() -> int:
     parser.add_argument("--agents", default=",".join(AGENTS), help=f"comma-separated, of {', '.join(AGENTS)}")
     parser.add_argument("--keep", type=Path, help="build the packs (and their vc/ models) here and keep them")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", choices=METHODS, default=METHODS[0], help="voice train's spectral mapping")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="vc_bench_"))
     rows = []
     try:
         for agent in args.agents.split(","):
-            row = run_agent(agent.strip(), work, args.seed)
+            row = run_agent(agent.strip(), work, args.seed, args.method)
             if row:
                 rows.append(row)
     finally:

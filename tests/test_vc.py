@@ -17,13 +17,13 @@ from voicebot.tts.pack import load_pack, trim_silence
 from voicebot.tts.render import PromptCache
 from voicebot.tts.speaker import shared_embedder, similarity
 from voicebot.tts.vc import align, world
-from voicebot.tts.vc.mapping import F0Transform, SpectralMap, VoiceConversion
+from voicebot.tts.vc.mapping import F0Transform, ShiftMap, SpectralMap, VoiceConversion
 from voicebot.tts.vc.measure import AgentRange, VoiceStats, hnr_db, refusals, word_errors
-from voicebot.tts.vc.train import Clip, TrainOptions, fit, load_clip, load_model, parallel_frames, split_prompts
+from voicebot.tts.vc.train import METHODS, Clip, TrainOptions, fit, load_clip, load_model, parallel_frames, split_prompts
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 pytestmark = needs_data(LIBRIVOX.is_dir(), "pocketsphinx-testdata", "the LibriVox reader")
-FAST = TrainOptions(seed=0, components=2, dims=16)  # a small mapping: trains in seconds
+FAST = TrainOptions(seed=0, components=2, dims=16)  # voice train's method (shift) with 2 classes: trains in seconds
 
 
 @pytest.fixture(scope="module")
@@ -63,18 +63,73 @@ def test_f0_transform_moves_the_log_f0_mean_and_spread_and_keeps_unvoiced_frames
     assert np.log(out[out > 0]).std() == pytest.approx(np.log([50.0, 100.0, 200.0]).std())
 
 
-def test_the_mapping_trains_deterministically_on_a_small_set(clips, tmp_path):
+@pytest.mark.parametrize("kind", [ShiftMap, SpectralMap])
+def test_the_mapping_trains_deterministically_on_a_small_set(clips, tmp_path, kind):
     small = [clips[sorted(clips)[0]]]
     source, target, gv = parallel_frames(small, 16)
-    first = SpectralMap.fit(source, target, gv, seed=3, components=2)
-    second = SpectralMap.fit(source, target, gv, seed=3, components=2)
+    first = kind.fit(source, target, gv, seed=3, components=2)
+    second = kind.fit(source, target, gv, seed=3, components=2)
     assert np.array_equal(first.means, second.means) and np.array_equal(first.covariances, second.covariances)
     frames = clips[sorted(clips)[2]].stock_features.mcep[:, 1:17]
     assert np.array_equal(first.convert(frames), second.convert(frames))
     model = VoiceConversion(first, F0Transform(5.0, 0.2, 4.5, 0.2), {"seed": 3})
     model.save(tmp_path / "m.npz")
     again = VoiceConversion.load(tmp_path / "m.npz")
+    assert type(again.spectral) is kind
     assert np.array_equal(again.spectral.convert(frames), first.convert(frames)) and again.meta == {"seed": 3}
+
+
+def test_one_class_shift_moves_every_frame_by_the_same_offset():
+    """The residual mapping's core: with one class every frame gets the agent-minus-stock mean difference, so the
+    change from one frame to the next (what makes a consonant) is exactly the source's."""
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(400, 3))
+    offset = np.array([1.0, -2.0, 0.5])
+    shift = ShiftMap.fit(source, source + offset + rng.normal(0, 0.1, source.shape), np.ones(3), components=1)
+    shift.gv_weight = 0.0
+    frames = rng.normal(size=(50, 3))
+    out = shift.convert(frames)
+    assert np.allclose(out - frames, offset, atol=0.03)
+    assert np.allclose(np.diff(out, axis=0), np.diff(frames, axis=0))
+
+
+def test_mlpg_solves_the_trajectory_likelihood_exactly():
+    """MLPG (--method mlpg): the banded solve equals the dense normal equations, and exact statics and deltas give
+    back the trajectory they came from."""
+    from voicebot.tts.vc.trajectory import deltas, generate
+
+    rng = np.random.default_rng(0)
+    t, d = 40, 3
+    track = np.cumsum(rng.normal(size=(t, d)), axis=0)
+    assert np.allclose(generate(track, np.ones((t, d)), deltas(track), np.ones((t, d))), track)
+    ms, md = rng.normal(size=(t, d)), rng.normal(size=(t, d))
+    ps, pd = rng.uniform(0.5, 2.0, (t, d)), rng.uniform(0.5, 2.0, (t, d))
+    w = np.zeros((t, t))
+    for row in range(t):
+        w[row, max(row - 1, 0)] -= 0.5
+        w[row, min(row + 1, t - 1)] += 0.5
+    dense = np.stack([np.linalg.solve(np.diag(ps[:, k]) + w.T @ np.diag(pd[:, k]) @ w,
+                                      ps[:, k] * ms[:, k] + w.T @ (pd[:, k] * md[:, k])) for k in range(d)], axis=1)
+    assert np.allclose(generate(ms, ps, md, pd), dense)
+
+
+def frame_change_correlation(source: np.ndarray, converted: np.ndarray) -> float:
+    """Correlation of the frame-to-frame changes of two (T, D) coefficient tracks (1: the same contrasts)."""
+    return float(np.corrcoef(np.diff(source, axis=0).ravel(), np.diff(converted, axis=0).ravel())[0, 1])
+
+
+def test_the_mapping_keeps_the_consonants_of_held_out_takes(clips, model):
+    """Consonants are fast changes of the envelope between neighbouring frames. The frame-wise joint GMM regresses
+    every frame toward its class mean and loses them (held-out correlation of frame-to-frame changes 0.55-0.63 on
+    this reader; Whisper's errors at 8 kHz rose from 2 to 13 of 61 words on the Allison pack); voice train's shift
+    mapping keeps them (0.92-0.99). Fails if the mapping stops following each frame of its source."""
+    gmm = fit([clips[sorted(clips)[0]]], [], TrainOptions(seed=0, components=2, method="gmm"))
+    for pid in HELDOUT["librivox"]:
+        frames = clips[pid].stock_features.mcep[:, 1:17]
+        kept = frame_change_correlation(frames, model.spectral.convert(frames))
+        lost = frame_change_correlation(frames, gmm.spectral.convert(frames))
+        print(f"\n{pid}: frame-to-frame change correlation: shift {kept:.2f}, joint GMM {lost:.2f}")
+        assert kept > 0.85 and lost < 0.75
 
 
 def test_conversion_moves_a_held_out_take_toward_the_agent(pack, clips, model):
@@ -127,8 +182,10 @@ def test_the_guard_refuses_a_deliberately_broken_model_on_real_audio(pack, clips
 
     judges = Judges.for_pack(pack)
     held = [clips[HELDOUT["librivox"][0]]]
-    broken = VoiceConversion(SpectralMap(model.spectral.weights, model.spectral.means[::-1] * 3.0,
-                                         model.spectral.covariances, model.spectral.target_gv * 9.0),
+    spectral = model.spectral
+    assert isinstance(spectral, ShiftMap)
+    broken = VoiceConversion(ShiftMap(spectral.weights, spectral.means, spectral.covariances, -3.0 * spectral.means,
+                                      spectral.target_gv * 9.0),
                              F0Transform(model.f0.src_mean, model.f0.src_std, float(np.log(320.0)), model.f0.tgt_std))
     texts, own = [c.text for c in held], [c.own_features for c in held]
     garbled = [world.synthesize(broken.convert_features(c.stock_features), level_like=c.stock) for c in held]
@@ -163,8 +220,11 @@ def test_voice_train_bad_packs_give_one_line_and_status_2(tmp_path, pack, capsys
     four = [pid for pid in pack.prompt_ids()][:4]
     assert run_train([str(pack.root), *(x for pid in four for x in ("--heldout", pid))]) == 2
     assert "needs at least 3" in capsys.readouterr().err
-    assert run_train([str(pack.root), "--components", "0"]) == 2
-    assert "--components 0" in capsys.readouterr().err
+    assert run_train([str(pack.root), "--components", "65"]) == 2
+    assert "--components 65" in capsys.readouterr().err
+    assert set(voicecli.TRAIN_METHODS) == set(METHODS)
+    with pytest.raises(VoiceError, match="method 'warp': not one of shift, gmm, mlpg"):
+        fit([], [], TrainOptions(method="warp"))
     with pytest.raises(VoiceError, match="no recorded prompts"):
         split_prompts(load_pack(empty), TrainOptions())
 
@@ -197,7 +257,8 @@ def test_voice_train_end_to_end_writes_the_report_and_enables_only_what_the_guar
     assert status == (0 if report["enabled"] else 1)
     assert report["heldout"] == sorted(held) and not set(report["train"]) & set(held)
     assert set(report["groups"]) == {"agent", "stock", "converted"}
-    assert report["groups"]["converted"]["similarity"] > report["groups"]["stock"]["similarity"] + 0.1
+    # one-class shift on 6 s of speech: 0.18 -> 0.28 measured (the joint GMM: 0.13 -> 0.73, and unintelligible)
+    assert report["groups"]["converted"]["similarity"] > report["groups"]["stock"]["similarity"] + 0.05
     assert (pack.root / "vc" / "model.npz").is_file() == report["enabled"]
     assert (load_model(pack) is not None) == report["enabled"]
     assert ("NOT ENABLED:" in out.out) == (not report["enabled"]) and "similarity" in out.out

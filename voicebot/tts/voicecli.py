@@ -4,8 +4,8 @@
 - ``voice import DIR PACK [--flow FLOW]``: bring raw takes into the pack, with a quality report;
 - ``voice check PACK [--flow FLOW]``: would a handoff to the agent be noticed?
 - ``voice say PACK "text" -o out.wav [--rate 8000]``: hear the pack;
-- ``voice train PACK [--heldout ID ...] [--seed N]``: voice conversion from the pack's voice to the agent's
-  (exit 0 enabled, 1 refused by the quality guard, 2 bad input).
+- ``voice train PACK [--heldout ID ...] [--seed N] [--method shift|gmm|mlpg]``: voice conversion from the pack's
+  voice to the agent's (exit 0 enabled, 1 refused by the quality guard, 2 bad input).
 
 Wired into the top-level parser with ``voicecli.register(subparsers)``.
 """
@@ -31,6 +31,8 @@ from voicebot.dialog.loader import FlowError, load_flow
 from voicebot.tts.base import VoiceError
 from voicebot.tts.pack import ImportResult, VoicePack, import_recording, load_pack, valid_prompt_id
 from voicebot.tts.render import TEMPLATE, PromptCache, PromptSpec, fragment_prompts, group_by_text, static_prompts
+
+TRAIN_METHODS = ("shift", "gmm", "mlpg")  # = voicebot.tts.vc.train.METHODS (not imported here: it loads the vocoder's code)
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -72,7 +74,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--heldout", action="append", default=[], metavar="ID",
                    help="a prompt id never trained on, measured after (repeatable; default: 20%% chosen by --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out choice and the mapping (default 0)")
-    p.add_argument("--components", type=int, default=4, help="GMM components of the spectral mapping (default 4)")
+    p.add_argument("--method", choices=TRAIN_METHODS, default=TRAIN_METHODS[0],
+                   help="spectral mapping: shift (default; the stock voice's frames moved by a per-class offset: keeps "
+                        "the words), gmm (joint GMM per frame: closer to the agent, blurs consonants), mlpg (joint GMM "
+                        "with deltas and trajectory generation)")
+    p.add_argument("--components", type=int, default=0,
+                   help="GMM components of the spectral mapping (default: 16 for shift, 4 for gmm and mlpg)")
     p.set_defaults(run=cmd_train)
     return voice
 
@@ -274,11 +281,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``voice train``: fit, measure on held-out prompts, enable the model only when the guard passes."""
     from voicebot.tts.vc.train import TrainOptions, save, train_pack
 
-    if not 1 <= args.components <= 64:
-        return _fail(UsageError(f"--components {args.components}: must be from 1 to 64 (default 4)"))
+    if not 0 <= args.components <= 64:
+        return _fail(UsageError(f"--components {args.components}: must be from 1 to 64 (0 or left out: the method's default)"))
     try:
         pack = load_pack(args.pack)
-        result = train_pack(pack, TrainOptions(seed=args.seed, heldout=tuple(args.heldout), components=args.components))
+        options = TrainOptions(seed=args.seed, heldout=tuple(args.heldout), components=args.components, method=args.method)
+        result = train_pack(pack, options)
     except (VoiceError, ModelError) as e:
         return _fail(e)
     path = save(pack, result)

@@ -27,8 +27,9 @@ from voicebot.tts.base import VoiceError
 from voicebot.tts.pack import VoicePack, read_audio_at, trim_silence
 from voicebot.tts.speaker import SpeakerEmbedder, shared_embedder, similarity
 from voicebot.tts.vc import align, world
-from voicebot.tts.vc.mapping import COMPONENTS, MAPPED_DIMS, F0Transform, SpectralMap, VoiceConversion
+from voicebot.tts.vc.mapping import COMPONENTS, MAPPED_DIMS, SHIFT_COMPONENTS, F0Transform, ShiftMap, SpectralMap, VoiceConversion
 from voicebot.tts.vc.measure import AgentRange, VoiceStats, hnr_db, mcd_db, refusals, word_errors
+from voicebot.tts.vc.trajectory import with_deltas
 from voicebot.tts.vc.world import RATE, Features
 
 Int16Array = npt.NDArray[np.int16]
@@ -39,18 +40,26 @@ REFUSED_FILE = "refused.npz"
 REPORT_FILE = "report.json"
 HOLDOUT_SHARE = 0.2  # of the prompts, when --heldout is not given (at least one)
 MIN_TRAIN = 2  # prompts left to train on
+METHODS = ("shift", "gmm", "mlpg")  # residual class shift (default); joint GMM per frame; joint GMM with deltas + MLPG
 NO_HNR_DB = -20.0  # HNR reported for a voice with no voiced frame (below any speech)
 
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """``seed``: the held-out choice and the GMM; ``heldout``: prompt ids to hold out (default: the seed picks)."""
+    """``seed``: the held-out choice and the GMM; ``heldout``: prompt ids to hold out (default: the seed picks);
+    ``method``: the spectral mapping (:data:`METHODS`); ``components``: its mixture size (0: the method's default)."""
 
     seed: int = 0
     heldout: tuple[str, ...] = ()
-    components: int = COMPONENTS
+    components: int = 0
     dims: int = MAPPED_DIMS
     whisper: str = "base"
+    method: str = "shift"
+
+    @property
+    def mixture_components(self) -> int:
+        """The GMM size used: ``components``, or the method's default."""
+        return self.components or (SHIFT_COMPONENTS if self.method == "shift" else COMPONENTS)
 
 
 @dataclass(frozen=True)
@@ -129,26 +138,42 @@ def load_clip(pack: VoicePack, prompt_id: str, synthesize: Callable[[str], Int16
     return Clip(prompt_id, text, own, stock, world.analyze(own), world.analyze(stock))
 
 
-def parallel_frames(clips: Sequence[Clip], dims: int = MAPPED_DIMS) -> tuple[Float64Array, Float64Array, Float64Array]:
-    """(source, target) aligned speech frames of every clip (coefficients 1..), and the agent's mean per-clip variance."""
+def parallel_frames(clips: Sequence[Clip], dims: int = MAPPED_DIMS,
+                    deltas: bool = False) -> tuple[Float64Array, Float64Array, Float64Array]:
+    """(source, target) aligned speech frames of every clip (coefficients 1..dims, then their deltas with ``deltas``;
+    aligned on the statics), and the agent's mean per-clip variance of the statics."""
     sources, targets, variances = [], [], []
     for clip in clips:
-        s = clip.stock_features.mcep[world.speech_frames(clip.stock, clip.stock_features.frames), 1:1 + dims]
-        t = clip.own_features.mcep[world.speech_frames(clip.own, clip.own_features.frames), 1:1 + dims]
-        p, q = align.dtw_path(s, t)
+        s = _coefficients(clip.stock_features, dims, deltas)[world.speech_frames(clip.stock, clip.stock_features.frames)]
+        t = _coefficients(clip.own_features, dims, deltas)[world.speech_frames(clip.own, clip.own_features.frames)]
+        p, q = align.dtw_path(s[:, :dims], t[:, :dims])
         sources.append(s[p])
         targets.append(t[q])
-        variances.append(t.var(axis=0))
+        variances.append(t[:, :dims].var(axis=0))
     return np.vstack(sources), np.vstack(targets), np.mean(variances, axis=0)
+
+
+def _coefficients(features: Features, dims: int, deltas: bool) -> Float64Array:
+    static = features.mcep[:, 1:1 + dims]
+    return with_deltas(static) if deltas else static
 
 
 def fit(clips: Sequence[Clip], enroll_features: Sequence[Features], options: TrainOptions) -> VoiceConversion:
     """The conversion from the training clips (the enrollment adds to the agent's F0 statistics)."""
-    source, target, gv = parallel_frames(clips, options.dims)
-    spectral = SpectralMap.fit(source, target, gv, seed=options.seed, components=options.components)
+    if options.method not in METHODS:
+        raise VoiceError(f"method {options.method!r}: not one of {', '.join(METHODS)}")
+    deltas = options.method == "mlpg"
+    source, target, gv = parallel_frames(clips, options.dims, deltas)
+    spectral: SpectralMap | ShiftMap
+    if options.method == "shift":
+        spectral = ShiftMap.fit(source, target, gv, seed=options.seed, components=options.mixture_components)
+    else:
+        spectral = SpectralMap.fit(source, target, gv, seed=options.seed, components=options.mixture_components,
+                                   deltas=deltas)
     src_f0 = np.concatenate([world.voiced_log_f0(c.stock_features.f0) for c in clips])
     tgt_f0 = np.concatenate([world.voiced_log_f0(f.f0) for f in [*(c.own_features for c in clips), *enroll_features]])
-    meta: dict[str, object] = {"seed": options.seed, "train": [c.prompt_id for c in clips], "frames": len(source)}
+    meta: dict[str, object] = {"seed": options.seed, "train": [c.prompt_id for c in clips], "frames": len(source),
+                               "method": options.method}
     return VoiceConversion(spectral, F0Transform.fit(src_f0, tgt_f0), meta)
 
 

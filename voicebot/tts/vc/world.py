@@ -18,6 +18,8 @@ RATE = 16000  # Hz: analysis and synthesis rate (the speaker embedder's rate)
 FRAME_MS = 5.0  # WORLD frame period
 DIMS = 40  # coded spectral envelope coefficients
 F0_FLOOR, F0_CEIL = 60.0, 500.0  # Hz: the F0 search range (men and women)
+PEAK_DBFS = -1.0  # converted speech never peaks above this
+LIMIT_KNEE = 0.7  # of the peak limit: samples above it are soft-limited (tanh), those below untouched
 
 
 @dataclass(frozen=True)
@@ -58,12 +60,13 @@ def analyze(samples: Int16Array) -> Features:
 def synthesize(features: Features, level_like: Int16Array | None = None) -> Int16Array:
     """int16 audio at :data:`RATE` from WORLD parameters.
 
-    ``level_like``: bring the speech level (active RMS, ``voicebot.tts.pack.active_dbfs``) to that clip's, peaks at
-    or below -1 dBFS (a converted envelope can be several dB louder than its source, and clipping ruins the words).
+    ``level_like``: bring the speech level (active RMS, ``voicebot.tts.pack.active_dbfs``) to that clip's, peaks
+    soft-limited to -1 dBFS (a converted envelope can be several dB louder than its source, and clipping ruins the
+    words).
     """
     import pyworld
 
-    from voicebot.tts.pack import active_dbfs, normalize_loudness
+    from voicebot.tts.pack import active_dbfs
 
     size = fft_size()
     sp = pyworld.decode_spectral_envelope(np.ascontiguousarray(features.mcep), RATE, size)
@@ -73,8 +76,29 @@ def synthesize(features: Features, level_like: Int16Array | None = None) -> Int1
     if level_like is not None and peak > 0:
         y = y * (0.9 / peak)  # headroom first; the level is set below
     out: Int16Array = np.clip(np.round(y * 32768.0), -32768, 32767).astype(np.int16)
-    if level_like is not None and len(level_like):
-        out = normalize_loudness(out, RATE, active_dbfs(level_like, RATE))
+    if level_like is not None and len(level_like) and len(out):
+        out = _at_level(y, active_dbfs(out, RATE), active_dbfs(level_like, RATE))
+    return out
+
+
+def _at_level(y: Float64Array, level_dbfs: float, target_dbfs: float) -> Int16Array:
+    """``y`` (float, full scale 1) at ``target_dbfs`` speech level, peaks soft-limited to :data:`PEAK_DBFS`.
+
+    A low voice resynthesised by WORLD can have a crest factor above 24 dB (one sharp pulse per period); a plain
+    peak cap then leaves it over 1 dB quieter than its source, a step a listener hears at the join. The few
+    samples above the knee are bent (tanh) instead.
+    """
+    from voicebot.tts.pack import SILENCE_DBFS
+
+    if level_dbfs <= SILENCE_DBFS:
+        return np.clip(np.round(y * 32768.0), -32768, 32767).astype(np.int16)
+    x = y * 10.0 ** ((target_dbfs - level_dbfs) / 20.0)
+    limit = 10.0 ** (PEAK_DBFS / 20.0)
+    knee = LIMIT_KNEE * limit
+    size = np.abs(x)
+    over = size > knee
+    x[over] = np.sign(x[over]) * (knee + (limit - knee) * np.tanh((size[over] - knee) / (limit - knee)))
+    out: Int16Array = np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
     return out
 
 
