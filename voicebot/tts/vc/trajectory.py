@@ -58,7 +58,7 @@ def _banded_normal_matrix(ps: Float64Array, pd: Float64Array, prev: npt.NDArray[
 
 
 def _solve_banded_symmetric(ab: Float64Array, rhs: Float64Array) -> Float64Array:
-    from scipy.linalg import solveh_banded  # type: ignore[import-untyped]  # scipy: scikit-learn's own dependency
+    from scipy.linalg import solveh_banded  # type: ignore[import-untyped]  # scipy: a declared dependency
 
     out: Float64Array = np.asarray(solveh_banded(ab, rhs, lower=False, check_finite=False), dtype=np.float64)
     return out
