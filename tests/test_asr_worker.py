@@ -187,7 +187,9 @@ def test_under_gevent_ten_streams_decode_without_blocking_the_hub() -> None:
     assert report["patched"]
     assert report["finals"] == ["go forward ten meters"] * 10
     assert report["delivered"] >= 10 * 4  # partials and finals reached the hub
-    assert report["max_gap_ms"] < 50, report
+    # Decoding on the hub stalls it ~280 ms (each stream's final); in threads the hub's longest wait is the GIL's,
+    # 20-30 ms on a quiet box and up to ~65 ms on a loaded one (seen in CI): 150 ms tells the two apart.
+    assert report["max_gap_ms"] < 150, report
     assert report["tasks_after"] == report["tasks_before"]  # every native decode thread ended
 
 
