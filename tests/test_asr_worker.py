@@ -271,13 +271,15 @@ def test_streams_spread_over_the_workers_and_decode_in_parallel(pool: ProcessPoo
 
 
 def kill(worker: Any) -> None:
-    """Kill a worker process the way a crash would, and wait until the pool has noticed."""
+    """Kill a worker process the way a crash would, and wait until the pool has noticed: the worker is marked dead
+    and each of its streams was told (the reader thread does the two one after the other)."""
+    streams = list(worker.streams.values())
     worker.process.kill()
     worker.process.join(5)
     deadline = time.monotonic() + 5
-    while worker.alive and time.monotonic() < deadline:
+    while (worker.alive or any(s._lost is None for s in streams)) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not worker.alive
+    assert not worker.alive and all(s._lost is not None for s in streams)
 
 
 def test_a_dead_worker_costs_its_streams_one_utterance_and_is_replaced() -> None:
