@@ -111,7 +111,7 @@ def test_interactive_chat_ends_after_a_hang_up_node_without_another_line(capsys:
 
     call = TextCall(load_flow(FLOWS / "lead_screening_en.yaml"))
     call.start()
-    typed = io.StringIO("no, wrong number\nthis line must stay unread\n")
+    typed = io.StringIO("no, wrong number\nyes\nthis line must stay unread\n")  # the unsure no (0.66) is confirmed
     _repl(call, typed)
     assert call.ended and call.machine.outcome.disposition == "wrong_person"
     assert typed.read() == "this line must stay unread\n"

@@ -127,7 +127,7 @@ def test_serve_recognises_calls_in_the_pool_and_stops_its_workers(fs: FreeSwitch
     assert len(workers) >= (os.cpu_count() or 1), "one ASR worker process per core (and the accurate pass's)"
     cache = PromptCache(default_pack("en"), ROOT / ".voicebot-cache" / "prompts")
     track = np.zeros(8000 * 30, dtype=np.int16)
-    for at, text in [(6.0, "yes speaking"), (15.0, "stop calling me")]:
+    for at, text in [(6.0, "yes speaking"), (15.0, "stop calling me"), (23.0, "yes")]:  # yes: confirms the stop
         audio = steady_speech(cache, text)
         track[int(at * 8000):int(at * 8000) + len(audio)] = audio
     uuid = fs.place_call(port, codec="PCMU", rate=8000, caller=ArrayAudio(track, 8000))
@@ -165,7 +165,7 @@ def test_a_crashed_worker_costs_its_call_nothing_but_the_words_in_flight(fs: Fre
         engine.on_session = sessions.append
         cache = next(iter(engine.pipelines.values())).cache
         track = np.zeros(8000 * 30, dtype=np.int16)
-        for at, text in [(6.0, "yes speaking"), (15.0, "stop calling me")]:
+        for at, text in [(6.0, "yes speaking"), (15.0, "stop calling me"), (23.0, "yes")]:  # yes: confirms the stop
             audio = steady_speech(cache, text)
             track[int(at * 8000):int(at * 8000) + len(audio)] = audio
         uuid = fs.place_call(engine.server.port, codec="PCMU", rate=8000, caller=ArrayAudio(track, 8000))

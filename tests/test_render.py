@@ -81,8 +81,8 @@ def rendered(recorded_pack, flow, tmp_path_factory):
 @needs_speech
 def test_render_flow_uses_recordings_and_synthesizes_the_rest_once(rendered):
     cache, report = rendered
-    assert report.count == 25  # 18 distinct prompts + 7 fragments of the 3 dynamic prompts
-    assert (report.from_recordings, report.synthesized, report.from_disk) == (22, 3, 0)
+    assert report.count == 29  # 21 distinct prompts + 8 fragments of the 4 dynamic prompts (confirm prompts included)
+    assert (report.from_recordings, report.synthesized, report.from_disk) == (26, 3, 0)
     assert cache.synth_count == 3 and cache.disk_usage()[0] == 3
     assert report.bytes > 0 and report.seconds > 0
 
@@ -104,7 +104,7 @@ def test_a_whole_call_after_rendering_triggers_no_synthesis_of_fixed_text(render
     assert cache.synth_count == before  # fixed text never synthesized on the call
     assert cache.live_synth_count == expected_live  # only the variables' values were
     again = cache.render_flow(flow, RATE)
-    assert again.synthesized == 0 and again.count == 25
+    assert again.synthesized == 0 and again.count == 29
 
 
 @needs_speech
@@ -112,7 +112,7 @@ def test_a_second_cache_on_the_same_directory_renders_from_disk(rendered, record
     first, _ = rendered
     second = PromptCache(recorded_pack, first.cache_dir)
     report = second.render_flow(flow, RATE)
-    assert (report.synthesized, report.from_disk, report.from_recordings) == (0, 3, 22)
+    assert (report.synthesized, report.from_disk, report.from_recordings) == (0, 3, 26)
     assert second.synth_count == 0
     for text in ("Hi, this is", "from", "Am I speaking with"):
         assert np.array_equal(second.get(text, RATE), first.get(text, RATE))

@@ -263,7 +263,7 @@ def test_voice_import_reports_every_file(tmp_path, capsys):
 
 def test_voice_script_lists_prompts_fragments_and_dynamic_ones(tmp_path, capsys):
     code, out = run_cli(["voice", "script", str(FLOW), "-o", str(tmp_path / "s")], capsys)
-    assert code == 0 and "18 prompts and 7 fragments to record, 3 dynamic prompts" in out
+    assert code == 0 and "21 prompts and 8 fragments to record, 4 dynamic prompts" in out
     rows = list(csv.DictReader(io.StringIO((tmp_path / "s" / "script.csv").read_text())))
     by_id = {r["prompt_id"]: r for r in rows}
     assert by_id["handoff.hold.1"]["text"] == "Our advisor will be with you in just a moment."
@@ -273,7 +273,7 @@ def test_voice_script_lists_prompts_fragments_and_dynamic_ones(tmp_path, capsys)
     assert by_id["greet.say.1"]["kind"] == "dynamic"
     assert by_id["greet.say.1"]["variables"] == "agent_name company customer_name"
     md = (tmp_path / "s" / "script.md").read_text()
-    assert "## Prompts (18)" in md and "## Fragments around variables" in md and "## Dynamic prompts" in md
+    assert "## Prompts (21)" in md and "## Fragments around variables" in md and "## Dynamic prompts" in md
     assert "| `greet.say.1.part3` | Am I speaking with |" in md
 
 
@@ -284,7 +284,8 @@ def test_static_prompt_ids_are_stable_and_honour_explicit_ids():
     assert len(ids) == len(set(ids))
     assert {"greet.say.1", "greet.no_input.1", "greet.no_match.1", "pitch.say.2", "handoff.hold.1"} <= set(ids)
     assert "wrong_person.no_input.1" not in ids  # wrong_person does not listen: no re-prompt can be said
-    assert [s.prompt_id for s in specs if s.dynamic] == ["greet.say.1", "disclosure.say.1", "robot_answer.say.1"]
+    dynamic = ["greet.say.1", "disclosure.say.1", "robot_answer.say.1", "wrong_person.confirm.1"]
+    assert [s.prompt_id for s in specs if s.dynamic] == dynamic
     greet = next(s for s in specs if s.prompt_id == "greet.say.1")
     assert [f.text for f in fragment_prompts(greet)] == ["Hi, this is", "from", "Am I speaking with"]
     text = """

@@ -44,6 +44,7 @@ def build_flow(doc: Doc, source: str) -> Flow:
         "max_turns": _opt(int, meta.get("max_turns")),
         "on_limit": meta.get("on_limit"),
         "min_intent_score": _opt(float, meta.get("min_intent_score")),
+        "confirm_below": _opt(float, meta.get("confirm_below")),
     }
     return Flow(
         id=meta["id"],
@@ -208,6 +209,7 @@ def _build_intents(specs: dict[str, Any], language: str) -> dict[str, IntentDef]
             keywords=name_tuple(phrases.get("keywords")),
             regex=name_tuple(phrases.get("regex")),
             examples=name_tuple(phrases.get("examples")),
+            confirm=_build_say(phrases.get("confirm", spec.get("confirm"))),
         )
     return out
 

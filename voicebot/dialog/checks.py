@@ -182,7 +182,7 @@ def _check_regexes(doc: Doc, flow: Flow) -> None:
 
 
 def _say_values(data: dict[str, Any]) -> Iterator[tuple[KeyPath, Any]]:
-    """Every say-like value: node say, re-prompts (nodes and defaults), transfer hold."""
+    """Every say-like value: node say, re-prompts (nodes and defaults), transfer hold, intents' confirm prompts."""
     for key in ("no_input", "no_match"):
         if "reprompt" in data.get("defaults", {}).get(key, {}):
             yield ("defaults", key, "reprompt"), data["defaults"][key]["reprompt"]
@@ -195,6 +195,11 @@ def _say_values(data: dict[str, Any]) -> Iterator[tuple[KeyPath, Any]]:
                 yield (*path, key, "reprompt"), spec[key]["reprompt"]
         if "hold" in spec.get("transfer", {}):
             yield (*path, "transfer", "hold"), spec["transfer"]["hold"]
+    for name, spec in data.get("intents", {}).items():
+        for language in ("", *LANGUAGES):
+            section = spec.get(language, {}) if language else spec
+            if isinstance(section, dict) and "confirm" in section:
+                yield ("intents", name, *((language,) if language else ()), "confirm"), section["confirm"]
 
 
 def _utterances(path: KeyPath, value: Any) -> Iterator[tuple[KeyPath, Any]]:

@@ -254,6 +254,16 @@ class HangUp:
     disposition: str
 
 
+@dataclass(frozen=True)
+class Confirmation:
+    """(Report) An unsure hearing of ``intent`` at ``node`` is being confirmed: ``state`` asked, confirmed or denied."""
+
+    at: float
+    node: str
+    intent: str
+    state: str
+
+
 Command: TypeAlias = (
     Play
     | StopPlayback
@@ -267,4 +277,5 @@ Command: TypeAlias = (
     | PrepareHandoff
     | TransferCall
     | HangUp
+    | Confirmation
 )

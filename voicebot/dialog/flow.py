@@ -162,12 +162,13 @@ class Variable:
 
 @dataclass(frozen=True)
 class IntentDef:
-    """An intent's phrases for one language."""
+    """An intent's phrases for one language, and what the bot asks before acting on an unsure hearing of it."""
 
     name: str
     keywords: tuple[str, ...] = ()
     regex: tuple[str, ...] = ()
     examples: tuple[str, ...] = ()
+    confirm: Say = field(default_factory=Say)  # said before acting on an unsure hearing; empty: never confirmed
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,7 @@ class Flow:
     max_turns: int = 30
     on_limit: str = ""  # node to go to when a limit is hit; empty: hang up
     min_intent_score: float = 0.5
+    confirm_below: float = 0.9  # an intent with ``confirm`` heard with a score or confidence below this is confirmed
     hangup_notify: tuple[str, ...] = ()  # notifications sent with the outcome at hang-up
     handoff: HandoffSettings = field(default_factory=HandoffSettings)
     source: str = ""  # file the flow came from, for messages

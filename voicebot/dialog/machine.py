@@ -23,6 +23,9 @@ Rules (the whole contract, in the order the code applies them):
    handling; an empty transcript just keeps listening. A capture that gets no
    value goes to no-match handling, not ``default``: it is re-asked, never
    spoken as an empty value.
+   An intent with a ``confirm`` prompt matched on an unsure hearing (:mod:`voicebot.dialog.confirm`) is not acted
+   on yet: the prompt is said in the node and the next final answers it. A yes applies the intent's route; a no or
+   anything else says the node's prompt again (not a no-match retry; the turn limit bounds the repeats).
 5. Timers are commands (:class:`ArmTimer`) and come back as
    :class:`TimerFired`. When the call ends every live timer is cancelled.
 6. The call ends exactly once, with exactly one disposition: a hang-up node,
@@ -42,6 +45,7 @@ from enum import StrEnum
 from typing import Any
 
 from voicebot.dialog import events as ev
+from voicebot.dialog.confirm import YES, answer_class, answer_matcher, unsure_hearing
 from voicebot.dialog.flow import LEVELS, REPEAT, RETURN, BargeInAction, BargeInMode, Flow, Node, Say, Utterance
 from voicebot.dialog.intents import IntentMatch, IntentMatcher, IntentSpec
 from voicebot.dialog.interruption import final_confirms, interruptible, partial_confirms
@@ -108,6 +112,8 @@ class DialogMachine:
         self._agent_ready = ""
         self._limit_hit = False
         self._pending_disposition = ""
+        self._confirming = ""  # the intent whose unsure hearing the caller is asked to confirm
+        self._answers: IntentMatcher | None = None  # yes/no answers to a confirmation, built when first needed
         self._handlers: dict[type, Callable[[Any], None]] = {
             ev.CallStarted: self._on_call_started,
             ev.PromptStarted: self._on_prompt_started,
@@ -258,6 +264,7 @@ class DialogMachine:
             self._cancel(kind)
         self._speech_since = None
         self._barged = False
+        self._confirming = ""
 
     def _apply_effects(self, node: Node) -> None:
         for tag in node.tags:
@@ -292,6 +299,7 @@ class DialogMachine:
         self._cancel("no_input")
         self._barged = False
         self._speech_since = None
+        self._confirming = ""
         played = self._play(node.id, say)
         if node.listen is not None:
             self.phase = Phase.LISTENING
@@ -453,17 +461,52 @@ class DialogMachine:
         return best.score if best else 0.0
 
     def _take_turn(self, node: Node, event: ev.Transcript, barged: bool) -> None:
+        if self._confirming:
+            self._answer_confirmation(node, event, barged)
+            return
         captured = self._capture(node, event.text)
         match = self._match(node, event.text)
-        self._log_turn(event, match=match, barge_in=barged)
+        confirm = match is not None and self._must_confirm(match, event)
+        self._log_turn(event, match=match, barge_in=barged, confirm="asked" if confirm else "")
         if self._count_turn():
             return
-        if match is not None:
+        if match is not None and confirm:
+            self._ask_confirmation(node, match.intent)
+        elif match is not None:
             self._route_intent(node, match.intent)
         elif node.default and captured:  # a failed capture is re-asked (no_match), never spoken empty
             self._goto(node.default)
         else:
             self._retry(node, "no_match")
+
+    def _must_confirm(self, match: IntentMatch, event: ev.Transcript) -> bool:
+        """Whether ``match`` needs the caller's yes first: its intent has a confirm prompt and the hearing is unsure."""
+        intent = self.flow.intents.get(match.intent)
+        return bool(intent and intent.confirm.variants) and unsure_hearing(
+            self.flow, match.score, event.confidence, event.text)
+
+    def _ask_confirmation(self, node: Node, intent: str) -> None:
+        """Say ``intent``'s confirm prompt in ``node`` and listen for the answer (barge-in as the node says)."""
+        self._emit(ev.Confirmation(self._now, node.id, intent, "asked"))
+        self._say_and_listen(node, self.flow.intents[intent].confirm)
+        self._confirming = intent
+
+    def _answer_confirmation(self, node: Node, event: ev.Transcript, barged: bool) -> None:
+        """A yes applies the confirmed intent's route; anything else says the node's prompt again (no retry counted)."""
+        intent, self._confirming = self._confirming, ""
+        if self._answers is None:
+            self._answers = answer_matcher(self.flow)
+        answer = answer_class(self._answers, event.text, self.flow.min_intent_score)
+        state = "confirmed" if answer == YES else "denied"
+        turn = Turn(event.at, node.id, event.text, answer, 1.0 if answer else 0.0, "", barged, False, state)
+        self.outcome.turns.append(turn)
+        self._emit(ev.Confirmation(self._now, node.id, intent, state))
+        if self._count_turn():
+            return
+        if answer == YES:
+            self._route_intent(node, intent)
+        else:
+            self._say_and_listen(node, node.say)
 
     def _capture(self, node: Node, text: str) -> bool:
         """Extract the node's slots from ``text``; True when every one got a value."""
@@ -509,11 +552,12 @@ class DialogMachine:
         return False
 
     def _log_turn(
-        self, event: ev.Transcript, *, match: IntentMatch | None = None, barge_in: bool = False, ignored: bool = False
+        self, event: ev.Transcript, *, match: IntentMatch | None = None, barge_in: bool = False, ignored: bool = False,
+        confirm: str = "",
     ) -> None:
         node_id = self.node.id if self.node else ""
         intent, score = (match.intent, match.score) if match else ("", 0.0)
-        self.outcome.turns.append(Turn(event.at, node_id, event.text, intent, score, "", barge_in, ignored))
+        self.outcome.turns.append(Turn(event.at, node_id, event.text, intent, score, "", barge_in, ignored, confirm))
 
     def _on_dtmf(self, event: ev.Dtmf) -> None:
         node = self.node

@@ -20,6 +20,7 @@ class Turn:
     dtmf: str = ""
     barge_in: bool = False
     ignored: bool = False  # said while the prompt could not be interrupted
+    confirm: str = ""  # "asked": an unsure hearing of ``intent`` is being confirmed; "confirmed"/"denied": the answer
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,8 @@ def transcript_line(line: TranscriptLine) -> str:
                      if line.speaker == "bot" else "barge-in")
     if line.ignored:
         notes.append("ignored: prompt could not be interrupted")
+    if line.confirm:
+        notes.append("confirmation " + line.confirm)
     return f"  [{line.t:8.2f}s] {who} {text}" + (f"  ({', '.join(notes)})" if notes else "")
 
 

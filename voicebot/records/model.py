@@ -51,6 +51,7 @@ class TranscriptLine:
     node: str = ""
     dtmf: str = ""
     heard_ms: int | None = None
+    confirm: str = ""  # caller lines: "asked" (an unsure hearing of ``intent`` was questioned), "confirmed", "denied"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -243,7 +244,8 @@ def _bot_lines(prompts: Sequence[PromptRecord], timeline: Timeline) -> list[Tran
 def _caller_lines(turns: Sequence[Turn], timeline: Timeline) -> list[TranscriptLine]:
     lines = [
         TranscriptLine(t=turn.at, speaker="caller", text=turn.text, intent=turn.intent, score=round(turn.score, 3),
-                       barge_in=turn.barge_in, ignored=turn.ignored, node=turn.node, dtmf=turn.dtmf)
+                       barge_in=turn.barge_in, ignored=turn.ignored, node=turn.node, dtmf=turn.dtmf,
+                       confirm=turn.confirm)
         for turn in turns if turn.text or turn.dtmf
     ]
     for final in timeline.of("final"):

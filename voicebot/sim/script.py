@@ -9,6 +9,9 @@ A caller script is a YAML list; each item is one action::
     - dtmf: 1                       # press a key
     - silence                       # say nothing until the bot reacts
     - wait: 2000                    # let 2000 ms pass
+    - say: yes, speaking            # a misheard line: the recogniser's final is `heard`...
+      heard: not really
+      confidence: 0.4               # ...with this confidence (0..1; default 1)
     - hangup
 
 The same actions typed in ``voicebot chat``: plain text, ``/barge [ms] text``,
@@ -22,6 +25,7 @@ from typing import Any
 from voicebot.sim.text import ACTION_KINDS, CallerAction
 
 DEFAULT_BARGE_MS = 500
+ACTION_OPTIONS = ("at_ms", "heard", "confidence")  # keys beside the action's own: barge's delay, a misheard say/barge
 
 
 class ScriptError(ValueError):
@@ -40,7 +44,7 @@ def action_from_item(item: Any, where: str = "") -> CallerAction:
     if not isinstance(item, dict):
         raise ScriptError(f"{prefix}expected text or a mapping like {{say: ...}}, got {type(item).__name__}")
     kinds = [k for k in item if k in ACTION_KINDS]
-    unknown = [k for k in item if k not in ACTION_KINDS and k != "at_ms"]
+    unknown = [k for k in item if k not in ACTION_KINDS and k not in ACTION_OPTIONS]
     if len(kinds) != 1 or unknown:
         raise ScriptError(f"{prefix}an action needs exactly one of {', '.join(ACTION_KINDS)}"
                           + (f"; unknown key(s): {', '.join(map(str, unknown))}" if unknown else ""))
@@ -48,8 +52,13 @@ def action_from_item(item: Any, where: str = "") -> CallerAction:
     value = item[kind]
     if kind == "wait":
         return CallerAction("wait", at_ms=_int(value, f"{prefix}wait"))
-    if kind == "barge":
-        return CallerAction("barge", str(value), _int(item.get("at_ms", DEFAULT_BARGE_MS), f"{prefix}at_ms"))
+    if kind in ("say", "barge"):
+        at_ms = _int(item.get("at_ms", DEFAULT_BARGE_MS), f"{prefix}at_ms") if kind == "barge" else 0
+        heard = None if item.get("heard") is None else str(item["heard"])
+        text = "" if value is None else str(value)
+        return CallerAction(kind, text, at_ms, heard, _confidence(item.get("confidence", 1.0), prefix))
+    if "heard" in item or "confidence" in item:
+        raise ScriptError(f"{prefix}'heard' and 'confidence' go with say or barge, not {kind}")
     if kind == "dtmf" and str(value) not in set("0123456789*#"):
         raise ScriptError(f"{prefix}dtmf must be one key of 0-9, * or #, got {value!r}")
     return CallerAction(kind, "" if value is None else str(value))
@@ -84,3 +93,10 @@ def _int(value: Any, what: str) -> int:
     if number < 0:
         raise ScriptError(f"{what} must not be negative, got {number}")
     return number
+
+
+def _confidence(value: Any, prefix: str) -> float:
+    """A recogniser confidence from a script: a number from 0 to 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ScriptError(f"{prefix}confidence must be a number from 0 to 1, got {value!r}")
+    return float(value)

@@ -21,7 +21,7 @@ from voicebot.dialog.flow import Flow
 from voicebot.dialog.loader import SCHEMA_PATH as FLOW_SCHEMA_PATH
 from voicebot.dialog.loader import FlowError, load_flow
 from voicebot.schemacheck import check_schema
-from voicebot.sim.script import ScriptError, action_from_item
+from voicebot.sim.script import ACTION_OPTIONS, ScriptError, action_from_item
 from voicebot.sim.text import ACTION_KINDS
 from voicebot.yamldoc import Doc, KeyPath, did_you_mean, read_yaml
 
@@ -89,7 +89,7 @@ def _check_callers(doc: Doc, path: KeyPath, case: dict[str, Any]) -> None:
     """Each caller action must be one the simulator understands."""
     for j, item in enumerate(_list(case, "caller")):
         where: KeyPath = (*path, "caller", j)
-        known = (*ACTION_KINDS, "at_ms")
+        known = (*ACTION_KINDS, *ACTION_OPTIONS)
         unknown = [key for key in item if key not in known] if isinstance(item, dict) else []
         for key in unknown:
             hint = did_you_mean(str(key), known) or "use one of: " + ", ".join(ACTION_KINDS)

@@ -51,6 +51,8 @@ class CallerAction:
     kind: str  # one of ACTION_KINDS
     text: str = ""
     at_ms: int = 0
+    heard: str | None = None  # say/barge: what the recogniser makes of ``text`` (None: ``text``, a misheard line else)
+    confidence: float = 1.0  # say/barge: the recogniser's confidence in its final (0..1)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ class TextCall:
 
     def _say(self, action: CallerAction) -> None:
         self._settle()
-        self._speak(self.now + CALLER_GAP_S, action.text)
+        self._speak(self.now + CALLER_GAP_S, action)
 
     def _barge(self, action: CallerAction) -> None:
         """Speak ``at_ms`` into the current (or next) prompt of a node that listens."""
@@ -152,7 +154,7 @@ class TextCall:
             self._step()
         playing = self._current_play(listening=True)
         at = playing[0] + action.at_ms / 1000 if playing else self.now
-        self._speak(max(at, self.now), action.text)
+        self._speak(max(at, self.now), action)
 
     def _dtmf(self, action: CallerAction) -> None:
         self._settle()
@@ -177,8 +179,10 @@ class TextCall:
         if not self.ended:
             self._feed(ev.HungUp(self.now, "caller_hangup"))
 
-    def _speak(self, at: float, text: str) -> None:
-        """Schedule speech onset, a growing partial per word, and the final transcript; run through them."""
+    def _speak(self, at: float, action: CallerAction) -> None:
+        """Schedule speech onset, a growing partial per word, and the final transcript (of what the recogniser
+        hears: ``action.heard``, else the words said); run through them."""
+        said, text = action.text, action.text if action.heard is None else action.heard
         zh = self.flow.language == "zh"
         words = list(text.replace(" ", "")) if zh else text.split()
         per_word = 1 / 4.5 if zh else 1 / CALLER_WORDS_PER_S
@@ -187,8 +191,8 @@ class TextCall:
             t = at + i * per_word
             self._schedule(t, ev.Transcript(t, ("" if zh else " ").join(words[:i]), final=False))
         end = at + max(0.3, len(words) * per_word) + END_SILENCE_S
-        self._schedule(end, ev.Transcript(end, text, final=True))
-        self.entries.append(Entry(at, "caller", text))
+        self._schedule(end, ev.Transcript(end, text, final=True, confidence=action.confidence))
+        self.entries.append(Entry(at, "caller", said if text == said else f"{said}  (heard: {text})"))
         self._run_until(end)
 
     # ------------------------------------------------------------ the loop
@@ -344,6 +348,8 @@ def _describe(command: ev.Command) -> tuple[str, str]:
             return "hangup", disposition
         case ev.Listen(node=node):
             return "listen", node
+        case ev.Confirmation(intent=intent, state=state):
+            return "confirm", f"{intent}: {state}"
     return "command", type(command).__name__
 
 

@@ -5,7 +5,8 @@ record it: the utterance's own ``prompt:`` when the flow gives one, otherwise
 ``<node>.<kind>.<n>`` with kind ``say`` (the node's variants), ``no_input`` or
 ``no_match`` (re-prompts; only for nodes that listen) or ``hold`` (transfer
 hold) and n counting variants from 1: ``greet.say.1``, ``pitch.say.2``,
-``greet.no_input.1``, ``handoff.hold.1``. A prompt with ``{{variables}}`` is
+``greet.no_input.1``, ``handoff.hold.1``; an intent's confirm prompt is
+``<intent>.confirm.<n>`` (``wrong_person.confirm.1``). A prompt with ``{{variables}}`` is
 dynamic; its fixed stretches between variables are recordable fragments
 ``<id>.part<n>`` (``greet.say.1.part1`` = "Hi, this is").
 
@@ -106,7 +107,8 @@ def _node_says(node: Node) -> Iterator[tuple[str, Say]]:
 
 
 def static_prompts(flow: Flow) -> list[PromptSpec]:
-    """Every utterance ``flow`` can say (say variants, re-prompts of listening nodes, hold), in flow order."""
+    """Every utterance ``flow`` can say (say variants, re-prompts of listening nodes, hold, then intents' confirm
+    prompts), in flow order."""
     specs: list[PromptSpec] = []
     for node in flow.nodes.values():
         for kind, say in _node_says(node):
@@ -114,6 +116,10 @@ def static_prompts(flow: Flow) -> list[PromptSpec]:
                 pid = utt.prompt or f"{node.id}.{kind}.{n}"
                 names = tuple(dict.fromkeys(TEMPLATE.findall(utt.text)))
                 specs.append(PromptSpec(pid, node.id, utt.text, names))
+    for name, intent in flow.intents.items():  # confirm prompts are said in whichever node heard the intent
+        for n, utt in enumerate(intent.confirm.variants, 1):
+            names = tuple(dict.fromkeys(TEMPLATE.findall(utt.text)))
+            specs.append(PromptSpec(utt.prompt or f"{name}.confirm.{n}", "", utt.text, names))
     return specs
 
 
