@@ -46,7 +46,7 @@ def engine_config(esl_port: int, tmp: Path, media_ports: tuple[int, int], **over
     calls each, and a pool of worker processes per engine would add seconds to every module. ``voicebot serve``'s
     default, the pool, is tested end to end in tests/test_engine_pool.py."""
     values: dict[str, Any] = dict(
-        esl_port=esl_port, esl_password=PASSWORD, outbound_port=0, http_port=free_port(), default_flow=FLOW,
+        esl_port=esl_port, esl_password=PASSWORD, outbound_port=0, http_port=0, default_flow=FLOW,
         records_db=str(tmp / "calls.sqlite"), recordings_dir=tmp / "rec", cache_dir=ROOT / ".voicebot-cache",
         media_ports=media_ports, shutdown_deadline_s=2, asr_backend="pocketsphinx")
     values.update(overrides)
