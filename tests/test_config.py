@@ -13,8 +13,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voicebot.config import CampaignsConfig, ConfigError, DialBoxConfig, EngineConfig, HandoffConfig, load_config, main
-from voicebot.configkeys import ASR_BACKENDS, SETTINGS, VAD_NAMES, Setting, json_schema, markdown
+from voicebot.config import (
+    MODEL_PATHS,
+    CampaignsConfig,
+    ConfigError,
+    DialBoxConfig,
+    EngineConfig,
+    HandoffConfig,
+    load_config,
+    main,
+)
+from voicebot.configkeys import ACCURATE_MODELS, ASR_BACKENDS, SETTINGS, VAD_NAMES, Setting, json_schema, markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +37,8 @@ FIELDS = {
     "media.rearm_backoff_max_s": "rearm_backoff_max_s", "media.rearm_max_failed": "rearm_max_failed",
     "media.rearm_max_per_window": "rearm_max_per_window", "media.rearm_window_s": "rearm_window_s",
     "flows.default": "default_flow", "flows.by_destination": "flows_by_destination", "asr.backend": "asr_backend",
-    "asr.model": "asr_model", "asr.offscript_rejection": "asr_offscript_rejection", "vad.name": "vad",
+    "asr.model": "asr_model", "asr.accurate": "asr_accurate", "asr.offscript_rejection": "asr_offscript_rejection",
+    "vad.name": "vad",
     "vad.aggressiveness": "vad_aggressiveness", "voice_pack": "voice_pack", "cache_dir": "cache_dir",
     "records.db": "records_db", "campaigns.db": "campaigns.db", "records.recordings": "recordings_dir",
     "limits.max_calls": "max_calls",
@@ -91,6 +101,26 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         "voicebot.yaml:4:45: error: handoff.screen_pop.url: a url needs a secret to sign the posts with",
         "voicebot.yaml:5:17: error: agents.list[0].endpoint: missing",
     ]
+
+
+def test_a_model_directory_that_does_not_exist_is_named_at_its_key(tmp_path: Path) -> None:
+    """At load, not at the first call: every missing model directory, with its line, key and the path looked for."""
+    (tmp_path / "models" / "vosk-en").mkdir(parents=True)
+    text = "asr:\n  model: models/vosk-en\n  accurate: models/whisper-small\nvoice_pack: voices/sam\n"
+    found = [re.sub(r" \(hint: .*\)$", "", line) for line in problems(tmp_path, text)]
+    assert found == [
+        f"voicebot.yaml:3:13: error: asr.accurate: no such directory: {tmp_path.resolve()}/models/whisper-small",
+        f"voicebot.yaml:4:13: error: voice_pack: no such directory: {tmp_path.resolve()}/voices/sam",
+    ]
+
+
+def test_the_accurate_pass_is_base_by_default_a_packaged_name_a_directory_or_off(tmp_path: Path) -> None:
+    path = tmp_path / "voicebot.yaml"
+    (tmp_path / "models" / "whisper-small").mkdir(parents=True)
+    for text, expected in (("", "base"), ("asr: {accurate: tiny.en}", "tiny.en"), ("asr: {accurate: null}", None),
+                           ("asr: {accurate: models/whisper-small}", str(tmp_path.resolve() / "models" / "whisper-small"))):
+        path.write_text(text + "\n", encoding="utf-8")
+        assert load_config(path).asr_accurate == expected, text
 
 
 def test_numbers_are_text_where_the_key_takes_text(tmp_path: Path) -> None:
@@ -169,9 +199,11 @@ def test_the_schema_is_a_valid_draft_2020_12_schema_with_every_key() -> None:
 def test_the_choices_match_the_engine() -> None:
     from voicebot.asr.registry import BACKENDS
     from voicebot.asr.vad import VAD_NAMES as ENGINE_VADS
+    from voicebot.asr.whisper import PACKAGED
 
     assert sorted(ASR_BACKENDS) == sorted(BACKENDS)
     assert VAD_NAMES == ENGINE_VADS
+    assert sorted(ACCURATE_MODELS) == sorted(PACKAGED)
 
 
 def test_docs_configuration_md_is_generated_from_the_table(capsys: pytest.CaptureFixture[str]) -> None:
@@ -203,6 +235,8 @@ def test_every_example_in_the_reference_is_valid(setting: Setting, tmp_path: Pat
     text += f"{'  ' * (len(parts) - 1)}{parts[-1]}: {setting.example}\n"
     if setting.key == "handoff.screen_pop.url":
         text += "    secret: s\n"
+    if setting.key in MODEL_PATHS and setting.example not in ACCURATE_MODELS:
+        (tmp_path / setting.example).mkdir(parents=True)  # a model directory must exist
     path = tmp_path / "voicebot.yaml"
     path.write_text(text, encoding="utf-8")
     load_config(path)

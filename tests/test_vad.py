@@ -275,7 +275,7 @@ def test_default_model_is_found_and_loaded_without_importing_silero_vad():
 
 def test_missing_model_file_is_a_model_error(tmp_path):
     missing = tmp_path / "nowhere" / "silero_vad.onnx"
-    with pytest.raises(ModelError, match=r"nowhere/silero_vad\.onnx.*pip install --no-deps silero-vad.*vad\.model_path"):
+    with pytest.raises(ModelError, match=r"nowhere/silero_vad\.onnx.*scripts/setup\.sh.*pip install --no-deps silero-vad"):
         SileroVad(missing)
 
 

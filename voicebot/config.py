@@ -17,7 +17,7 @@ from typing import Any
 
 import jsonschema  # type: ignore[import-untyped, unused-ignore]
 
-from voicebot.configkeys import SETTINGS, json_schema, markdown
+from voicebot.configkeys import ACCURATE_MODELS, SETTINGS, json_schema, markdown
 from voicebot.handoff.agents import AgentDirectory, AgentError, parse_agents
 from voicebot.notify.settings import NotificationsConfig, NotificationsError, parse_notifications
 from voicebot.schemacheck import check_schema
@@ -103,6 +103,7 @@ class EngineConfig:
     flows_by_destination: dict[str, Path] = field(default_factory=dict)
     asr_backend: str = "pocketsphinx-pool"  # one worker process per core (voicebot.asr.procpool); "pocketsphinx": in-process
     asr_model: Path | None = None
+    asr_accurate: str | None = "base"  # the accurate pass's Whisper model (a packaged name or a directory); None: off
     asr_offscript_rejection: bool = True  # pocketsphinx: reject off-script speech with a phone loop (~2x ASR CPU)
     vad: str = "webrtc"
     vad_aggressiveness: int = 2
@@ -136,6 +137,7 @@ def load_config(path: Path) -> EngineConfig:
         _numbers_as_text(doc)
         check_schema(doc, _validator())
         _check_values(doc)
+        _check_model_paths(doc, path.parent.resolve())
     agents = _agents(doc)
     notifications = _notifications(doc, path.parent.resolve())
     _check_outbox(doc, notifications, path.parent.resolve())
@@ -161,7 +163,7 @@ def _validator() -> Any:
     return jsonschema.Draft202012Validator(json_schema())
 
 
-_TEXT_KINDS = ("text", "host", "choice", "db", "path")
+_TEXT_KINDS = ("text", "host", "choice", "db", "path", "model")
 
 
 def _numbers_as_text(doc: Doc) -> None:
@@ -215,6 +217,32 @@ def _check_values(doc: Doc) -> None:
     if isinstance(url, str) and url and not secret:
         doc.at(("handoff", "screen_pop", "url"), "a url needs a secret to sign the posts with",
                "add handoff.screen_pop.secret")
+
+
+MODEL_PATHS = ("asr.model", "asr.accurate", "voice_pack")  # keys naming a model directory: it must exist at load
+
+
+def _check_model_paths(doc: Doc, base: Path) -> None:
+    """A model directory the config names must exist now, not fail at the first call (packaged names pass)."""
+    for key in MODEL_PATHS:
+        value = _get(doc.data, tuple(key.split(".")))
+        if not isinstance(value, str) or not value or (key == "asr.accurate" and value in ACCURATE_MODELS):
+            continue
+        target = _path(base, value)
+        if target is not None and not target.is_dir():
+            named = " or ".join(ACCURATE_MODELS)
+            hint = f"a packaged model ({named}) or a directory" if key == "asr.accurate" else "the model's directory"
+            doc.at(tuple(key.split(".")), f"no such directory: {target}",
+                   f"give {hint}, relative to the config file or absolute (see models/README.md)")
+
+
+def _accurate(data: dict[str, Any], base: Path) -> str | None:
+    """``asr.accurate``: a packaged name as written, a directory made absolute, None when set to null (off)."""
+    asr = data.get("asr")
+    if not isinstance(asr, dict) or "accurate" not in asr:
+        return str(_DEFAULTS["asr.accurate"])
+    value = asr["accurate"]
+    return None if value is None else value if value in ACCURATE_MODELS else str(_path(base, value))
 
 
 def _number(value: Any) -> bool:
@@ -272,7 +300,7 @@ def _build(data: dict[str, Any], base: Path, source: str, agents: AgentDirectory
         default_flow=_path(base, v("flows.default")),
         flows_by_destination={str(k): _path(base, f) or Path() for k, f in (v("flows.by_destination") or {}).items()},
         asr_backend=v("asr.backend"), asr_model=_path(base, v("asr.model")),
-        asr_offscript_rejection=v("asr.offscript_rejection"),
+        asr_offscript_rejection=v("asr.offscript_rejection"), asr_accurate=_accurate(data, base),
         vad=v("vad.name"), vad_aggressiveness=v("vad.aggressiveness"),
         voice_pack=_path(base, v("voice_pack")), cache_dir=_path(base, v("cache_dir")) or base / ".voicebot-cache",
         records_db=_db(base, db),

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ASR_BACKENDS", "KINDS", "SECTIONS", "SETTINGS", "VAD_NAMES", "Setting", "json_schema", "markdown"]
+__all__ = ["ACCURATE_MODELS", "ASR_BACKENDS", "KINDS", "SECTIONS", "SETTINGS", "VAD_NAMES", "Setting", "json_schema", "markdown"]
 
 ASR_BACKENDS = ("pocketsphinx", "pocketsphinx-pool", "vosk")  # voicebot.asr.registry.BACKENDS
 VAD_NAMES = ("webrtc", "silero")  # voicebot.asr.vad.VAD_NAMES
+ACCURATE_MODELS = ("tiny.en", "base")  # voicebot.asr.whisper.PACKAGED: Whisper models installed as packages
 
 # kind -> (JSON Schema, the type in words)
 KINDS: dict[str, tuple[dict[str, Any], str]] = {
@@ -26,6 +27,8 @@ KINDS: dict[str, tuple[dict[str, Any], str]] = {
     "seconds": ({"type": "number", "exclusiveMinimum": 0}, "seconds, more than 0"),
     "flag": ({"type": "boolean"}, "true or false"),
     "path": ({"type": ["string", "null"]}, "path, relative to the config file; null: not set"),
+    "model": ({"type": ["string", "null"], "minLength": 1},
+              "a packaged model's name, or a directory relative to the config file; null: off"),
     "db": ({"type": "string", "minLength": 1}, "SQLite file (relative to the config file) or a postgresql:// URL"),
     "choice": ({}, "one of"),
     "ports": ({"type": "string", "pattern": r"^\s*[0-9]+\s*-\s*[0-9]+\s*$",
@@ -129,6 +132,11 @@ SETTINGS: tuple[Setting, ...] = (
             "pocketsphinx",
             choices=ASR_BACKENDS),
     Setting("asr.model", "path", None, "The ASR model directory (null: the backend's default model).", "models/vosk-en"),
+    Setting("asr.accurate", "model", "base",
+            "The accurate pass (a second, Whisper hearing of a turn) for nodes with listen.asr accurate or auto, run in "
+            "worker processes: base (multilingual, the default), tiny.en (English, faster), or a CTranslate2 Whisper "
+            "model directory; null: off, every turn is heard by the streaming recognizer alone.",
+            "models/whisper-small-ct2"),
     Setting("asr.offscript_rejection", "flag", True,
             "Reject off-script speech with a phone loop (pocketsphinx); false halves the ASR CPU but forces more "
             "off-script speech onto an intent.", "false"),

@@ -78,7 +78,6 @@ SWITCH_INTERVAL_S = 0.001  # the GIL switch interval the engine runs with (s): s
 SWITCH_PROBE_S = 1.0  # how long `api status` may take when a call's socket closed, before FreeSWITCH is taken for lost
 PRELOAD_RATES = (8000, 16000)  # Hz: narrowband (PCMU/PCMA) and wideband (L16@16k, G.722) calls find their models loaded
 CAMPAIGN_IDS = ("campaign_id", "lead_id", "attempt_id", "attempt")  # vb_* channel variables a campaign dial sets
-ACCURATE_MODEL = "base"  # `voicebot serve`'s accurate pass: Whisper base in a worker pool (no engine config key yet)
 RECORDS_DRAIN_S = 10.0  # at shutdown, how long the record writer may take to save what is queued (s)
 Progress = Callable[[str], None]  # one line of start-up progress (``voicebot serve`` prints it to stderr)
 

@@ -13,7 +13,7 @@ import gevent
 
 from voicebot.cli_errors import EXIT_ORIGINATE, EXIT_UNREACHABLE
 from voicebot.config import EngineConfig
-from voicebot.engine import ACCURATE_MODEL, Engine, print_progress
+from voicebot.engine import Engine, print_progress
 from voicebot.esl.socketapp import originate_socket_app, originate_vars
 
 __all__ = ["one_call_config", "place_test_call", "run_engine"]
@@ -29,7 +29,7 @@ def one_call_config(config: EngineConfig) -> EngineConfig:
 
 def run_engine(config: EngineConfig) -> int:
     """``voicebot serve``: load (saying what takes long) and serve until stopped."""
-    engine = Engine(config, accurate_model=ACCURATE_MODEL)
+    engine = Engine(config, accurate_model=config.asr_accurate)
     try:
         engine.load(progress=print_progress)
         print_progress("ready")

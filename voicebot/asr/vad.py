@@ -41,7 +41,7 @@ from voicebot.audio.resample import StreamResampler
 STREAM_RESAMPLE_QUALITY = "LQ"
 WEBRTC_RATES = (8000, 16000, 32000, 48000)
 SILERO_RATES = (8000, 16000)
-INSTALL_HINT = "install the silero-vad package with `pip install --no-deps silero-vad`, or set vad.model_path"
+INSTALL_HINT = "run scripts/setup.sh: it installs the silero-vad package (`pip install --no-deps silero-vad`, without torch)"
 
 # ----------------------------------------------------------------- WebRTC
 
