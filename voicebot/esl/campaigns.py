@@ -45,6 +45,7 @@ from voicebot.campaign.runner import (
     CallEnd,
     CampaignRunner,
     DialOrder,
+    LeadToPrepare,
     Publish,
     RunnerSettings,
     call_outcome,
@@ -61,6 +62,7 @@ from voicebot.notify.notifier import HANGUP, NODE, CallInfo, build_messages
 from voicebot.notify.outbox import Message
 from voicebot.records.model import CallRecord
 from voicebot.records.store import redact_url
+from voicebot.tts.prerender import LeadFillIn, Prerenderer, Target
 
 if TYPE_CHECKING:
     from voicebot.engine import Engine
@@ -108,7 +110,9 @@ class CampaignService:
         self.log = get_logger("campaign.service")
         self.store = store
         self.settings = RunnerSettings(lease_owner(config.owner), config.lease_s, config.poll_s)
-        self.runner = CampaignRunner(self.store, self.settings, messages=self._messages, publish=publish)
+        self.prerender = Prerenderer(lambda path: prerender_targets(engine, path))  # issue 16's fill-in, ahead
+        self.runner = CampaignRunner(self.store, self.settings, messages=self._messages, publish=publish,
+                                     prepare=self._prepare)
         self.boxes, self._own = self._boxes()
         self.dialers: dict[str, Dialer] = {}
         self.flights: dict[str, Flight] = {}  # origination UUID -> the dial in flight
@@ -156,6 +160,7 @@ class CampaignService:
         if self.flights:
             self.log.warning("campaigns.unsettled", dials=len(self.flights))  # their leases expire: recovered
         gevent.get_hub().threadpool.spawn(self.runner.release).get()
+        self.prerender.close()
         for conn in self._own:
             conn.stop()
         self.store.close()
@@ -309,6 +314,10 @@ class CampaignService:
 
     # ------------------------------------------------------------ messages (rule 4)
 
+    def _prepare(self, lead: LeadToPrepare) -> None:
+        """The runner's hook for a lead just claimed into the hopper: its fill-in is pre-rendered (never blocks)."""
+        self.prerender.submit(LeadFillIn(lead.campaign_id, lead.lead_id, lead.flow_path, dict(lead.variables)))
+
     def _messages(self, end: CallEnd, info: AttemptInfo) -> list[Message]:
         """The outbox messages of an ended attempt: the call's node and hang-up notifications, and the
         ``campaign_attempt`` notification. An answering machine gets no hang-up notification (the flow's
@@ -375,6 +384,16 @@ def outbox_location(config: EngineConfig) -> str:
         raise ValueError(f"notifications.db ({redact_url(db)}) must be the campaign database ({redact_url(campaigns.db)}) "
                          "or unset when campaigns run: an attempt and its messages are written in one transaction")
     return campaigns.db
+
+
+def prerender_targets(engine: Engine, flow_path: str) -> list[Target]:
+    """The prompt caches a campaign call of the flow at ``flow_path`` will use (every loaded rate, the configured
+    voice); none while no such flow is loaded (its first call loads it, later leads are pre-rendered)."""
+    flow = next((f for f in list(engine.flows.values()) if str(f.source) == flow_path), None)
+    if flow is None:
+        return []
+    return [Target(flow, pipeline.cache, rate) for (flow_id, rate, voice), pipeline in list(engine.pipelines.items())
+            if flow_id == flow.id and not voice]
 
 
 def campaign_flow(engine: Engine, headers: Mapping[str, str]) -> Flow | None:

@@ -45,6 +45,7 @@ from voicebot.tts.normalize import normalize_text
 from voicebot.tts.pack import Int16Array, VoicePack, active_dbfs, normalize_loudness, trim_silence
 
 LIVE_MEMO = 256  # live-synthesized pieces kept per cache (a few MB at 8 kHz)
+PRERENDER_MAX = 1024  # pre-rendered pieces kept per cache for leads waiting to be dialed (~16 MB at 8 kHz)
 
 TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")  # same syntax as the dialog machine
 CACHE_FORMAT = 2  # bump when rendering changes so old cache files are not reused
@@ -271,7 +272,9 @@ class PromptCache:
     """Rendered prompts for one pack: in memory per (text, rate), and as WAVs in ``cache_dir`` (optional).
 
     ``synth_count`` counts syntheses of fixed text (prompts, fragments) and
-    ``live_synth_count`` those of variable values on calls. Thread-safe.
+    ``live_synth_count`` the variable values asked for on calls; of those, ``live_memo_hits`` came from the LRU,
+    ``prerendered_hits`` from pieces made before the call (:meth:`add_prerendered`), and ``live_synthesized`` were
+    synthesized on the call. Thread-safe.
     """
 
     def __init__(self, pack: VoicePack, cache_dir: Path | None = None) -> None:
@@ -280,6 +283,10 @@ class PromptCache:
         self.synth_count = 0
         self.live_synth_count = 0
         self.live_memo_hits = 0  # live pieces served from the LRU (synthesize_live)
+        self.prerendered_hits = 0  # live pieces served from what prerender() made before the call
+        self.live_synthesized = 0  # live pieces synthesized on a call (none of the above had them)
+        self.prerendered_count = 0  # pieces added by add_prerendered()
+        self._prerendered: OrderedDict[tuple[str, int], Int16Array] = OrderedDict()  # lead fill-ins made ahead
         self._mem: dict[tuple[str, int], Int16Array] = {}
         self._live: OrderedDict[tuple[str, int], Int16Array] = OrderedDict()  # live pieces (synthesize_live)
         self._lock = threading.Lock()
@@ -380,10 +387,22 @@ class PromptCache:
 
     def synthesize(self, text: str, rate: int) -> Int16Array:
         """``text`` (normalized for the pack's language) spoken by the pack's neural voice at ``rate`` (not cached)."""
+        native, native_rate = self.synthesize_native(text)
+        return resample(native, native_rate, rate)
+
+    def synthesize_native(self, text: str) -> tuple[Int16Array, int]:
+        """:meth:`synthesize` at the voice's own rate: (audio, rate in Hz)."""
         voice = self.pack.voice
         sentences = [np.asarray(s, dtype=np.int16) for s in voice.synthesize(normalize_text(text, self.pack.language))]
         native = join_segments(sentences, voice.sample_rate) if sentences else np.zeros(0, dtype=np.int16)
-        return resample(native, voice.sample_rate, rate)
+        return native, voice.sample_rate
+
+    @property
+    def voice_key(self) -> tuple[str, str, float]:
+        """What makes two caches' synthesized audio the same: the pack's name, its voice's hash and speaking rate."""
+        if self._fingerprint is None:
+            self._fingerprint = voice_fingerprint(self.pack)
+        return self.pack.name, self._fingerprint, self.pack.speaking_rate
 
     def synthesize_live(self, text: str, rate: int) -> Int16Array:
         """:meth:`synthesize` for a variable's value on a call, kept in an LRU of LIVE_MEMO pieces.
@@ -399,12 +418,49 @@ class PromptCache:
                 self._live.move_to_end(key)
                 self.live_memo_hits += 1
                 return audio
+            audio = self._prerendered.get(key)
+            if audio is not None:
+                self.prerendered_hits += 1
+                return audio
+            self.live_synthesized += 1
         audio = self.synthesize(text, rate)
         with self._lock:
             self._live[key] = audio
             while len(self._live) > LIVE_MEMO:
                 self._live.popitem(last=False)
         return audio
+
+    def needs_prerender(self, text: str, rate: int) -> bool:
+        """Whether a call saying the live piece ``text`` at ``rate`` would synthesize it now."""
+        with self._lock:
+            return (text, rate) not in self._prerendered and (text, rate) not in self._live
+
+    def add_prerendered(self, text: str, rate: int, audio: Int16Array) -> None:
+        """Keep ``audio`` (at ``rate``) for the live piece ``text`` until a call says it; the newest
+        :data:`PRERENDER_MAX` are kept (voicebot.tts.prerender makes them before the lead's dial)."""
+        with self._lock:
+            self.prerendered_count += 1
+            self._prerendered[(text, rate)] = audio
+            self._prerendered.move_to_end((text, rate))
+            while len(self._prerendered) > PRERENDER_MAX:
+                self._prerendered.popitem(last=False)
+
+    def value_phrases(self, template: str, values: Mapping[str, str]) -> list[str]:
+        """The pieces :meth:`render_dynamic` would synthesize live for ``template`` with ``values``, in order."""
+        phrases: list[str] = []
+        for part in template_parts(template):
+            said = self._said(part, values)
+            recorded_id = self.pack.prompt_for_text(said) if said else None
+            if said and (recorded_id is None or self.pack.recording(recorded_id) is None):
+                phrases += live_phrases(said)
+        return phrases
+
+    @staticmethod
+    def _said(part: Part, values: Mapping[str, str]) -> str:
+        """What a variable part says (its value and the fixed text up to the next variable); "" for a fixed part or
+        an empty value."""
+        value = str(values.get(part.var, "")).strip() if part.var else ""
+        return value + part.text if value else ""
 
     # ----------------------------------------------------------------------- dynamic text
 
@@ -435,10 +491,9 @@ class PromptCache:
             if not part.var:
                 yield self.render(part.text, rate)[0], 0 if last else _pause_after(part.text), False
                 continue
-            value = str(values.get(part.var, "")).strip()
-            if not value:
+            said = self._said(part, values)
+            if not said:
                 continue
-            said = value + part.text
             recorded_id = self.pack.prompt_for_text(said)
             recorded = self.pack.recording(recorded_id) if recorded_id else None
             if recorded is not None:
