@@ -79,6 +79,7 @@ class CallSession:
         self.accurate: AccuratePass = accurate or NoAccurate()  # never asked when None
         self._answers: list[TurnRecognised] = []  # accurate answers stamped ahead of the call's clock (charged compute)
         self._clock = 0.0  # the latest frame time seen (s)
+        self.spoken: list[tuple[ev.Play, dict[str, str]]] = []  # every prompt asked for, with its values (reports)
 
     # ------------------------------------------------------- the core's state
 
@@ -181,6 +182,7 @@ class CallSession:
                 case SetHints(hints=hints):
                     self.asr.set_hints(hints)
                 case Synthesize(at=at, play=play, values=values):
+                    self.spoken.append((play, dict(values)))
                     self.synthesis.start(play, values, at, self._ready)
                 case CancelSynthesis(play_id=play_id):
                     self.synthesis.cancel(play_id)

@@ -32,6 +32,7 @@ class SimResult:
     caller_track: list[Chunk] = field(default_factory=list)
     bot_track: list[Chunk] = field(default_factory=list)
     spoken: list[SpokenTurn] = field(default_factory=list)
+    prompts: list[dict[str, Any]] = field(default_factory=list)  # joins of the dynamic prompts (voicebot.sim.seams)
     duration_s: float = 0.0
     wall_s: float = 0.0
 

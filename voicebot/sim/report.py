@@ -18,6 +18,7 @@ from voicebot.audio.wav import write_stereo_wav
 from voicebot.dialog.flow import BargeInMode, Flow
 from voicebot.sim.audio import SimResult
 from voicebot.sim.picture import FATE_SHORT, save_timeline, timeline_figure
+from voicebot.sim.seams import join_lines
 from voicebot.timeline import Timeline
 
 OUTPUT_FILES = ("transcript.txt", "latency.txt", "call.wav", "timeline.json", "timeline.png")
@@ -28,11 +29,13 @@ def transcript_lines(result: SimResult) -> list[str]:
     lines = []
     timeline = result.session.timeline
     ignored = {row["final_at"]: row for row in latency_rows(result) if row["ignored"]}
+    joins = {report["play_id"]: report for report in result.prompts}
     for e in timeline.entries:
         t = f"[{e['t']:7.2f}s]"
         if e["kind"] == "play":
             note = "" if e.get("cached") else f"   (synthesized, first audio {e['tts_first_ms']} ms)"
             lines.append(f"{t} BOT    {e['text']}{note}")
+            lines += join_lines(joins[e["play_id"]]) if e.get("play_id") in joins else []
         elif e["kind"] == "final" and e["text"]:
             row = ignored.get(e["t"])
             note = f"   ({row['barge_in'] or 'ignored'}: {row['ignored_why']})" if row else ""
@@ -191,6 +194,7 @@ def write_outputs(result: SimResult, out_dir: Path) -> list[Path]:
     data["ear"] = result.ear_latencies()
     data["latency"] = latency_rows(result)
     data["turns"] = [{k: v for k, v in row.items() if k != "ear_response_ms"} for row in data["latency"]]
+    data["prompts"] = result.prompts  # each dynamic prompt's pieces and joins (voicebot.sim.seams)
     (out_dir / "timeline.json").write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
     draw_timeline(result, caller, bot, out_dir / "timeline.png")
     return [out_dir / name for name in OUTPUT_FILES]

@@ -19,6 +19,7 @@ from voicebot.sim.agents import SimAgents
 from voicebot.sim.audio import run_call
 from voicebot.sim.caller import CallerScript, SimCaller, load_caller, raw_or_wav
 from voicebot.sim.report import amd_line, latency_table, write_outputs
+from voicebot.sim.seams import agent_similarity, prompt_joins
 
 LIVE_KINDS = ("play", "final", "pause", "stop", "resume", "handoff", "hangup", "dtmf", "amd")
 
@@ -38,6 +39,7 @@ def simulate(args: argparse.Namespace) -> int:
     print(f"voicebot: ready in {pipeline.load_seconds:.1f} s; {report.count} prompts rendered "
           f"({report.synthesized} synthesized, {report.from_recordings} recorded, {report.from_disk} from cache)", flush=True)
     result = _run(pipeline, script, args, variables)
+    result.prompts = prompt_joins(pipeline.cache, result.session.spoken, args.rate, agent_similarity(pipeline.cache))
     paths = write_outputs(result, out)
     print()
     print(latency_table(result))

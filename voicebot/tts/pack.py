@@ -290,17 +290,47 @@ def active_dbfs(samples: Int16Array, rate: int) -> float:
     return float(10.0 * np.log10(np.mean(10.0 ** (active / 10.0))))
 
 
+LIMIT_LOOKAHEAD_MS = 5.0  # the peak limiter's gain reaches its floor this long before a peak and leaves as slowly
+
+
 def normalize_loudness(samples: Int16Array, rate: int, target_dbfs: float, peak_dbfs: float = -1.0) -> Int16Array:
-    """``samples`` scaled so their speech level is ``target_dbfs``, peaks kept at or below ``peak_dbfs``."""
+    """``samples`` scaled so their speech level is ``target_dbfs``, peaks kept at or below ``peak_dbfs``.
+
+    Peaks are brought down by a look-ahead limiter (:func:`limit_peaks`), not by lowering the whole gain: a
+    plain cap left a synthesized sentence with a 24 dB crest factor 5.3 dB under the target, a step the caller
+    heard where it was joined to the next piece (``voicebot simulate`` reports each join, voicebot.sim.seams).
+    """
     level = active_dbfs(samples, rate)
     if level <= SILENCE_DBFS or len(samples) == 0:
         return np.asarray(samples, dtype=np.int16)
-    gain = 10.0 ** ((target_dbfs - level) / 20.0)
-    peak = float(np.max(np.abs(samples.astype(np.float64)))) / 32768.0
-    if peak > 0:
-        gain = min(gain, 10.0 ** (peak_dbfs / 20.0) / peak)
-    scaled: Int16Array = np.clip(np.round(samples.astype(np.float64) * gain), -32768, 32767).astype(np.int16)
-    return scaled
+    ceiling = 32768.0 * 10.0 ** (peak_dbfs / 20.0)
+    limited = samples.astype(np.float64)
+    for _ in range(3):  # limiting lowers the level a little (0.9 dB at a 24 dB crest factor): make that up, limit again
+        limited = limit_peaks(limited * 10.0 ** ((target_dbfs - level) / 20.0), rate, ceiling)
+        level = active_dbfs(np.clip(np.round(limited), -32768, 32767).astype(np.int16), rate)
+        if abs(level - target_dbfs) < 0.1:
+            break
+    out: Int16Array = np.clip(np.round(limited), -32768, 32767).astype(np.int16)
+    return out
+
+
+def limit_peaks(x: npt.NDArray[np.float64], rate: int, ceiling: float) -> npt.NDArray[np.float64]:
+    """``x`` with every sample at or below ``ceiling`` in size, by a smooth gain that dips around each peak.
+
+    The gain each sample needs (ceiling / size, at most 1) is spread over :data:`LIMIT_LOOKAHEAD_MS` on either
+    side (a running minimum over 2L+1 samples), then smoothed (a running mean over L): the mean of a window
+    inside the minimum's reach never exceeds the least gain it covers, so no sample overshoots, and the gain
+    changes over milliseconds instead of bending single samples (no waveshaping distortion)."""
+    size = np.abs(x)
+    if len(x) == 0 or size.max() <= ceiling:
+        return x
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d  # type: ignore[import-untyped]
+
+    reach = max(1, int(rate * LIMIT_LOOKAHEAD_MS / 1000))
+    need = np.minimum(1.0, ceiling / np.maximum(size, 1e-9))
+    gain = uniform_filter1d(minimum_filter1d(need, 2 * reach + 1, mode="nearest"), reach, mode="nearest")
+    limited: npt.NDArray[np.float64] = x * np.minimum(gain, need)
+    return limited
 
 
 def noise_floor_dbfs(samples: Int16Array, rate: int) -> float:

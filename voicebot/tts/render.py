@@ -23,6 +23,20 @@ crossfade, which removes the step a plain concatenation leaves at each join.
 
 from __future__ import annotations
 
+__all__ = [
+    "CROSSFADE_MS",
+    "Joiner",
+    "PromptCache",
+    "Segment",
+    "join_offsets",
+    "join_segments",
+    "live_phrases",
+    "max_join_discontinuity",
+    "recordable_prompts",
+    "static_prompts",
+    "template_parts",
+]
+
 import hashlib
 import json
 import os
@@ -35,12 +49,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
 from voicebot.audio.resample import resample
 from voicebot.audio.wav import read_wav, write_wav
 from voicebot.dialog.flow import Flow, Node, Say
 from voicebot.tts.base import VoiceError
+from voicebot.tts.joins import (
+    CROSSFADE_MS,
+    Joiner,
+    Segment,
+    join_offsets,
+    join_segments,
+    max_join_discontinuity,
+)
 from voicebot.tts.normalize import normalize_text
 from voicebot.tts.pack import Int16Array, VoicePack, active_dbfs, normalize_loudness, trim_silence
 
@@ -48,9 +69,8 @@ LIVE_MEMO = 256  # live-synthesized pieces kept per cache (a few MB at 8 kHz)
 PRERENDER_MAX = 1024  # pre-rendered pieces kept per cache for leads waiting to be dialed (~16 MB at 8 kHz)
 
 TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")  # same syntax as the dialog machine
-CACHE_FORMAT = 2  # bump when rendering changes so old cache files are not reused
+CACHE_FORMAT = 4  # bump when rendering changes so old cache files are not reused
 RENDER_MARGIN_MS = 15  # silence kept before and after a rendered prompt
-CROSSFADE_MS = 10
 LIVE_PHRASE_CHARS = 80  # a live value is synthesized in phrases of at most this many characters (about 5 s of speech)
 RenderProgress = Callable[[int, int, str], None]  # (prompts done, prompts in all, source: memory|recording|disk|synth)
 _LEADING_PUNCT = re.compile(r"^[^\w\s]+")
@@ -173,74 +193,6 @@ def _mem_text(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- joins
-
-
-class Joiner:
-    """Streams segments out joined by equal-power crossfades of ``crossfade_ms`` (holds back one fade's worth)."""
-
-    def __init__(self, rate: int, crossfade_ms: float = CROSSFADE_MS, fade_in: bool = False) -> None:
-        self.n = max(1, int(rate * crossfade_ms / 1000))
-        self._tail: npt.NDArray[np.float64] | None = np.zeros(self.n) if fade_in else None
-
-    def push(self, segment: Int16Array) -> Int16Array:
-        """Add the next segment; returns the audio now final (all but the last ``crossfade_ms``)."""
-        seg = np.asarray(segment, dtype=np.float64)
-        if self._tail is None:
-            body = seg
-        else:
-            k = min(len(self._tail), len(seg), self.n)
-            t = (np.arange(k) + 0.5) / max(k, 1)
-            mixed = self._tail[len(self._tail) - k :] * np.cos(t * np.pi / 2) + seg[:k] * np.sin(t * np.pi / 2)
-            body = np.concatenate([self._tail[: len(self._tail) - k], mixed, seg[k:]])
-        keep = min(self.n, len(body))
-        self._tail = body[len(body) - keep :]
-        return _to_int16(body[: len(body) - keep])
-
-    def finish(self, fade_out: bool = False) -> Int16Array:
-        """The held-back end, faded to silence over ``crossfade_ms`` when ``fade_out``."""
-        tail = self._tail if self._tail is not None else np.zeros(0)
-        if fade_out and len(tail):
-            tail = tail * np.cos((np.arange(len(tail)) + 0.5) / len(tail) * np.pi / 2)
-        self._tail = None
-        return _to_int16(tail)
-
-
-def _to_int16(x: npt.NDArray[np.float64]) -> Int16Array:
-    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
-
-
-def join_segments(segments: list[Int16Array], rate: int, crossfade_ms: float = CROSSFADE_MS) -> Int16Array:
-    """Segments joined by equal-power crossfades (``crossfade_ms`` = 0: plain concatenation)."""
-    if crossfade_ms <= 0:
-        return np.concatenate([np.asarray(s, dtype=np.int16) for s in segments] or [np.zeros(0, dtype=np.int16)])
-    joiner = Joiner(rate, crossfade_ms)
-    out = [joiner.push(s) for s in segments]
-    return np.concatenate([*out, joiner.finish()])
-
-
-def join_offsets(lengths: list[int], rate: int, crossfade_ms: float = CROSSFADE_MS) -> list[int]:
-    """Where each join starts in :func:`join_segments`' output (the crossfade region, or the boundary)."""
-    n = max(1, int(rate * crossfade_ms / 1000)) if crossfade_ms > 0 else 0
-    offsets, end = [], 0
-    for i, length in enumerate(lengths):
-        if i:
-            k = min(n, end, length)
-            end -= k
-            offsets.append(end)
-        end += length
-    return offsets
-
-
-def max_join_discontinuity(audio: Int16Array, offsets: list[int], rate: int, window_ms: float = 15.0) -> int:
-    """Largest sample-to-sample step within ``window_ms`` after each join offset (and 1 ms before)."""
-    steps = np.abs(np.diff(np.asarray(audio, dtype=np.int32)))
-    before, after = max(1, rate // 1000), max(2, int(rate * window_ms / 1000))
-    worst = 0
-    for off in offsets:
-        lo, hi = max(0, off - before), min(len(steps), off + after)
-        if hi > lo:
-            worst = max(worst, int(steps[lo:hi].max()))
-    return worst
 
 
 # --------------------------------------------------------------------------- the cache
@@ -465,31 +417,40 @@ class PromptCache:
     # ----------------------------------------------------------------------- dynamic text
 
     def render_dynamic(self, template: str, values: Mapping[str, str], rate: int,
-                       crossfade_ms: float = CROSSFADE_MS) -> Iterator[Int16Array]:
+                       crossfade_ms: float = CROSSFADE_MS, segments: list[Segment] | None = None) -> Iterator[Int16Array]:
         """Speak ``template`` with ``values`` at ``rate``: fixed parts from recordings/cache, values synthesized live.
 
         Yields audio as soon as each piece is ready (the first fixed piece at once),
-        loudness-matched and crossfaded; unknown or empty variables are skipped.
+        loudness-matched and crossfaded; unknown or empty variables are skipped. ``segments``, when given, gets
+        each piece's place in the joined audio as it is pushed (voicebot.tts.seams measures the joins).
         """
         joiner = Joiner(rate, crossfade_ms, fade_in=True)
-        level = self.pack.loudness_target_dbfs
-        for piece, pause_ms, synthesized in self._pieces(template_parts(template), values, rate):
+        parts = template_parts(template)
+        level = self._anchor_level(parts, values, rate)
+        for piece, pause_ms, kind, text in self._pieces(parts, values, rate):
             piece = trim_silence(piece, rate, margin_ms=30)
-            if synthesized:
+            if kind != "recording":
                 piece = normalize_loudness(piece, rate, level)
             elif len(piece):
                 level = active_dbfs(piece, rate)
+            if segments is not None:
+                segments.append(Segment(joiner.start_of(len(piece)), len(piece), kind, text))
             yield joiner.push(piece)
             if pause_ms:
+                if segments is not None:
+                    segments.append(Segment(joiner.start_of(rate * pause_ms // 1000), rate * pause_ms // 1000, "pause", ""))
                 yield joiner.push(np.zeros(rate * pause_ms // 1000, dtype=np.int16))
         yield joiner.finish(fade_out=True)
 
-    def _pieces(self, parts: list[Part], values: Mapping[str, str], rate: int) -> Iterator[tuple[Int16Array, int, bool]]:
-        """(audio, pause after in ms, synthesized live?) for each part with something to say."""
+    def _pieces(self, parts: list[Part], values: Mapping[str, str], rate: int
+                ) -> Iterator[tuple[Int16Array, int, str, str]]:
+        """(audio, pause after in ms, kind, text) for each part with something to say (kinds: :class:`Segment`)."""
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if not part.var:
-                yield self.render(part.text, rate)[0], 0 if last else _pause_after(part.text), False
+                audio, source = self.render(part.text, rate)
+                kind = "recording" if source == "recording" or self._recorded(part.text) else "cached"
+                yield audio, 0 if last else _pause_after(part.text), kind, part.text.strip()
                 continue
             said = self._said(part, values)
             if not said:
@@ -497,12 +458,29 @@ class PromptCache:
             recorded_id = self.pack.prompt_for_text(said)
             recorded = self.pack.recording(recorded_id) if recorded_id else None
             if recorded is not None:
-                yield resample(recorded, self.pack.sample_rate, rate), 0 if last else _pause_after(said), False
+                yield resample(recorded, self.pack.sample_rate, rate), 0 if last else _pause_after(said), "recording", said
                 continue
             phrases = live_phrases(said)
             for j, phrase in enumerate(phrases):  # the first phrase plays while the next is synthesized
                 end = last and j == len(phrases) - 1
-                yield self.synthesize_live(phrase, rate), 0 if end else _pause_after(phrase), True
+                yield self.synthesize_live(phrase, rate), 0 if end else _pause_after(phrase), "live", phrase
+
+    def _anchor_level(self, parts: list[Part], values: Mapping[str, str], rate: int) -> float:
+        """The speech level (dBFS) synthesized pieces take in a prompt: its first recorded piece's, else the pack's
+        target. A take keeps its own level (a quiet one is not raised, with its noise); what is synthesized around
+        it follows it, before it as well as after, so no join steps."""
+        for part in parts:
+            text = self._said(part, values) if part.var else part.text
+            prompt_id = self.pack.prompt_for_text(text) if text.strip() else None
+            recorded = self.pack.recording(prompt_id) if prompt_id else None
+            if recorded is not None and len(recorded):
+                return active_dbfs(trim_silence(recorded, self.pack.sample_rate, margin_ms=30), self.pack.sample_rate)
+        return self.pack.loudness_target_dbfs
+
+    def _recorded(self, text: str) -> bool:
+        """Whether the pack has a recording of the fixed ``text`` (found by its transcript)."""
+        prompt_id = self.pack.prompt_for_text(text)
+        return prompt_id is not None and self.pack.recording(prompt_id) is not None
 
 
 def live_phrases(text: str, limit: int = LIVE_PHRASE_CHARS) -> list[str]:
