@@ -26,7 +26,8 @@ _IDLE = {("threading.py", "wait"), ("_threading.py", "acquire_with_timeout"), ("
          ("selectors.py", "select"), ("hub.py", "run"), ("hub.py", "switch"), ("hub.py", "wait"),
          ("connection.py", "poll"), ("connection.py", "_poll"), ("profiling.py", "_sample_loop"), ("fsbench.py", "_yield"),
          ("connection.py", "_recv"), ("procpool.py", "finish"),
-         ("driver.py", "_drain"), ("whatif.py", "drain")}  # the last two: blocked in SimpleQueue.get (C)
+         ("driver.py", "_drain"), ("whatif.py", "drain"),  # these two: blocked in SimpleQueue.get (C)
+         ("sendclock.py", "_sleep")}  # the send clock's thread between slots (a lock's timed wait, C)
 
 
 class StackSampler:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -212,7 +213,7 @@ def test_the_schedule_is_absolute_and_late_slots_are_skipped() -> None:
     def next_frame(t: float) -> bytes | None:
         asked.append(t)
         if len(asked) == 5:
-            time.sleep(0.07)  # the hub is blocked for 3.5 frames
+            time.sleep(0.07)  # the source (on the clock's thread) holds it up for 3.5 frames
         return b"\x01\x00" * 100 if len(asked) == 6 else None  # one short frame: padded
     t0 = time.monotonic()
     sender = gevent.spawn(media.send_loop, next_frame, start_at=t0)
@@ -252,7 +253,7 @@ def test_streams_share_one_clock_on_one_grid_and_one_failing_source_stops_only_i
     for i, media in enumerate(medias):
         senders.append(gevent.spawn(media.send_loop, source(i)))
         gevent.sleep(0.007)  # streams start at different moments...
-    assert SendClock.of_hub().streams == 4
+    assert SendClock.process().streams == 4
     wait(lambda: senders[3].dead and all(len(asked[i]) >= 12 for i in range(3)), what="12 slots of each stream")
     grid = asked[0][0]
     for i in range(3):  # ...and still share the clock's 20 ms grid, slot after slot, without drift
@@ -261,7 +262,7 @@ def test_streams_share_one_clock_on_one_grid_and_one_failing_source_stops_only_i
     slots = [{round(t, 6) for t in asked[i]} for i in range(3)]
     assert slots[1] <= slots[0] and slots[2] <= slots[0]  # due together: one wake sends them
     assert senders[3].dead and isinstance(senders[3].exception, RuntimeError) and len(asked[3]) == 5
-    assert all(not g.dead for g in senders[:3]) and SendClock.of_hub().streams == 3
+    assert all(not g.dead for g in senders[:3]) and SendClock.process().streams == 3
     senders[0].kill()  # the call's greenlets are killed on hang-up: its sending stops at once
     count = len(asked[0])
     wait(lambda: len(asked[1]) >= count + 4, what="4 more slots of the other streams")
@@ -269,7 +270,7 @@ def test_streams_share_one_clock_on_one_grid_and_one_failing_source_stops_only_i
     for media in medias:
         media.close()
     gevent.joinall(senders[1:3], timeout=1)
-    assert all(g.dead and g.exception is None for g in senders[1:3]) and SendClock.of_hub().streams == 0
+    assert all(g.dead and g.exception is None for g in senders[1:3]) and SendClock.process().streams == 0
     assert [len(s.recv(4096)) for s in sinks] == [320] * 4
     for sink in sinks:
         sink.close()
@@ -299,6 +300,64 @@ def test_every_frame_sent_is_counted_in_the_process_lateness() -> None:
     assert SEND_LATENESS.n == stats.packets_out >= 10
     assert SEND_LATENESS.percentile_ms(50) is not None and SEND_LATENESS.percentile_ms(50) < 20
     sinks[0].close()
+
+
+HUB_BLOCK_S = 0.2  # how long the test keeps the gevent hub busy (10 slots)
+
+
+def _stamped_sink() -> socket.socket:
+    """A UDP socket on 127.0.0.1 that has the kernel stamp each datagram's arrival (SO_TIMESTAMPNS, Linux)."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS
+    sink.setblocking(False)
+    return sink
+
+
+def _arrivals(sink: socket.socket) -> list[float]:
+    """The kernel's arrival times (wall-clock s) of every datagram waiting in ``sink``, in order."""
+    times: list[float] = []
+    while True:
+        try:
+            _, ancillary, _, _ = sink.recvmsg(4096, socket.CMSG_SPACE(16))
+        except BlockingIOError:
+            return times
+        stamps = [struct.unpack("qq", data[:16]) for level, kind, data in ancillary
+                  if level == socket.SOL_SOCKET and kind == 35]
+        assert stamps, "no kernel timestamp on a datagram"
+        times.append(stamps[0][0] + stamps[0][1] / 1e9)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_TIMESTAMPNS is Linux's")
+def test_frames_keep_leaving_every_ptime_while_the_hub_is_blocked() -> None:
+    """The send clock is a native thread: a hub busy for 200 ms (ESL parsing, a socket read on a loaded box, as
+    bench/max_gap.py caught it) delays no call's frame. The frames' arrival times at a real UDP socket say so.
+    On a greenlet clock nothing arrives while the hub is busy (a 200+ ms hole); the bounds leave room for a box
+    whose other work keeps the clock's thread off a CPU for a while (tens of ms seen at a load average of 6)."""
+    sink = _stamped_sink()
+    media = UnicastMedia(media_format("PCMU", 8000, 20), 0, sink.getsockname()[1])
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.001)  # as Engine.start sets it
+    sender = gevent.spawn(media.send_loop, lambda t: b"\x10\x00" * 160)
+    try:
+        wait(lambda: media.stats().packets_out >= 5, what="5 frames sent before the block")
+        blocked_from = time.time()
+        while time.time() - blocked_from < HUB_BLOCK_S:  # Python busy on the hub: it never yields to any greenlet
+            pass
+        blocked_until = time.time()
+        after = media.stats().packets_out
+        wait(lambda: media.stats().packets_out >= after + 3, what="3 frames after the block")
+    finally:
+        sys.setswitchinterval(old_interval)
+        media.close()
+        sender.join(1)
+    times = _arrivals(sink)
+    sink.close()
+    during = [t for t in times if blocked_from <= t <= blocked_until]
+    around = [t for t in times if blocked_from - 0.025 <= t <= blocked_until + 0.025]
+    gaps_ms = [(b - a) * 1000 for a, b in itertools.pairwise(around)]
+    assert len(during) >= 5, f"{len(during)} frames arrived while the hub was blocked {HUB_BLOCK_S * 1000:.0f} ms"
+    assert max(gaps_ms) < 100, f"a {max(gaps_ms):.1f} ms hole in the stream while the hub was blocked"
 
 
 def test_deliver_hands_frames_to_a_callback_in_order_until_close() -> None:

@@ -23,13 +23,13 @@ import time
 from dataclasses import dataclass, field
 
 import gevent
-import gevent.event
 import numpy as np
 import numpy.typing as npt
 
 from voicebot.audio.resample import resample
 from voicebot.esl.connection import ChannelData, OutboundCall
 from voicebot.esl.protocol import ChannelMedia
+from voicebot.esl.sendclock import HubSignal
 from voicebot.esl.unicast import PortPool, UnicastMedia
 from voicebot.logs import get_logger
 
@@ -121,7 +121,7 @@ def play_busy(call: OutboundCall, data: ChannelData, prompt: BusyPrompt, pool: P
 
 def _send_prompt(call: OutboundCall, media: UnicastMedia, frames: list[bytes], result: BusyResult) -> str:
     """Send ``frames`` on the media clock until the last one went out or the caller hung up."""
-    done = gevent.event.Event()
+    done = HubSignal()  # next_frame runs on the send clock's thread: it may not set a gevent Event
 
     def next_frame(_: float) -> bytes | None:
         if result.frames_sent < len(frames):
@@ -145,3 +145,5 @@ def _send_prompt(call: OutboundCall, media: UnicastMedia, frames: list[bytes], r
         media.close()
         with contextlib.suppress(Exception):
             sender.kill(timeout=1)
+        if sender.dead:  # next_frame is no longer called: nothing sets the signal any more
+            done.close()

@@ -147,7 +147,9 @@ class SessionThread:
     def next_bot_frame(self, _: float) -> bytes | None:
         """For the media clock: the next bot frame, or None (silence) when none is ready or muted.
 
-        Each slot taken wakes the session thread to refill the outbox (bot audio is paced by this clock).
+        Called on the send clock's native thread (voicebot.esl.sendclock), never blocks: the outbox is a deque
+        (one producer, one consumer) and the wake a SimpleQueue. Each slot taken wakes the session thread to
+        refill the outbox (bot audio is paced by this clock).
         """
         try:
             frame = self.outbox.popleft()

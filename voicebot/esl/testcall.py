@@ -36,6 +36,7 @@ import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import gevent
 import numpy as np
@@ -45,6 +46,7 @@ from voicebot.audio.wav import read_wav, write_stereo_wav
 from voicebot.esl.connection import EslError, EslFailure, InboundConnection, UnicastBeforeAnswer
 from voicebot.esl.protocol import ChannelMedia, EslEvent, channel_media
 from voicebot.esl.unicast import PortPool, PortsExhausted, UnicastMedia
+from voicebot.native import native_lock
 from voicebot.player import Chunk
 from voicebot.records.model import CallRecord
 from voicebot.sim.caller import CallerScript, SimCaller, Synth, load_caller, raw_or_wav
@@ -345,8 +347,13 @@ def _converse(inbound: InboundConnection, leg: LegState, side: CallerSide, media
                                     label=f"test call {leg.uuid}")
         _arm(inbound, leg, unicast, options.media_ip)
         t0 = time.monotonic()
-        greenlets = [gevent.spawn(_receive, unicast, side, t0),
-                     gevent.spawn(unicast.send_loop, lambda t: side.next_frame(t - t0), start_at=t0)]
+        lock = native_lock()  # the caller's frames are taken on the send clock's thread, the bot's heard on the hub
+
+        def caller_frame(t: float) -> bytes:
+            with lock:
+                return side.next_frame(t - t0)
+        greenlets = [gevent.spawn(_receive, unicast, side, t0, lock),
+                     gevent.spawn(unicast.send_loop, caller_frame, start_at=t0)]
         leg.other_leg = leg.other_leg or _getvar(inbound, leg.uuid, "other_loopback_leg_uuid")  # once audio flows
         status, ended = _watch(inbound, leg, side, unicast, options, t0)
     except (EslFailure, UnicastBeforeAnswer, PortsExhausted) as err:
@@ -370,9 +377,10 @@ def _arm(inbound: InboundConnection, leg: LegState, unicast: UnicastMedia, ip: s
     unicast.armed()
 
 
-def _receive(unicast: UnicastMedia, side: CallerSide, t0: float) -> None:
+def _receive(unicast: UnicastMedia, side: CallerSide, t0: float, lock: Any) -> None:
     for frame in unicast.frames():
-        side.heard(frame.to_array(), frame.captured_at - t0)
+        with lock:  # held by the send clock's thread only while it takes one caller frame
+            side.heard(frame.to_array(), frame.captured_at - t0)
 
 
 def _watch(inbound: InboundConnection, leg: LegState, side: CallerSide, unicast: UnicastMedia,
@@ -381,12 +389,12 @@ def _watch(inbound: InboundConnection, leg: LegState, side: CallerSide, unicast:
     while True:
         gevent.sleep(0.05)
         t = time.monotonic() - t0
-        for _, kind, value in side.actions:
+        while side.actions:  # appended on the send clock's thread: take one at a time (pop is atomic)
+            _, kind, value = side.actions.pop(0)
             if kind == "hangup":
                 _kill(inbound, leg.uuid)
                 return EXIT_OK, "the caller hung up (script)"
             _dtmf(inbound, leg, value)
-        side.actions.clear()
         if leg.hung_up:
             return EXIT_OK, f"the engine hung up ({leg.cause or 'no cause given'})"
         if t >= options.first_audio_s and not side.activity.utterances:

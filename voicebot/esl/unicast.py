@@ -29,10 +29,12 @@ Rules
    (barge-in) the caller stops hearing it within a frame. Late by more than a
    frame, it skips the missed slots (``late_frames``). ``None`` sends silence:
    FreeSWITCH expects a steady stream, and an eavesdropping agent is heard only
-   while the bot keeps sending (docs/freeswitch.md). Every stream of a gevent
-   hub is paced by one :class:`SendClock` greenlet on a shared 20 ms grid (one
-   wake per tick for all calls); :data:`SEND_LATENESS` counts how late each
-   frame left, over the process.
+   while the bot keeps sending (docs/freeswitch.md). Every stream of the
+   process is paced by one :class:`SendClock`, a native thread (not the gevent
+   hub: a busy hub no longer delays any call's frames), on a shared 20 ms grid
+   (one wake per tick for all calls); it sends on its own duplicate of the
+   stream's socket, so sending needs nothing of the hub. :data:`SEND_LATENESS`
+   counts how late each frame left, over the process.
 5. Stalls: unicast dies silently (a ptime change, a media app). :meth:`stalled`
    is true when nothing *arrived* for ``threshold`` s since the last packet or
    the last (re-)arm: arrival times are the kernel's, and a datagram waiting
@@ -43,6 +45,7 @@ Rules
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import socket
 import struct
@@ -186,7 +189,8 @@ class UnicastMedia:
 
     def stats(self) -> UnicastStats:
         """A snapshot of the counters."""
-        p95 = float(np.percentile(np.asarray(self._jitter), 95)) * 1000 if self._jitter else 0.0
+        jitter = list(self._jitter)  # one C call: the clock's thread may append meanwhile
+        p95 = float(np.percentile(np.asarray(jitter), 95)) * 1000 if jitter else 0.0
         return UnicastStats(**self._counts, max_send_jitter_ms=self._max_jitter * 1000, p95_send_jitter_ms=p95)
 
     def armed(self, now: float | None = None) -> None:
@@ -382,12 +386,16 @@ class UnicastMedia:
         ``next_frame(t)`` is called once per frame with its scheduled time ``t``
         (monotonic s) and returns s16le at ``media.rate``, ``media.samples_per_frame``
         samples (shorter is padded, longer cut and counted), or None for silence.
-        The frames leave from the hub's shared :class:`SendClock`; this greenlet
-        only waits (killing it stops the stream's sending). ``start_at``: the
-        first slot (default: the clock's next 20 ms tick, shared by every stream).
-        What ``next_frame`` raises is raised here.
+        It runs on the :class:`SendClock`'s native thread: it must not block nor
+        touch gevent objects (hand results to the hub with a
+        :class:`~voicebot.esl.sendclock.HubSignal`). This greenlet only waits;
+        killing it stops the stream's sending (``next_frame`` is not called once
+        it has died). ``start_at``: the first slot (default: the clock's next
+        20 ms tick, shared by every stream). What ``next_frame`` raises is raised here.
         """
-        SendClock.of_hub().run(_Sender(self, next_frame, start_at))
+        if self.closed:
+            return
+        SendClock.process().run(_Sender(self, next_frame, start_at))
 
     def _outgoing(self, pcm: bytes | None, media: ChannelMedia) -> bytes:
         want = 2 * media.samples_per_frame
@@ -401,9 +409,17 @@ class UnicastMedia:
             pcm = pcm[:want].ljust(want, b"\0")
         return encode(pcm, media.wire_codec)
 
-    def _send(self, payload: bytes, late: float) -> None:
+    def _send_socket(self) -> Any:
+        """A duplicate of our socket for the send clock's thread: a plain ``_socket`` (never gevent's), the same
+        port, non-blocking (the flag is shared with the hub's socket). Closing either leaves the other open."""
+        sock = _socket.socket(fileno=_socket.dup(self._sock.fileno()))
+        sock.setblocking(False)
+        return sock
+
+    def _send(self, sock: Any, payload: bytes, late: float) -> None:
+        """(The send clock's thread) one frame out now; a full send buffer or a closed peer drops it."""
         try:
-            self._sock.sendto(payload, self.peer)
+            sock.sendto(payload, self.peer)
         except OSError:
             return
         self._counts["packets_out"] += 1
@@ -418,8 +434,7 @@ class _Sender:
     def __init__(self, media: UnicastMedia, next_frame: Callable[[float], bytes | None], t0: float | None) -> None:
         self.media, self.next_frame, self.fmt = media, next_frame, media.media
         self.t0, self.k = t0, 0  # t0 None: placed on the clock's grid when added
-        self.done = gevent.event.Event()
-        self.error: BaseException | None = None
+        self.sock = media._send_socket()
 
     @property
     def target(self) -> float:
@@ -452,8 +467,13 @@ class _Sender:
             self.k += skipped
             target = self.target
             late = time.monotonic() - target
-        media._send(media._outgoing(self.next_frame(target), self.fmt), late)
+        media._send(self.sock, media._outgoing(self.next_frame(target), self.fmt), late)
         self.k += 1
+
+    def release(self) -> None:
+        """The clock is done with this stream: close the sending socket."""
+        with contextlib.suppress(OSError):
+            self.sock.close()
 
 
 def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
