@@ -100,3 +100,52 @@ def campaign_engine(config: EngineConfig, campaigns: CampaignsConfig, notificati
         gevent.sleep(0.01)
     engine.campaigns.ring_s, engine.campaigns.margin_s = 2.0, 8.0
     return engine
+
+
+def answer_the_question(fs: Any, uuid: str, reply: np.ndarray, after_s: float, *, rate: int = 8000,
+                        timeout_s: float = 45.0) -> None:
+    """Say ``reply`` (int16 at ``rate``) once the bot, ``after_s`` s or more into the call, went quiet for 0.3 s,
+    spoke for 1 s or more and went quiet again for 0.8 s: the question it asks after a barge-in (the flow
+    confirming an unsure "stop calling me"). Timed on what the caller heard, so a loaded machine that makes the
+    bot late does not make the caller answer over the question. Returns at once if the call ended first (a sure
+    hearing asks nothing: the goodbye then ends the call, and the reply is never heard)."""
+    from fsdouble.audio import ArrayAudio
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        channel = fs.channel(uuid)
+        if channel.hung_up:
+            return
+        answered = channel.answered_at
+        if answered is not None and _asked(channel.ear_timeline(), answered + after_s):
+            fs.set_caller_audio(uuid, ArrayAudio(reply, rate, start_at=time.monotonic() - answered + 0.2))
+            return
+        gevent.sleep(0.05)
+    raise AssertionError(f"the bot asked nothing {after_s} s or more into the call within {timeout_s} s")
+
+
+def _asked(ear: list[tuple[float, str, float]], after: float, speech_dbfs: float = -40.0) -> bool:
+    """Whether the frames heard after ``after`` (monotonic s) go quiet >= 0.3 s, loud >= 1 s (pauses under 0.25 s
+    inside it count as speech), then quiet >= 0.8 s."""
+    runs: list[list[Any]] = []  # [loud, seconds]
+    last = None
+    for at, _source, dbfs in ear:
+        if at < after:
+            continue
+        loud = dbfs > speech_dbfs
+        step = 0.02 if last is None else min(0.1, max(0.0, at - last))
+        last = at
+        if runs and runs[-1][0] == loud:
+            runs[-1][1] += step
+        else:
+            runs.append([loud, step])
+    merged: list[list[Any]] = []
+    for i, (loud, seconds) in enumerate(runs):
+        inside = 0 < i < len(runs) - 1 and not loud and seconds < 0.25  # a pause between words
+        loud = loud or inside
+        if merged and merged[-1][0] == loud:
+            merged[-1][1] += seconds
+        else:
+            merged.append([loud, seconds])
+    return any(not a[0] and a[1] >= 0.3 and b[0] and b[1] >= 1.0 and not c[0] and c[1] >= 0.8
+               for a, b, c in zip(merged, merged[1:], merged[2:], strict=False))

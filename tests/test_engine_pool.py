@@ -20,7 +20,15 @@ from structlog.testing import capture_logs
 
 from bench.fsbench import SERVE_ASR
 from fsdouble.double import ArrayAudio, FreeSwitchDouble
-from tests.engine_support import FLOW, ROOT, engine_config, free_port, running_engine, steady_speech
+from tests.engine_support import (
+    FLOW,
+    ROOT,
+    answer_the_question,
+    engine_config,
+    free_port,
+    running_engine,
+    steady_speech,
+)
 from voicebot.asr.procpool import ProcessPoolModel
 from voicebot.config import EngineConfig
 from voicebot.configkeys import SETTINGS
@@ -127,10 +135,11 @@ def test_serve_recognises_calls_in_the_pool_and_stops_its_workers(fs: FreeSwitch
     assert len(workers) >= (os.cpu_count() or 1), "one ASR worker process per core (and the accurate pass's)"
     cache = PromptCache(default_pack("en"), ROOT / ".voicebot-cache" / "prompts")
     track = np.zeros(8000 * 30, dtype=np.int16)
-    for at, text in [(6.0, "yes speaking"), (15.0, "stop calling me"), (23.0, "yes")]:  # yes: confirms the stop
+    for at, text in [(6.0, "yes speaking"), (15.0, "stop calling me")]:
         audio = steady_speech(cache, text)
         track[int(at * 8000):int(at * 8000) + len(audio)] = audio
     uuid = fs.place_call(port, codec="PCMU", rate=8000, caller=ArrayAudio(track, 8000))
+    answer_the_question(fs, uuid, steady_speech(cache, "yes"), 15.0)  # the flow confirms an unsure "stop calling"
     fs.wait_for(lambda: fs.channel(uuid).hung_up, timeout=60, what="the bot hangs up")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0, log.read_text(errors="replace")[-3000:]
@@ -165,13 +174,14 @@ def test_a_crashed_worker_costs_its_call_nothing_but_the_words_in_flight(fs: Fre
         engine.on_session = sessions.append
         cache = next(iter(engine.pipelines.values())).cache
         track = np.zeros(8000 * 30, dtype=np.int16)
-        for at, text in [(6.0, "yes speaking"), (15.0, "stop calling me"), (23.0, "yes")]:  # yes: confirms the stop
+        for at, text in [(6.0, "yes speaking"), (15.0, "stop calling me")]:
             audio = steady_speech(cache, text)
             track[int(at * 8000):int(at * 8000) + len(audio)] = audio
         uuid = fs.place_call(engine.server.port, codec="PCMU", rate=8000, caller=ArrayAudio(track, 8000))
         fs.wait_for(lambda: fs.channel(uuid).unicast_active and bool(sessions), timeout=10, what="the call is up")
         doomed = sessions[0].asr.worker
         doomed.process.kill()  # a crash, mid-greeting
+        answer_the_question(fs, uuid, steady_speech(cache, "yes"), 15.0)  # the flow confirms an unsure "stop calling"
         fs.wait_for(lambda: fs.channel(uuid).hung_up, timeout=60, what="the bot hangs up")
         fs.wait_for(lambda: engine.metrics.active_calls == 0, timeout=5, what="the call is released")
         assert engine.flush_records()
