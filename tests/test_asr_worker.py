@@ -313,6 +313,37 @@ def test_a_dead_worker_costs_its_streams_one_utterance_and_is_replaced() -> None
     assert not any(w.process.is_alive() for w in model.workers)
 
 
+def test_a_final_that_comes_too_late_is_dropped_and_the_next_utterance_gets_its_own() -> None:
+    """Regression: with the workers far behind (more talking calls than the cores decode), finish() raised
+    TimeoutError and the call failed (bench/max_gap.py, 20 calls: 17 of them, engine errors); and the late final,
+    once it came, would have been taken for the next utterance's."""
+    import signal
+
+    model = ProcessPoolModel(AsrConfig("pocketsphinx"), processes=1, timeout_s=1.0)
+    try:
+        stream = model.stream(8000, HINTS)
+        assert stream.worker is not None and stream.worker.process.pid is not None
+        pid = stream.worker.process.pid
+        os.kill(pid, signal.SIGSTOP)  # the worker is far behind: it answers nothing for now
+        try:
+            for frame in frames():
+                stream.accept(frame)
+            with capture_logs() as logs:
+                assert stream.finish() == AsrResult("", final=True)  # nothing raises: the call goes on
+            assert [e["event"] for e in logs] == ["asr.final_late"]
+        finally:
+            os.kill(pid, signal.SIGCONT)  # it catches up: the late final comes now, and is skipped
+        silence = [AudioFrame(bytes(320), 8000, i, 10.0 + i * 0.02) for i in range(30)]
+        for frame in silence:
+            stream.accept(frame)
+        assert stream.finish().text == "", "the next utterance (silence) got the late final of the words before it"
+        feed_in_real_time(stream, frames(), speed=20.0)
+        assert stream.finish().text == "go forward ten meters"
+        stream.close()
+    finally:
+        model.close()
+
+
 def test_with_no_worker_up_a_stream_drops_frames_until_one_is_back() -> None:
     model = ProcessPoolModel(AsrConfig("pocketsphinx"), processes=1, timeout_s=5.0)
     try:

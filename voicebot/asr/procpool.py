@@ -383,6 +383,7 @@ class PooledStream:
         self._finals: Any = _original("queue", "SimpleQueue")()
         self._lost: str | None = None  # why the stream's worker-side decoder is gone; it moves on the next call
         self._closed = False
+        self._late = 0  # finals given up on (finish timed out): the worker still sends them, in order; skip them
 
     def attach(self) -> bool:
         """Open the stream's decoder on a live worker (with its rate and hints); False when none is up."""
@@ -392,6 +393,7 @@ class PooledStream:
             return False
         self.worker, self.sid = placed
         self._finals = _original("queue", "SimpleQueue")()  # nothing stale from the old decoder
+        self._late = 0
         self._partials.clear()
         self._lost = None
         try:
@@ -458,17 +460,25 @@ class PooledStream:
             return None
 
     def finish(self) -> AsrResult:
-        """End the utterance: wait (up to the model's ``timeout_s``) for its final result (empty if its worker died)."""
+        """End the utterance: wait (up to the model's ``timeout_s``) for its final result; empty if its worker died
+        or the final did not come in time (workers far behind: more calls than the cores decode). Such a late
+        final is skipped when it comes, so the next utterance gets its own; the call goes on either way."""
         if self._lost is not None:  # the utterance's frames died with the decoder; move for the next one
             self._ready()
             return AsrResult("", final=True)
         if not self._send(FINISH):
             return AsrResult("", final=True)
+        deadline = time.monotonic() + self.model.timeout_s
         try:
             result = self._finals.get(timeout=self.model.timeout_s)
-        except Exception as err:  # queue.Empty
-            index = self.worker.index if self.worker else "-"
-            raise TimeoutError(f"no final from ASR worker {index} within {self.model.timeout_s:g} s") from err
+            while self._late and result is not None:  # the finals given up on come first, in order
+                self._late -= 1
+                result = self._finals.get(timeout=max(0.0, deadline - time.monotonic()))
+        except Exception:  # queue.Empty
+            self._late += 1
+            log.warning("asr.final_late", worker=self.worker.index if self.worker else None,
+                        timeout_s=self.model.timeout_s, detail="the utterance's words are dropped; the call goes on")
+            return AsrResult("", final=True)
         self._partials.clear()  # partials of the utterance that just ended
         return result if isinstance(result, AsrResult) else AsrResult("", final=True)
 
