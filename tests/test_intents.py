@@ -380,3 +380,26 @@ def test_fillers_and_unrecognised_words_match_no_intent_of_the_example_flows() -
         assert len(fillers) >= 8
         for text in [*fillers, "[unk]", "[unk] [unk]", f"{fillers[0]} [unk]"]:
             assert matcher.best(text, None, 0.5) is None, (name, text)
+
+
+@pytest.mark.parametrize(("text", "intent"), [
+    ("that is me", "yes"), ("yes that's me", "yes"), ("i do not need it", "no_need"), ("i don't need it", "no_need"),
+    ("i cannot make it", "later"), ("i can not make it on thursday", "later"), ("i can't make it", "later"),
+    ("what is the rate", "rate"),
+])
+def test_keywords_match_with_contractions_either_way(text: str, intent: str) -> None:
+    matcher = IntentMatcher([IntentSpec("yes", keywords=("that's me",)), IntentSpec("no_need", keywords=("don't need",)),
+                             IntentSpec("later", keywords=("can't make it",)), IntentSpec("rate", keywords=("what's the rate",))],
+                            "en")
+    assert names(matcher.match(text)) == [intent]
+
+
+def test_expanded_contractions_keep_negation_and_word_bounds() -> None:
+    matcher = IntentMatcher([IntentSpec("yes", keywords=("that's me",)), IntentSpec("interested", keywords=("i'm in",))],
+                            "en")
+    assert names(matcher.match("that is not me")) == []
+    assert names(matcher.match("i am interested")) == []  # "i am in" must not match inside "i am interested"
+    assert names(matcher.match("i am in")) == ["interested"]
+    zh = IntentMatcher([IntentSpec("no_need", keywords=("don't need",))], "zh")
+    assert names(zh.match("do not need")) == []  # English contractions are English only
+

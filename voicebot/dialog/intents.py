@@ -18,7 +18,9 @@ Scoring
   substrings.  Apostrophes are ignored while matching, so "don't" and "dont"
   match each other.  A match preceded by a negator (:func:`is_negated`) is
   rejected unless the keyword itself contains a negator ("not interested",
-  不需要).  Score = ``0.6 + 0.4 * coverage`` where coverage is the share of
+  不需要).  English contractions match either way: a keyword "that's me"
+  also matches "that is me", "can't" matches "cannot" and "can not"
+  (:func:`keyword_forms`).  Score = ``0.6 + 0.4 * coverage`` where coverage is the share of
   the utterance's non-space characters covered by the keyword, so a
   full-utterance match scores 1.0 and "yes" in "yes i am" scores 0.8.
 * **regex** -- ``re.search`` (case-insensitive) on the normalised text; a
@@ -80,6 +82,16 @@ _EN_NO_FOLLOWERS = frozenset({
     "okay", "wait", "sorry",
 })
 _EN_WINDOW = 3
+# Contractions a caller says, and a recogniser writes, either way: an English keyword matches in both forms
+# ("that's me" / "that is me", "can't make it" / "cannot make it" / "can not make it").
+_EN_CONTRACTIONS = {
+    "that's": "that is", "what's": "what is", "there's": "there is", "it's": "it is", "who's": "who is",
+    "i'm": "i am", "you're": "you are", "we're": "we are", "they're": "they are", "let's": "let us",
+    "i'd": "i would", "i'll": "i will", "i've": "i have", "you'll": "you will", "we'll": "we will",
+    "don't": "do not", "doesn't": "does not", "didn't": "did not", "can't": "can not", "cannot": "can not",
+    "won't": "will not", "isn't": "is not", "aren't": "are not", "wasn't": "was not",
+}
+_EN_CONTRACTED = {long: short for short, long in _EN_CONTRACTIONS.items() if short != "cannot"}
 
 _ZH_NEGATORS = ("没有", "并不", "不", "没", "别", "无", "未", "甭")
 _ZH_NEGATOR_CHARS = frozenset("不没别无未甭")
@@ -310,6 +322,23 @@ def find_keyword(text: str, keyword: str, language: str) -> list[tuple[int, int]
     return [(index[s], index[e - 1] + 1) for s, e in _find_all(key, needle)]
 
 
+def keyword_forms(norm: str, language: str) -> list[str]:
+    """A normalised keyword and, in English, its forms with contractions expanded and contracted (see
+    :data:`_EN_CONTRACTIONS`): ``["that's me", "that is me"]``. Other languages: the keyword only."""
+    if language != "en":
+        return [norm]
+    expanded = " ".join(_EN_CONTRACTIONS.get(word, word) for word in norm.split())
+    words, short = expanded.split(), []
+    while words:
+        pair = " ".join(words[:2])
+        if pair in _EN_CONTRACTED:
+            short.append(_EN_CONTRACTED[pair])
+            words = words[2:]
+        else:
+            short.append(words.pop(0))
+    return list(dict.fromkeys((norm, expanded, " ".join(short), expanded.replace("can not", "cannot"))))
+
+
 def _keyword_is_negative(key: str, language: str) -> bool:
     if language == "zh":
         return any(char in _ZH_NEGATOR_CHARS for char in key)
@@ -352,7 +381,8 @@ class IntentMatcher:
         self._hint_cache: dict[frozenset[str] | None, list[str]] = {}
 
     def _compile(self, spec: IntentSpec) -> _Compiled:
-        keys = dict.fromkeys(normalize(k, self.language).replace("'", "") for k in spec.keywords)
+        keys = dict.fromkeys(form.replace("'", "") for k in spec.keywords
+                             for form in keyword_forms(normalize(k, self.language), self.language))
         keywords = tuple(
             _Keyword(key, _keyword_is_negative(key, self.language)) for key in keys if key
         )
