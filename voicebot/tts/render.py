@@ -66,6 +66,7 @@ from voicebot.tts.normalize import normalize_text
 from voicebot.tts.pack import Int16Array, VoicePack, active_dbfs, normalize_loudness, trim_silence
 
 LIVE_MEMO = 256  # live-synthesized pieces kept per cache (a few MB at 8 kHz)
+TAKES_MEMO = 4096  # texts whose recording (or its absence) a cache remembers
 PRERENDER_MAX = 1024  # pre-rendered pieces kept per cache for leads waiting to be dialed (~16 MB at 8 kHz)
 
 TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")  # same syntax as the dialog machine
@@ -241,6 +242,7 @@ class PromptCache:
         self._prerendered: OrderedDict[tuple[str, int], Int16Array] = OrderedDict()  # lead fill-ins made ahead
         self._mem: dict[tuple[str, int], Int16Array] = {}
         self._live: OrderedDict[tuple[str, int], Int16Array] = OrderedDict()  # live pieces (synthesize_live)
+        self._takes: OrderedDict[str, Int16Array | None] = OrderedDict()  # text -> the agent's take (_take), LRU
         self._lock = threading.Lock()
         self._fingerprint: str | None = None
         if cache_dir is not None:
@@ -402,8 +404,7 @@ class PromptCache:
         phrases: list[str] = []
         for part in template_parts(template):
             said = self._said(part, values)
-            recorded_id = self.pack.prompt_for_text(said) if said else None
-            if said and (recorded_id is None or self.pack.recording(recorded_id) is None):
+            if said and self._take(said) is None:
                 phrases += live_phrases(said)
         return phrases
 
@@ -429,8 +430,8 @@ class PromptCache:
         level = self._anchor_level(parts, values, rate)
         for piece, pause_ms, kind, text in self._pieces(parts, values, rate):
             piece = trim_silence(piece, rate, margin_ms=30)
-            if kind != "recording":
-                piece = normalize_loudness(piece, rate, level)
+            if kind == "live" or (kind == "cached" and level != self.pack.loudness_target_dbfs):
+                piece = normalize_loudness(piece, rate, level)  # cached pieces are at the pack's target already
             elif len(piece):
                 level = active_dbfs(piece, rate)
             if segments is not None:
@@ -449,14 +450,13 @@ class PromptCache:
             last = i == len(parts) - 1
             if not part.var:
                 audio, source = self.render(part.text, rate)
-                kind = "recording" if source == "recording" or self._recorded(part.text) else "cached"
+                kind = "recording" if source == "recording" or self._take(part.text) is not None else "cached"
                 yield audio, 0 if last else _pause_after(part.text), kind, part.text.strip()
                 continue
             said = self._said(part, values)
             if not said:
                 continue
-            recorded_id = self.pack.prompt_for_text(said)
-            recorded = self.pack.recording(recorded_id) if recorded_id else None
+            recorded = self._take(said)
             if recorded is not None:
                 yield resample(recorded, self.pack.sample_rate, rate), 0 if last else _pause_after(said), "recording", said
                 continue
@@ -470,17 +470,24 @@ class PromptCache:
         target. A take keeps its own level (a quiet one is not raised, with its noise); what is synthesized around
         it follows it, before it as well as after, so no join steps."""
         for part in parts:
-            text = self._said(part, values) if part.var else part.text
-            prompt_id = self.pack.prompt_for_text(text) if text.strip() else None
-            recorded = self.pack.recording(prompt_id) if prompt_id else None
+            recorded = self._take(self._said(part, values) if part.var else part.text)
             if recorded is not None and len(recorded):
                 return active_dbfs(trim_silence(recorded, self.pack.sample_rate, margin_ms=30), self.pack.sample_rate)
         return self.pack.loudness_target_dbfs
 
-    def _recorded(self, text: str) -> bool:
-        """Whether the pack has a recording of the fixed ``text`` (found by its transcript)."""
-        prompt_id = self.pack.prompt_for_text(text)
-        return prompt_id is not None and self.pack.recording(prompt_id) is not None
+    def _take(self, text: str) -> Int16Array | None:
+        """The agent's recording whose transcript says ``text`` (at the pack's rate), or None; read from disk once
+        per text, not on every play (the newest :data:`TAKES_MEMO` texts are remembered: values differ per call)."""
+        with self._lock:
+            if text in self._takes:
+                return self._takes[text]
+        prompt_id = self.pack.prompt_for_text(text) if text.strip() else None
+        take = self.pack.recording(prompt_id) if prompt_id else None
+        with self._lock:
+            self._takes[text] = take
+            while len(self._takes) > TAKES_MEMO:
+                self._takes.popitem(last=False)
+        return take
 
 
 def live_phrases(text: str, limit: int = LIVE_PHRASE_CHARS) -> list[str]:
