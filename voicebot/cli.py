@@ -142,6 +142,9 @@ def _media_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--var", action="append", default=[], metavar="K=V", help="set a call variable (repeatable)")
     p.add_argument("--agent-ready-ms", type=int, default=1500, help="simulated agent answers after this (ms)")
     p.add_argument("--no-agent", action="store_true", help="simulate that no agent ever answers")
+    p.add_argument("--check-speech", action="store_true",
+                   help="after the call, hear every prompt the bot played over the phone line with Whisper (the "
+                   "--accurate model, else base) and report its error rate (CER for Mandarin, else WER)")
 
 
 def _call_options(p: argparse.ArgumentParser) -> None:
@@ -403,7 +406,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 AUDIO_ONLY = {"out": None, "realtime": False, "asr": "pocketsphinx", "asr_model": None, "vad": "webrtc",
-              "voice_pack": None, "rate": 8000, "accurate": "base"}
+              "voice_pack": None, "rate": 8000, "accurate": "base", "check_speech": False}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

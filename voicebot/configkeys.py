@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = ["ACCURATE_MODELS", "ASR_BACKENDS", "KINDS", "SECTIONS", "SETTINGS", "VAD_NAMES", "Setting", "json_schema", "markdown"]
 
-ASR_BACKENDS = ("pocketsphinx", "pocketsphinx-pool", "vosk")  # voicebot.asr.registry.BACKENDS
+ASR_BACKENDS = ("pocketsphinx", "pocketsphinx-pool", "vosk", "none")  # voicebot.asr.registry.BACKENDS
 VAD_NAMES = ("webrtc", "silero")  # voicebot.asr.vad.VAD_NAMES
 ACCURATE_MODELS = ("tiny.en", "base")  # voicebot.asr.whisper.PACKAGED: Whisper models installed as packages
 
@@ -128,7 +128,9 @@ SETTINGS: tuple[Setting, ...] = (
             '{"7000": flows/lead_screening_en.yaml}'),
     Setting("asr.backend", "choice", "pocketsphinx-pool",
             "The recognizer. pocketsphinx-pool decodes in one worker process per core, warmed before the first call; "
-            "pocketsphinx decodes in the engine's process, where it holds the GIL (8 calls already stall each other's audio).",
+            "pocketsphinx decodes in the engine's process, where it holds the GIL (8 calls already stall each other's audio). "
+            "Both hear English only: a flow in another language gets none (no streaming words; turns end on silence and "
+            "the accurate pass hears them) unless vosk with a model of that language is set.",
             "pocketsphinx",
             choices=ASR_BACKENDS),
     Setting("asr.model", "path", None, "The ASR model directory (null: the backend's default model).", "models/vosk-en"),

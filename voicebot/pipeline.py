@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from voicebot.asr.accurate import AccuratePass, InlineAccurate, PooledAccurate
-from voicebot.asr.base import AsrModel, VadModel
-from voicebot.asr.registry import AsrConfig, load_asr
+from voicebot.asr.base import AsrModel, ModelError, VadModel
+from voicebot.asr.registry import AsrConfig, for_language, load_asr
+from voicebot.asr.silent import NAME as SILENT
 from voicebot.asr.turns import TurnSettings
 from voicebot.asr.vad import make_vad
 from voicebot.asr.whisper import WhisperRecogniser
@@ -112,7 +113,9 @@ def load_pipeline(flow: Flow, config: PipelineConfig | None = None, progress: Re
     ``whisper_pool``: the engine's accurate pass (shared by every call); else ``config.accurate`` loads one here.
     """
     config = config or PipelineConfig()
+    config = replace(config, asr=replace(config.asr, language=flow.language))  # the recogniser hears the flow's language
     started = time.perf_counter()
+    _check_hearing(flow, config, asr, whisper_pool)
     pack = load_pack(config.voice_pack) if config.voice_pack else default_pack(flow.language)
     cache = PromptCache(pack, config.cache_dir)
     report = cache.render_flow(flow, config.rate, progress)
@@ -122,6 +125,16 @@ def load_pipeline(flow: Flow, config: PipelineConfig | None = None, progress: Re
     whisper = shared_whisper(config.accurate) if config.accurate and whisper_pool is None else None
     return Pipeline(flow, config, build_matcher(flow), vad, asr, cache, report, time.perf_counter() - started,
                     whisper, whisper_pool)
+
+
+def _check_hearing(flow: Flow, config: PipelineConfig, asr: AsrModel | None, pool: WhisperPool | None) -> None:
+    """A flow no streaming recogniser hears (backend ``none``: voicebot.asr.silent) needs the accurate pass:
+    ModelError naming the flow, before anything loads."""
+    silent = asr.name == SILENT if asr is not None else for_language(config.asr).backend == SILENT
+    if silent and not config.accurate and pool is None:
+        raise ModelError(f"{flow.source}: flow {flow.id} is in {flow.language!r}, which no shipped streaming recogniser "
+                         "hears, so its turns need the accurate pass: set asr.accurate (simulate: --accurate base), or "
+                         f"asr.backend vosk with a {flow.language} Vosk model")
 
 
 _WHISPERS: dict[str, WhisperRecogniser] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from voicebot.asr.base import AsrModel, ModelError
@@ -47,6 +47,21 @@ def _vosk(config: AsrConfig) -> AsrModel:
     return VoskModel(Path(config.model_path), language=config.language)
 
 
+def _silent(config: AsrConfig) -> AsrModel:
+    from voicebot.asr.silent import SilentModel
+
+    return SilentModel(config.language)
+
+
+def for_language(config: AsrConfig) -> AsrConfig:
+    """What a flow in ``config.language`` gets: the pocketsphinx backends hear English only and no registry ships a
+    streaming model for another language, so elsewhere they become ``none`` (voicebot.asr.silent: turns end on
+    silence and the accurate pass hears them); any other backend stays as configured."""
+    if config.backend.startswith("pocketsphinx") and not config.language.lower().startswith("en"):
+        return replace(config, backend="none", model_path=None)
+    return config
+
+
 def _pool(config: AsrConfig) -> AsrModel:
     from voicebot.asr.procpool import load_pool
 
@@ -55,11 +70,13 @@ def _pool(config: AsrConfig) -> AsrModel:
 
 # "<backend>-pool": the backend in worker processes (voicebot/asr/procpool.py), for pocketsphinx, which holds the GIL
 BACKENDS: dict[str, Callable[[AsrConfig], AsrModel]] = {"pocketsphinx": _pocketsphinx, "vosk": _vosk,
-                                                         "pocketsphinx-pool": _pool}
+                                                         "pocketsphinx-pool": _pool, "none": _silent}
 
 
 def load_asr(config: AsrConfig) -> AsrModel:
-    """Load the configured model (once per process; share it between calls), or raise ``ModelError``."""
+    """Load the configured model (once per process; share it between calls), or raise ``ModelError``. A
+    non-English flow on a pocketsphinx backend gets ``none`` (:func:`for_language`)."""
+    config = for_language(config)
     loader = BACKENDS.get(config.backend)
     if loader is None:
         raise ModelError(f"unknown ASR backend {config.backend!r}; known backends: {', '.join(sorted(BACKENDS))}")

@@ -44,6 +44,7 @@ WHISPER_RATE = 16000  # Hz
 MIN_WINDOW_S = 10.0  # shortest mel window that does not make tiny.en/base loop (DESIGN measurement)
 MAX_WINDOW_S = 30.0  # Whisper's own window; longer utterances are decoded in 30 s pieces
 TOKENS_PER_S = 6.0  # generous speaking rate in Whisper tokens per second of audio
+TOKENS_PER_S_BY_LANGUAGE = {"zh": 12.0}  # a Chinese character is one to three tokens, ~5 characters a second
 EXTRA_TOKENS = 12
 LEAD_SILENCE_S = 0.3  # silence put before the utterance: Whisper drops a first word that starts at once ("yes, ...")
 MAX_WORDS_PER_S = 4.0  # more words than this per second of audio (+1) is a loop, not speech: decode again
@@ -144,18 +145,22 @@ class WhisperRecogniser:
         speech = to_rate(samples, rate, WHISPER_RATE).astype(np.float32) / 32768.0
         audio = np.concatenate([np.zeros(int(LEAD_SILENCE_S * WHISPER_RATE), dtype=np.float32), speech])
         tokenizer = self._tokenizer(language)
+        code = language.lower().split("-")[0].split("_")[0]
+        token_rate = TOKENS_PER_S_BY_LANGUAGE.get(code, TOKENS_PER_S)
         texts, logprobs, no_speech = [], [], []
         step = int(MAX_WINDOW_S * WHISPER_RATE)
         for start in range(0, max(1, len(audio)), step):
             piece = audio[start:start + step]
-            text, logprob, quiet, full = self._decode(piece, tokenizer, hints if prompt else (), _window_s(len(piece)))
+            text, logprob, quiet, full = self._decode(piece, tokenizer, hints if prompt else (), _window_s(len(piece)),
+                                                      token_rate)
             too_many = len(text.split()) > MAX_WORDS_PER_S * (len(piece) / WHISPER_RATE - LEAD_SILENCE_S) + 1
             if (full or too_many or has_loop(text)) and _window_s(len(piece)) < MAX_WINDOW_S:  # a loop: retry in 30 s
-                text, logprob, quiet, _ = self._decode(piece, tokenizer, hints if prompt else (), MAX_WINDOW_S)
+                text, logprob, quiet, _ = self._decode(piece, tokenizer, hints if prompt else (), MAX_WINDOW_S, token_rate)
             texts.append(text)
             logprobs.append(logprob)
             no_speech.append(quiet)
         raw = cut_repeats(" ".join(t for t in texts if t).strip())
+        raw = simplified(raw) if code == "zh" else raw
         return WhisperResult(spoken_form(raw), raw, time.perf_counter() - started, float(np.mean(logprobs)),
                              float(min(no_speech)))
 
@@ -181,9 +186,9 @@ class WhisperRecogniser:
         return Tokenizer(self._model.hf_tokenizer, True, task="transcribe", language=code)
 
     def _decode(self, audio: npt.NDArray[np.float32], tokenizer: Any, hints: Sequence[str],
-                window: float) -> tuple[str, float, float, bool]:
+                window: float, tokens_per_s: float = TOKENS_PER_S) -> tuple[str, float, float, bool]:
         """One piece of at most 30 s in a ``window`` s mel window: (text, average log-probability, no-speech
-        probability, whether it used the whole token budget)."""
+        probability, whether it used the whole token budget of ``tokens_per_s`` per second of audio)."""
         import ctranslate2
 
         duration = len(audio) / WHISPER_RATE
@@ -194,7 +199,7 @@ class WhisperRecogniser:
                                                                              / extractor.hop_length)]
         initial = ", ".join(h.strip() for h in hints if h.strip())[:PROMPT_CHARS]
         prompt = self._model.get_prompt(tokenizer, [], without_timestamps=True, hotwords=initial or None)
-        budget = int(TOKENS_PER_S * duration) + EXTRA_TOKENS
+        budget = int(tokens_per_s * duration) + EXTRA_TOKENS
         storage = ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None], dtype=np.float32))
         result = self._model.model.generate(storage, [prompt], beam_size=1, max_length=len(prompt) + budget,
                                             return_scores=True, return_no_speech_prob=True,
@@ -202,6 +207,20 @@ class WhisperRecogniser:
         tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
         logprob = float(result.scores[0]) / max(1, len(tokens) + 1)
         return tokenizer.decode(tokens).strip(), logprob, float(result.no_speech_prob), len(tokens) >= budget
+
+
+_t2s: Any = None
+
+
+def simplified(text: str) -> str:
+    """Chinese ``text`` in simplified characters (Whisper writes Mandarin in either script; flows use simplified):
+    OpenCC's t2s conversion, phrase-aware (乾燥 -> 干燥, 乾隆 stays)."""
+    global _t2s
+    if _t2s is None:
+        import opencc
+
+        _t2s = opencc.OpenCC("t2s")
+    return str(_t2s.convert(text))
 
 
 def _window_s(samples: int) -> float:

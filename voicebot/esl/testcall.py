@@ -280,11 +280,10 @@ def _prepare(script: CallerScript, cache_dir: Path | None) -> tuple[Synth, Synth
         recordings = {path: _recording(path) for path in paths}
         if not texts:
             return 0, {}, recordings
-        from voicebot.pipeline import default_pack
-        from voicebot.tts.pack import load_pack
+        from voicebot.tts.pack import caller_pack
         from voicebot.tts.render import PromptCache
 
-        pack = default_pack("en") if script.voice in ("", "default") else load_pack(script.voice)
+        pack = caller_pack(script.voice or "default")
         cache = PromptCache(pack, cache_dir)
         native = pack.voice.sample_rate
         return native, {text: cache.render(text, native)[0] for text in texts}, recordings

@@ -33,6 +33,7 @@ class SimResult:
     bot_track: list[Chunk] = field(default_factory=list)
     spoken: list[SpokenTurn] = field(default_factory=list)
     prompts: list[dict[str, Any]] = field(default_factory=list)  # joins of the dynamic prompts (voicebot.sim.seams)
+    speech: dict[str, Any] = field(default_factory=dict)  # the bot's prompts heard over the line (voicebot.sim.speechcheck)
     duration_s: float = 0.0
     wall_s: float = 0.0
 

@@ -3,7 +3,8 @@
 :func:`load_caller` reads every caller format (docs/callers.md): a recording, a list of actions
 (voicebot.sim.script, the format of ``chat``) or an audio caller script (YAML)::
 
-    voice: default          # the Piper voice that speaks text lines (default: the default voice)
+    voice: default          # who speaks text lines: default (the bot's own voice), kokoro:<style> (Mandarin),
+                            #   or a voice pack folder (relative to the script)
     gap_ms: 400             # how long after the bot stops the caller answers
     line: {noise_dbfs: -60, echo_db: -18, echo_delay_ms: 40}   # optional line effects
     turns:
@@ -173,9 +174,29 @@ def _script_from_mapping(data: dict[str, Any], path: Path) -> CallerScript:
     line = data.get("line") or {}
     try:
         effects = LineEffects(line.get("noise_dbfs"), line.get("echo_db"), int(line.get("echo_delay_ms", 40)))
-        return CallerScript(turns, int(data.get("gap_ms", 400)), str(data.get("voice", "default")), effects)
+        gap_ms = int(data.get("gap_ms", 400))
     except (TypeError, ValueError, AttributeError) as exc:
         raise CallerScriptError(f"{path}: gap_ms and line: {{...}} take numbers ({exc}); {FORMATS_HINT}") from None
+    return CallerScript(turns, gap_ms, _voice(data.get("voice", "default"), path), effects)
+
+
+def _voice(value: Any, path: Path) -> str:
+    """The caller's ``voice:``: ``default``, ``kokoro:<style>`` or a voice pack folder (relative to the script)."""
+    from voicebot.tts.pack import KOKORO_PREFIX, KOKORO_STYLES, PACK_FILE
+
+    text = str(value).strip()
+    if text in ("", "default"):
+        return "default"
+    if text.startswith(KOKORO_PREFIX):
+        if text.removeprefix(KOKORO_PREFIX) not in KOKORO_STYLES:
+            raise CallerScriptError(f"{path}: voice: {text}: no such Kokoro style; use kokoro: followed by one of "
+                                    f"{', '.join(KOKORO_STYLES)}")
+        return text
+    pack = (path.parent / text).resolve()
+    if not (pack / PACK_FILE).is_file():
+        raise CallerScriptError(f"{path}: voice: {text}: no voice pack at {pack} (expected a folder with {PACK_FILE}); "
+                                f"use default, kokoro:<style> or a voice pack folder")
+    return str(pack)
 
 
 def _turn_from_action(item: Any, where: str) -> CallerTurn:

@@ -19,6 +19,7 @@ from voicebot.dialog.flow import BargeInMode, Flow
 from voicebot.sim.audio import SimResult
 from voicebot.sim.picture import FATE_SHORT, save_timeline, timeline_figure
 from voicebot.sim.seams import join_lines
+from voicebot.sim.speechcheck import speech_lines
 from voicebot.timeline import Timeline
 
 OUTPUT_FILES = ("transcript.txt", "latency.txt", "call.wav", "timeline.json", "timeline.png")
@@ -50,6 +51,7 @@ def transcript_lines(result: SimResult) -> list[str]:
             lines.append(f"{t}   amd: {amd_line(e)}")
         elif e["kind"] in ("handoff", "hangup", "dtmf"):
             lines.append(f"{t}   {e['kind']}: " + ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("t", "kind")))
+    lines += speech_lines(result.speech)
     outcome = result.session.machine.outcome
     lines.append(f"outcome: disposition={outcome.disposition} level={outcome.level or '-'} tags={','.join(outcome.tags) or '-'} "
                  f"path={' > '.join(outcome.path)}")
@@ -195,6 +197,8 @@ def write_outputs(result: SimResult, out_dir: Path) -> list[Path]:
     data["latency"] = latency_rows(result)
     data["turns"] = [{k: v for k, v in row.items() if k != "ear_response_ms"} for row in data["latency"]]
     data["prompts"] = result.prompts  # each dynamic prompt's pieces and joins (voicebot.sim.seams)
+    if result.speech:
+        data["speech"] = result.speech  # the bot's prompts heard over the line (voicebot.sim.speechcheck)
     (out_dir / "timeline.json").write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
     draw_timeline(result, caller, bot, out_dir / "timeline.png")
     return [out_dir / name for name in OUTPUT_FILES]

@@ -5,22 +5,32 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from voicebot.asr.registry import BACKENDS, KOREAN_SHORTCUT, AsrConfig
+import numpy as np
+import numpy.typing as npt
+
+from voicebot.asr.registry import BACKENDS, KOREAN_SHORTCUT, AsrConfig, for_language
+from voicebot.audio.resample import resample
 from voicebot.campaign.amdgate import AmdCall, AmdGate, AmdPolicy, message_problem, parse_policy
 from voicebot.cli_checks import flow_variable_names, parse_variables
 from voicebot.cli_errors import UsageError
+from voicebot.dialog.events import Play
 from voicebot.dialog.flow import Flow
 from voicebot.dialog.loader import load_flow
-from voicebot.pipeline import Pipeline, PipelineConfig, load_pipeline
+from voicebot.pipeline import Pipeline, PipelineConfig, load_pipeline, shared_whisper
 from voicebot.sim.agents import SimAgents
 from voicebot.sim.audio import run_call
 from voicebot.sim.caller import CallerScript, SimCaller, load_caller, raw_or_wav
 from voicebot.sim.report import amd_line, latency_table, write_outputs
 from voicebot.sim.seams import agent_similarity, prompt_joins
+from voicebot.sim.speechcheck import hear_prompts, speech_lines
+from voicebot.tts.pack import caller_pack
+from voicebot.tts.render import PromptCache
 
+Int16Array = npt.NDArray[np.int16]
 LIVE_KINDS = ("play", "final", "pause", "stop", "resume", "handoff", "hangup", "dtmf", "amd")
 
 
@@ -32,7 +42,9 @@ def simulate(args: argparse.Namespace) -> int:
     variables = parse_variables(args.var, flow_variable_names(flow), f"flow {flow.id}")
     script = load_caller(args.caller)  # every recording it names is read now: a bad one fails before the call
     out = args.out or Path("out") / f"{flow.id}-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(f"voicebot: loading models for {flow.id} at {args.rate} Hz (ASR {args.asr}, accurate pass {args.accurate}, "
+    asr = for_language(AsrConfig(args.asr, args.asr_model, flow.language)).backend
+    asr = asr if asr == args.asr else f"{asr}: no streaming recogniser for {flow.language}, the accurate pass hears turns"
+    print(f"voicebot: loading models for {flow.id} at {args.rate} Hz (ASR {asr}, accurate pass {args.accurate}, "
           f"VAD {args.vad})...", flush=True)
     pipeline = load_pipeline(flow, _config(args))
     report = pipeline.render_report
@@ -40,6 +52,8 @@ def simulate(args: argparse.Namespace) -> int:
           f"({report.synthesized} synthesized, {report.from_recordings} recorded, {report.from_disk} from cache)", flush=True)
     result = _run(pipeline, script, args, variables)
     result.prompts = prompt_joins(pipeline.cache, result.session.spoken, args.rate, agent_similarity(pipeline.cache))
+    if getattr(args, "check_speech", False):
+        result.speech = check_speech(pipeline, result.session.spoken, args.rate)
     paths = write_outputs(result, out)
     print()
     print(latency_table(result))
@@ -98,9 +112,37 @@ def _run(pipeline: Pipeline, script: CallerScript, args: argparse.Namespace, var
     session = pipeline.session(charge_compute=not args.realtime, handoff=agent)
     session.core.amd = amd_gate(args, pipeline.flow, args.rate)
     session.timeline.listener = print_live
-    cache, rate = pipeline.cache, args.rate
-    caller = SimCaller(script, rate, synth=lambda text, r: cache.synthesize(text, r), read_audio=raw_or_wav)
+    caller = SimCaller(script, args.rate, synth=caller_synth(script.voice, pipeline.cache), read_audio=raw_or_wav)
     return run_call(session, caller, variables=variables, realtime=args.realtime)
+
+
+def check_speech(pipeline: Pipeline, spoken: list[tuple[Play, dict[str, str]]], rate: int) -> dict[str, Any]:
+    """``--check-speech``: the call's prompts heard over the line by the accurate pass's Whisper (else base)."""
+    print("voicebot: hearing the bot's prompts over the phone line (--check-speech)...", flush=True)
+    recogniser = pipeline.whisper or shared_whisper("base")
+
+    def played(play: Play, values: dict[str, str]) -> Int16Array:
+        pieces = list(pipeline.speak(play, values)[0])
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
+
+    report = hear_prompts(spoken, played, rate, pipeline.flow.language, recogniser)
+    for line in speech_lines(report):
+        print(line, flush=True)
+    return report
+
+
+def caller_synth(voice: str, cache: PromptCache) -> Callable[[str, int], Int16Array]:
+    """How the simulated caller's text lines become audio: the bot's own voice for ``default``, else the named
+    voice (``kokoro:<style>``, a voice pack folder: see voicebot.sim.caller)."""
+    if voice == "default":
+        return lambda text, rate: cache.synthesize(text, rate)
+    spoken = caller_pack(voice).voice
+
+    def synth(text: str, rate: int) -> Int16Array:
+        pieces = list(spoken.synthesize(text))
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
+        return resample(audio, spoken.sample_rate, rate)
+    return synth
 
 
 def print_live(entry: dict[str, Any]) -> None:

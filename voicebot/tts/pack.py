@@ -12,7 +12,9 @@ Layout::
 
     name: alice                 # required
     language: en                # en | zh
-    model: default              # the bundled joe voice, or a Piper .onnx (relative to the pack, or absolute)
+    model: default              # the default voice of the language (en: the bundled joe voice; zh: Kokoro
+                                #   jf_alpha, see voicebot.tts.kokoro_voice), kokoro:<style> (zh only), or a
+                                #   Piper .onnx (relative to the pack, or absolute)
     model_config: x.onnx.json   # optional; default: <model>.json
     speaking_rate: 1.0          # > 1 speaks faster (Piper length_scale = the voice's own / speaking_rate)
     loudness_target_dbfs: -20   # speech level (active RMS) of every prompt and synthesized piece
@@ -41,13 +43,16 @@ from voicebot.audio.wav import read_wav, write_wav
 from voicebot.tts.base import VoiceError
 
 if TYPE_CHECKING:
-    from voicebot.tts.piper_voice import PiperVoice
+    from voicebot.tts.base import Voice
 
 Int16Array = npt.NDArray[np.int16]
 PACK_FILE = "voice.yaml"
 PROMPTS_DIR = "prompts"
 ENROLL_DIR = "enroll"
 DEFAULT_MODEL = "default"
+KOKORO_PREFIX = "kokoro:"  # as voicebot.tts.kokoro_voice.PREFIX (imported lazily: it pulls in misaki and jieba)
+KOKORO_STYLES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+DEFAULT_VOICES = {"en": DEFAULT_MODEL, "zh": KOKORO_PREFIX + "jf_alpha"}  # language -> what `model: default` speaks
 STORED_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 _KEYS = ("name", "language", "model", "model_config", "speaking_rate", "loudness_target_dbfs", "sample_rate")
 _PROMPT_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # as the flow schema's promptId
@@ -90,16 +95,30 @@ class VoicePack:
         return self.root / ENROLL_DIR
 
     @property
-    def voice(self) -> PiperVoice:
+    def voice(self) -> Voice:
         """The neural voice for unrecorded text (loaded on first use, shared by packs using the same model)."""
-        return _shared_voice(self.model, self.model_config, self.speaking_rate)
+        return _shared_voice(self.speaker, self.model_config, self.speaking_rate)
+
+    @property
+    def speaker(self) -> str:
+        """What speaks: ``default`` (the joe voice), ``kokoro:<style>`` or a Piper .onnx path (``model: default``
+        resolved for the pack's language)."""
+        return DEFAULT_VOICES.get(self.language, DEFAULT_MODEL) if self.model == DEFAULT_MODEL else self.model
 
     def model_file(self) -> Path:
-        """The Piper .onnx this pack speaks with (the joe voice's for ``model: default``)."""
-        return _default_model_path() if self.model == DEFAULT_MODEL else Path(self.model)
+        """The model file this pack speaks with (the joe voice's .onnx for ``model: default`` in English)."""
+        if self.speaker.startswith(KOKORO_PREFIX):
+            from voicebot.tts.kokoro_voice import model_file
+
+            return model_file()
+        return _default_model_path() if self.speaker == DEFAULT_MODEL else Path(self.speaker)
 
     def config_file(self) -> Path:
-        """The Piper voice config: ``model_config``, else ``<model>.json`` beside the model."""
+        """The voice's config: ``model_config``, else ``<model>.json`` beside a Piper model (Kokoro: its styles)."""
+        if self.speaker.startswith(KOKORO_PREFIX):
+            from voicebot.tts.kokoro_voice import styles_file
+
+            return styles_file()
         model = self.model_file()
         return Path(self.model_config) if self.model_config else model.with_name(model.name + ".json")
 
@@ -125,6 +144,15 @@ class VoicePack:
         """The enrollment clips (``enroll/*.wav``, sorted by name) at ``rate``."""
         files = sorted(self.enroll_dir.glob("*.wav")) if self.enroll_dir.is_dir() else []
         return [read_audio_at(p, rate) for p in files]
+
+
+def caller_pack(spec: str) -> VoicePack:
+    """The pack a simulated caller speaks with: ``default`` (the joe voice), ``kokoro:<style>`` (Mandarin), or a
+    voice pack folder (see voicebot.sim.caller)."""
+    if spec == DEFAULT_MODEL or spec.startswith(KOKORO_PREFIX):
+        language = "zh" if spec.startswith(KOKORO_PREFIX) else "en"
+        return VoicePack(root=Path.cwd() / ".voicebot-default-pack", name=spec, language=language, model=spec)
+    return load_pack(Path(spec))
 
 
 def read_audio_at(path: Path, rate: int) -> Int16Array:
@@ -182,6 +210,9 @@ def _check_meta(root: Path, meta: dict[str, Any]) -> dict[str, Any]:
     if sample_rate not in STORED_RATES:
         raise VoiceError(f"{where}: `sample_rate: {sample_rate}` must be one of {', '.join(map(str, STORED_RATES))}")
     model = _model_path(root, meta.get("model", DEFAULT_MODEL), "model")
+    if model.startswith(KOKORO_PREFIX) and language != "zh":
+        raise VoiceError(f"{where}: `model: {model}` speaks Mandarin only (language: zh); for {language} use `default` "
+                         "or a Piper voice file")
     config = _model_path(root, meta.get("model_config", ""), "model_config") if meta.get("model_config") else ""
     return {"name": name.strip(), "language": language, "model": model, "model_config": config,
             "speaking_rate": rate, "loudness_target_dbfs": loudness, "sample_rate": int(sample_rate)}
@@ -196,9 +227,14 @@ def _number(where: Path, meta: dict[str, Any], key: str, default: float, low: fl
 
 def _model_path(root: Path, value: Any, key: str) -> str:
     if not isinstance(value, str) or not value:
-        raise VoiceError(f"{root / PACK_FILE}: `{key}:` must be `default` or a path to a Piper voice file")
+        raise VoiceError(f"{root / PACK_FILE}: `{key}:` must be `default`, kokoro:<style> or a path to a Piper voice file")
     if key == "model" and value == DEFAULT_MODEL:
         return DEFAULT_MODEL
+    if key == "model" and value.startswith(KOKORO_PREFIX):
+        if value.removeprefix(KOKORO_PREFIX) not in KOKORO_STYLES:
+            raise VoiceError(f"{root / PACK_FILE}: `model: {value}`: no such Kokoro style; use kokoro: followed by one "
+                             f"of {', '.join(KOKORO_STYLES)}")
+        return value
     path = (root / value).resolve()
     if not path.is_file():
         raise VoiceError(f"{root / PACK_FILE}: `{key}: {value}` not found at {path} (relative paths are relative to the pack)")
@@ -232,17 +268,22 @@ def _check_wav(path: Path) -> None:
         raise VoiceError(f"{path}: the recording is empty")
 
 
-_voices: dict[tuple[str, str, float], PiperVoice] = {}
+_voices: dict[tuple[str, str, float], Voice] = {}
 _voices_lock = threading.Lock()
 
 
-def _shared_voice(model: str, config: str, speaking_rate: float) -> PiperVoice:
-    """One loaded Piper voice per (model, config, speaking rate) in the process.
+def _shared_voice(model: str, config: str, speaking_rate: float) -> Voice:
+    """One loaded voice per (model, config, speaking rate) in the process.
 
-    ``speaking_rate`` 1.0 keeps the voice's own length_scale; otherwise length_scale = own / speaking_rate.
+    Piper: ``speaking_rate`` 1.0 keeps the voice's own length_scale; otherwise length_scale = own / speaking_rate.
+    Kokoro (``kokoro:<style>``): its speed.
     """
     from voicebot.tts.piper_voice import PiperVoice, default_voice, read_config
 
+    if model.startswith(KOKORO_PREFIX):
+        from voicebot.tts.kokoro_voice import shared_voice
+
+        return shared_voice(model.removeprefix(KOKORO_PREFIX), speaking_rate)
     key = (model, config, round(speaking_rate, 4))
     with _voices_lock:
         if key not in _voices:

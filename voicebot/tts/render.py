@@ -216,9 +216,11 @@ def file_fingerprint(path: Path) -> str:
 
 
 def voice_fingerprint(pack: VoicePack) -> str:
-    """What identifies the pack's neural voice: the model file's hash and its config's (if any)."""
+    """What identifies the pack's neural voice: the model file's hash and its config's (if any), and a Kokoro
+    voice's style."""
     config = pack.config_file()
-    return file_fingerprint(pack.model_file()) + (file_fingerprint(config) if config.is_file() else "")
+    style = pack.speaker if pack.speaker.startswith("kokoro:") else ""
+    return style + file_fingerprint(pack.model_file()) + (file_fingerprint(config) if config.is_file() else "")
 
 
 class PromptCache:
