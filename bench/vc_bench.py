@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from bench.vc_agents import AGENTS, available, build  # noqa: E402
 from voicebot.tts.pack import load_pack  # noqa: E402
 from voicebot.tts.render import PromptCache  # noqa: E402
-from voicebot.tts.vc.train import METHODS, TrainOptions, TrainResult, convert, save, train_pack  # noqa: E402
+from voicebot.tts.vc.apply import convert  # noqa: E402
+from voicebot.tts.vc.train import METHODS, TrainOptions, TrainResult, save, train_pack  # noqa: E402
 from voicebot.tts.vc.world import RATE  # noqa: E402
 
 

@@ -44,8 +44,8 @@ def demo_result(extra: list[dict[str, Any]] | None = None) -> Any:
     bot = track([(starts[e["play_id"]], e["t"]) for e in tl.of("prompt_end")])
     caller = track([(t["onset"], t["speech_end"]) for t in tl.turns()])
     session = SimpleNamespace(timeline=tl, settings=SimpleNamespace(rate=rate), machine=SimpleNamespace(flow=load_flow(FLOW)))
-    result = SimpleNamespace(session=session, duration_s=duration, spoken=[], prompts=[], speech={}, caller_track=[], bot_track=[],
-                             ear_latencies=lambda: {"response": [], "barge_in": []})
+    result = SimpleNamespace(session=session, duration_s=duration, spoken=[], prompts=[], speech={}, caller_track=[],
+                             bot_track=[], ear_latencies=lambda: {"response": [], "barge_in": []})
     return result, caller, bot
 
 

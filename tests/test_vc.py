@@ -17,9 +17,10 @@ from voicebot.tts.pack import load_pack, trim_silence
 from voicebot.tts.render import PromptCache
 from voicebot.tts.speaker import shared_embedder, similarity
 from voicebot.tts.vc import align, world
+from voicebot.tts.vc.apply import load_model
 from voicebot.tts.vc.mapping import F0Transform, ShiftMap, SpectralMap, VoiceConversion
 from voicebot.tts.vc.measure import AgentRange, VoiceStats, hnr_db, refusals, word_errors
-from voicebot.tts.vc.train import METHODS, Clip, TrainOptions, fit, load_clip, load_model, parallel_frames, split_prompts
+from voicebot.tts.vc.train import METHODS, Clip, TrainOptions, fit, load_clip, parallel_frames, split_prompts
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 pytestmark = needs_data(LIBRIVOX.is_dir(), "pocketsphinx-testdata", "the LibriVox reader")
@@ -288,7 +289,7 @@ def test_the_female_agent_pack_from_asterisk_prompts(tmp_path):
 def test_converted_speech_keeps_the_source_level_and_never_clips(clips, model):
     """A converted envelope can come out several dB louder than its source; clipped peaks ruin the words."""
     from voicebot.tts.pack import active_dbfs, clipped_samples
-    from voicebot.tts.vc.train import convert
+    from voicebot.tts.vc.apply import convert
 
     for pid in HELDOUT["librivox"]:
         source = clips[pid].stock

@@ -64,6 +64,8 @@ from voicebot.tts.joins import (
 )
 from voicebot.tts.normalize import normalize_text
 from voicebot.tts.pack import Int16Array, VoicePack, active_dbfs, normalize_loudness, trim_silence
+from voicebot.tts.vc.apply import MODEL_FILE, VC_DIR, convert, load_model
+from voicebot.tts.vc.apply import RATE as CONVERT_RATE
 
 LIVE_MEMO = 256  # live-synthesized pieces kept per cache (a few MB at 8 kHz)
 TAKES_MEMO = 4096  # texts whose recording (or its absence) a cache remembers
@@ -232,9 +234,15 @@ class PromptCache:
     synthesized on the call. Thread-safe.
     """
 
-    def __init__(self, pack: VoicePack, cache_dir: Path | None = None) -> None:
+    def __init__(self, pack: VoicePack, cache_dir: Path | None = None, *, convert: bool = True) -> None:
         self.pack = pack
         self.cache_dir = cache_dir
+        # the pack's enabled voice conversion (voicebot.tts.vc.apply), applied to every synthesized piece; `convert`
+        # False: the stock voice (voice train renders it so)
+        self.conversion = load_model(pack) if convert else None
+        self._conversion_key = file_fingerprint(pack.root / VC_DIR / MODEL_FILE) if self.conversion else ""
+        self.convert_seconds = 0.0  # CPU-side wall time spent converting, and the audio it converted (s)
+        self.converted_audio_s = 0.0
         self.synth_count = 0
         self.live_synth_count = 0
         self.live_memo_hits = 0  # live pieces served from the LRU (synthesize_live)
@@ -320,7 +328,7 @@ class PromptCache:
             self._fingerprint = voice_fingerprint(self.pack)
         said = _mem_text(normalize_text(text, self.pack.language))
         ident = [CACHE_FORMAT, self.pack.name, self._fingerprint, said, rate, self.pack.speaking_rate,
-                 self.pack.loudness_target_dbfs]
+                 self.pack.loudness_target_dbfs, self._conversion_key]
         return self.cache_dir / f"{hashlib.sha256(json.dumps(ident).encode()).hexdigest()}.wav"
 
     def disk_usage(self) -> tuple[int, int]:
@@ -351,14 +359,22 @@ class PromptCache:
         voice = self.pack.voice
         sentences = [np.asarray(s, dtype=np.int16) for s in voice.synthesize(normalize_text(text, self.pack.language))]
         native = join_segments(sentences, voice.sample_rate) if sentences else np.zeros(0, dtype=np.int16)
-        return native, voice.sample_rate
+        if self.conversion is None or not len(native):
+            return native, voice.sample_rate
+        started = time.perf_counter()
+        converted = convert(self.conversion, resample(native, voice.sample_rate, CONVERT_RATE))
+        with self._lock:
+            self.convert_seconds += time.perf_counter() - started
+            self.converted_audio_s += len(converted) / CONVERT_RATE
+        return converted, CONVERT_RATE
 
     @property
     def voice_key(self) -> tuple[str, str, float]:
-        """What makes two caches' synthesized audio the same: the pack's name, its voice's hash and speaking rate."""
+        """What makes two caches' synthesized audio the same: the pack's name, its voice's hash (with its
+        conversion's) and speaking rate."""
         if self._fingerprint is None:
             self._fingerprint = voice_fingerprint(self.pack)
-        return self.pack.name, self._fingerprint, self.pack.speaking_rate
+        return self.pack.name, self._fingerprint + self._conversion_key, self.pack.speaking_rate
 
     def synthesize_live(self, text: str, rate: int) -> Int16Array:
         """:meth:`synthesize` for a variable's value on a call, kept in an LRU of LIVE_MEMO pieces.

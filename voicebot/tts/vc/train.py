@@ -27,6 +27,7 @@ from voicebot.tts.base import VoiceError
 from voicebot.tts.pack import VoicePack, read_audio_at, trim_silence
 from voicebot.tts.speaker import SpeakerEmbedder, shared_embedder, similarity
 from voicebot.tts.vc import align, world
+from voicebot.tts.vc.apply import MODEL_FILE, VC_DIR
 from voicebot.tts.vc.mapping import COMPONENTS, MAPPED_DIMS, SHIFT_COMPONENTS, F0Transform, ShiftMap, SpectralMap, VoiceConversion
 from voicebot.tts.vc.measure import AgentRange, VoiceStats, hnr_db, mcd_db, refusals, word_errors
 from voicebot.tts.vc.trajectory import with_deltas
@@ -34,8 +35,6 @@ from voicebot.tts.vc.world import RATE, Features
 
 Int16Array = npt.NDArray[np.int16]
 Float64Array = npt.NDArray[np.float64]
-VC_DIR = "vc"
-MODEL_FILE = "model.npz"
 REFUSED_FILE = "refused.npz"
 REPORT_FILE = "report.json"
 HOLDOUT_SHARE = 0.2  # of the prompts, when --heldout is not given (at least one)
@@ -177,24 +176,6 @@ def fit(clips: Sequence[Clip], enroll_features: Sequence[Features], options: Tra
     return VoiceConversion(spectral, F0Transform.fit(src_f0, tgt_f0), meta)
 
 
-def convert(model: VoiceConversion, samples16k: Int16Array) -> Int16Array:
-    """``samples16k`` (int16, 16 kHz) in the agent's voice: analyse, map, synthesise."""
-    if len(samples16k) == 0:
-        return np.asarray(samples16k, dtype=np.int16)
-    return world.synthesize(model.convert_features(world.analyze(samples16k)), level_like=samples16k)
-
-
-def load_model(pack: VoicePack) -> VoiceConversion | None:
-    """The pack's enabled conversion (``vc/model.npz``), or None when it has none; VoiceError if it is unreadable."""
-    path = pack.root / VC_DIR / MODEL_FILE
-    if not path.is_file():
-        return None
-    try:
-        return VoiceConversion.load(path)
-    except (OSError, ValueError, KeyError) as e:
-        raise VoiceError(f"{path}: not a voice conversion model ({e}); run voice train again") from e
-
-
 class Progress:
     """A one-line text progress bar on ``stream`` (stderr): ``[#####-----] 5/10 what``."""
 
@@ -294,7 +275,7 @@ def train_pack(pack: VoicePack, options: TrainOptions = TrainOptions(), *, judge
     judges = judges or Judges.for_pack(pack, options.whisper)
     progress = Progress(len(train_ids) + 2 * len(held_ids) + 2, stream)
     timings: dict[str, float] = {}
-    speaker = PromptCache(pack)
+    speaker = PromptCache(pack, convert=False)  # the stock voice, even when an enabled conversion exists
     started = time.perf_counter()
     clips = []
     for pid in train_ids + held_ids:
