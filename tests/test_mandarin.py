@@ -47,7 +47,7 @@ def test_digits_are_read_as_chinese_numbers_and_punctuation_is_kept() -> None:
 
 
 def test_a_mandarin_pack_speaks_with_kokoro_and_an_english_one_with_piper() -> None:
-    assert default_pack("zh").speaker == "kokoro:jf_alpha"
+    assert default_pack("zh").speaker == "kokoro:jm_kumo"
     assert default_pack("en").speaker == "default"
 
 
@@ -162,7 +162,7 @@ nodes:
 
 
 def test_a_mandarin_call_through_audio_walks_the_flow_and_the_bot_is_understood(tmp_path: Path) -> None:
-    """Bot: the Mandarin default voice (Kokoro jf_alpha); caller: Kokoro's male style over an 8 kHz line; turns
+    """Bot: the Mandarin default voice (Kokoro jm_kumo); caller: Kokoro's female jf_tebukuro over an 8 kHz line; turns
     heard by the silent streaming pass and Whisper base. Then what the bot said, heard over the line."""
     from voicebot.sim.audio import run_call
     from voicebot.sim.caller import CallerScript, CallerTurn, SimCaller, raw_or_wav
@@ -171,8 +171,8 @@ def test_a_mandarin_call_through_audio_walks_the_flow_and_the_bot_is_understood(
     (tmp_path / "zh_mini.yaml").write_text(MINI_FLOW, encoding="utf-8")
     pipeline = load_pipeline(load_flow(tmp_path / "zh_mini.yaml"), PipelineConfig(rate=8000, cache_dir=tmp_path / "c",
                                                                                    accurate="base"))
-    assert pipeline.asr.name == "none" and pipeline.cache.pack.speaker == "kokoro:jf_alpha"
-    script = CallerScript((CallerTurn("say", CALLER_YES),), voice="kokoro:jm_kumo")
+    assert pipeline.asr.name == "none" and pipeline.cache.pack.speaker == "kokoro:jm_kumo"
+    script = CallerScript((CallerTurn("say", CALLER_YES),), voice="kokoro:jf_tebukuro")
     caller = SimCaller(script, 8000, synth=caller_synth(script.voice, pipeline.cache), read_audio=raw_or_wav)
     result = run_call(pipeline.session(charge_compute=True), caller)
 

