@@ -427,3 +427,56 @@ def test_the_worker_serves_an_ended_utterance_first_and_the_others_in_turn() -> 
     rest = order[3:]
     assert [s for s, _, _ in rest] == [1, 3, 1, 3, 1]  # then round-robin, each stream in its own order
     assert [at for s, _, at in rest if s == 1] == [0.0, 1.0, 2.0] and backlog.size == 0
+
+
+def test_finish_later_never_waits_and_a_final_given_up_on_is_skipped() -> None:
+    """The engine's calls ask for a turn's final without waiting (the bot's audio goes on): the final comes to
+    the delivery later, in order; one given up on (too late) is skipped, so the next utterance gets its own."""
+    import queue
+    import signal
+
+    model = ProcessPoolModel(AsrConfig("pocketsphinx"), processes=1, timeout_s=5.0)
+    finals: queue.SimpleQueue[AsrResult] = queue.SimpleQueue()
+    try:
+        stream = model.stream(8000, HINTS)
+        assert stream.worker is not None and stream.worker.process.pid is not None
+        pid = stream.worker.process.pid
+        os.kill(pid, signal.SIGSTOP)  # the worker is far behind
+        try:
+            for frame in frames():
+                stream.accept(frame)
+            started = time.monotonic()
+            stream.finish_later(finals.put)
+            assert time.monotonic() - started < 0.5, "finish_later waited for the worker"
+            assert finals.empty()
+            with capture_logs() as logs:
+                assert stream.give_up()  # the call's patience ran out: the turn ends with no words
+            assert [e["event"] for e in logs] == ["asr.final_late"]
+            assert not stream.give_up(), "nothing else was waiting"
+        finally:
+            os.kill(pid, signal.SIGCONT)  # it catches up: the late final comes now and goes nowhere
+        feed_in_real_time(stream, frames(), speed=20.0)
+        stream.finish_later(finals.put)
+        assert finals.get(timeout=30).text == "go forward ten meters"  # this utterance's own final
+        assert finals.empty()
+        stream.close()
+    finally:
+        model.close()
+
+
+def test_finish_later_on_a_dead_worker_answers_with_an_empty_final() -> None:
+    model = ProcessPoolModel(AsrConfig("pocketsphinx"), processes=1, timeout_s=5.0)
+    try:
+        stream = model.stream(8000, HINTS)
+        assert stream.worker is not None
+        for frame in frames()[:20]:
+            stream.accept(frame)
+        got: list[AsrResult] = []
+        stream.finish_later(got.append)
+        kill(stream.worker)  # dies with the final owed, or before it: either way the delivery gets an answer
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(got) == 1 and got[0].final
+    finally:
+        model.close()

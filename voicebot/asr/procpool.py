@@ -18,7 +18,11 @@ Design:
   s16le). :meth:`PooledStream.accept` never waits for the worker: it returns the
   newest partial the worker sent back since the previous call, so a partial
   reaches the call a frame (20 ms) or so after its audio. ``finish()`` waits
-  for the final (``timeout_s``); ``set_hints`` travels in order with the frames.
+  for the final (``timeout_s``); ``finish_later(deliver)`` never waits: the
+  worker's reader thread hands the final to ``deliver`` (the engine's call
+  posts it to the call's thread, which keeps sending the bot's audio
+  meanwhile), and ``give_up()`` drops a final that is too late. ``set_hints``
+  travels in order with the frames.
 * One native reader thread per worker routes replies to their streams.
 * Workers run ``WORKER_NICE`` nicer than the engine. They decode one or two
   cores' worth of audio; at the same priority, when they and a live synthesis
@@ -56,7 +60,7 @@ import sys
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -384,6 +388,9 @@ class PooledStream:
         self._lost: str | None = None  # why the stream's worker-side decoder is gone; it moves on the next call
         self._closed = False
         self._late = 0  # finals given up on (finish timed out): the worker still sends them, in order; skip them
+        self._waiting: deque[Callable[[AsrResult], None]] = deque()  # finish_later's deliveries, in FINISH order
+        self._async = False  # finish_later was used: finals go to _waiting, not to _finals
+        self._deliveries = _original("_thread", "allocate_lock")()  # _waiting, _late and _async (reader vs call)
 
     def attach(self) -> bool:
         """Open the stream's decoder on a live worker (with its rate and hints); False when none is up."""
@@ -406,11 +413,31 @@ class PooledStream:
         """(A reader thread) a reply from the worker."""
         if kind == "partial":
             self._partials.append(value)
-        elif kind == "final":
-            self._finals.put(value)
-        else:
-            self._lost = str(value)
-            self._finals.put(None)  # wakes a finish() waiting for this decoder's final
+            return
+        with self._deliveries:
+            if self._async:
+                targets = self._async_targets(kind, value)
+            else:
+                targets = []
+                if kind != "final":
+                    self._lost = str(value)
+                self._finals.put(value if kind == "final" else None)  # None wakes a finish() waiting for this decoder
+        empty = AsrResult("", final=True)
+        for deliver, result in targets:
+            deliver(result if isinstance(result, AsrResult) else empty)
+
+    def _async_targets(self, kind: str, value: Any) -> list[tuple[Callable[[AsrResult], None], Any]]:
+        """(Under ``_deliveries``) who gets this reply in finish_later mode: a final goes to the oldest waiting
+        delivery (one given up on is skipped); a lost decoder answers every waiting one with an empty final."""
+        if kind == "final":
+            if self._late:
+                self._late -= 1
+                return []
+            return [(self._waiting.popleft(), value)] if self._waiting else []
+        self._lost = str(value)
+        waiting, self._waiting = list(self._waiting), deque()
+        self._late = 0
+        return [(deliver, None) for deliver in waiting]
 
     def _ready(self) -> bool:
         """Closed: RuntimeError. Lost its decoder: move to a live worker now. True if there is one to send to."""
@@ -481,6 +508,45 @@ class PooledStream:
             return AsrResult("", final=True)
         self._partials.clear()  # partials of the utterance that just ended
         return result if isinstance(result, AsrResult) else AsrResult("", final=True)
+
+    def finish_later(self, deliver: Callable[[AsrResult], None]) -> None:
+        """End the utterance without waiting: ``deliver`` gets its final (from a reader thread, or now when the
+        stream has no live decoder: an empty final). Finals come in the order of the FINISHes."""
+        with self._deliveries:
+            self._async = True
+            lost = self._lost is not None
+            if not lost:
+                self._waiting.append(deliver)  # before FINISH goes out: the reply may come at once
+        if lost:
+            self._ready()  # the utterance's frames died with the decoder; move for the next one
+            deliver(AsrResult("", final=True))
+            return
+        if not self._send(FINISH):
+            with self._deliveries:
+                still_waiting = deliver in self._waiting
+                if still_waiting:
+                    self._waiting.remove(deliver)
+            if still_waiting:
+                deliver(AsrResult("", final=True))
+            return
+        self._partials.clear()  # the utterance's partials end with it
+
+    def give_up(self) -> bool:
+        """Drop the oldest final :meth:`finish_later` waits for (it is too late: the call goes on without its
+        words); it is skipped when it comes. False when none was waiting (it was just delivered)."""
+        with self._deliveries:
+            if not self._waiting:
+                return False
+            self._waiting.popleft()
+            self._late += 1
+        log.warning("asr.final_late", worker=self.worker.index if self.worker else None, timeout_s=self.model.timeout_s,
+                    detail="the utterance's words are dropped; the call goes on")
+        return True
+
+    @property
+    def finish_timeout_s(self) -> float:
+        """How long a call waits for a final before :meth:`give_up` (the model's ``timeout_s``)."""
+        return self.model.timeout_s
 
     def set_hints(self, phrases: Sequence[str]) -> None:
         """Bias the next utterance toward ``phrases`` (applied in order with the frames; kept for a move)."""

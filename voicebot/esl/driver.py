@@ -108,6 +108,7 @@ class SessionThread:
         """Start the session (t = 0 now) in its thread; its prompts are synthesized by a worker thread."""
         self.session.synthesis = ThreadedSynthesis(self.session.speaker, post=self.call_soon)
         self.session.accurate.bind(self.call_soon)  # Whisper's answers come back on this thread
+        self.session.post = self.call_soon  # a turn's final comes back on this thread too: the call never waits for it
         self.started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="voicebot-call", daemon=True)
         self._stop = False
@@ -205,6 +206,9 @@ class SessionThread:
                     self.recorder.flush()  # the disk, in this thread: never on the hub
             if not self.session.ended:  # stopped early: a hang-up queued before the stop still reaches the dialog
                 self._drain(timeout=0.0)
+                with self._state_lock:
+                    if not self._frozen:
+                        self.session.settle()  # a turn's final still on its way: what waited behind it goes in now
         except BaseException as err:  # one call's failure must not escape its thread
             self.error = err
         finally:
