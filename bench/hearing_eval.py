@@ -65,6 +65,7 @@ from voicebot.audio.wav import frames_from_array, read_wav  # noqa: E402
 from voicebot.dialog.flow import Flow  # noqa: E402
 from voicebot.dialog.loader import load_flow  # noqa: E402
 from voicebot.dialog.machine import build_matcher  # noqa: E402
+from voicebot.sim.speechcheck import edits  # noqa: E402
 
 MANIFEST = ROOT / "bench" / "hearing_eval.yaml"
 RESULTS = ROOT / "bench" / "results" / "hearing_eval.json"
@@ -241,12 +242,7 @@ def _whisper(model: str) -> dict[str, Recognise]:
 
 
 def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1]
+    return edits(ref, hyp)
 
 
 def wer(pairs: Sequence[tuple[str, str]]) -> float | None:

@@ -27,10 +27,9 @@ import numpy as np
 import numpy.typing as npt
 
 from voicebot.tts.base import VoiceError
-from voicebot.tts.normalize import normalize_text
 from voicebot.tts.pack import KOKORO_PREFIX as PREFIX
 from voicebot.tts.pack import KOKORO_STYLES as STYLES
-from voicebot.tts.sentences import split_sentences
+from voicebot.tts.sentences import sentence_audio
 
 Int16Array = npt.NDArray[np.int16]
 SAMPLE_RATE = 24000  # Hz, Kokoro's output
@@ -120,11 +119,7 @@ class KokoroVoice:
 
     def synthesize(self, text: str, *, normalize: bool = True) -> Iterator[Int16Array]:
         """int16 audio at ``sample_rate``, one array per sentence; ``normalize`` spells out numbers first."""
-        said = normalize_text(text, self.language) if normalize else text
-        for sentence in split_sentences(said, self.language):
-            audio = self.synthesize_sentence(sentence)
-            if len(audio):
-                yield audio
+        return sentence_audio(text, self.language, self.synthesize_sentence, normalize=normalize)
 
 
 def model_file() -> Path:

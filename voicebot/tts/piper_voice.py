@@ -42,8 +42,8 @@ import onnxruntime as ort
 from voicebot.audio.resample import SUPPORTED_RATES
 from voicebot.native import native_lock
 from voicebot.tts.base import VoiceError
-from voicebot.tts.normalize import language_family, normalize_text
-from voicebot.tts.sentences import split_sentences
+from voicebot.tts.normalize import language_family
+from voicebot.tts.sentences import sentence_audio
 
 Int16Array = npt.NDArray[np.int16]
 EXPECTED = "a Piper voice is MODEL.onnx plus MODEL.onnx.json"
@@ -219,11 +219,7 @@ class PiperVoice:
 
     def synthesize(self, text: str, *, normalize: bool = True) -> Iterator[Int16Array]:
         """int16 audio at ``sample_rate``, one array per sentence; ``normalize`` spells out numbers first."""
-        said = normalize_text(text, self.language) if normalize else text
-        for sentence in split_sentences(said, self.language):
-            audio = self.synthesize_sentence(sentence)
-            if len(audio):
-                yield audio
+        return sentence_audio(text, self.language, self.synthesize_sentence, normalize=normalize)
 
 
 _default: dict[int, PiperVoice] = {}

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+from voicebot.tts.normalize import normalize_text
 
 LONG_CLAUSE_WORDS = 20  # en: sentences longer than this are split at commas
 LONG_CLAUSE_CHARS = 30  # zh: the same, in characters, at ，
 
 _EN_ABBREVIATIONS = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|vs|etc|e\.g|i\.e|No)\.$", re.IGNORECASE)
+
+Int16Array = npt.NDArray[np.int16]
 
 
 def split_sentences(text: str, language: str = "en") -> list[str]:
@@ -53,3 +61,14 @@ def _split_long(sentence: str, zh: bool) -> list[str]:
         else:
             out.append(clause)
     return out
+
+
+def sentence_audio(text: str, language: str, synthesize_sentence: Callable[[str], Int16Array], *,
+                   normalize: bool = True) -> Iterator[Int16Array]:
+    """A voice's ``synthesize``: ``text`` (numbers spelled out first when ``normalize``) cut into sentences, each
+    said by ``synthesize_sentence``; empty takes are skipped."""
+    said = normalize_text(text, language) if normalize else text
+    for sentence in split_sentences(said, language):
+        audio = synthesize_sentence(sentence)
+        if len(audio):
+            yield audio
